@@ -1,0 +1,221 @@
+package domain
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+)
+
+// TenantService runs the tenant use cases: creation, lookup, listing,
+// updates and the lifecycle.
+type TenantService struct {
+	store Store
+	now   Clock
+}
+
+// NewTenantService returns a TenantService persisting to store and telling
+// time by now.
+func NewTenantService(store Store, now Clock) *TenantService {
+	return &TenantService{store: store, now: now}
+}
+
+// CreateTenant is the input of TenantService.Create.
+type CreateTenant struct {
+	Slug        string
+	DisplayName string
+	ExternalID  string
+	Metadata    map[string]string
+}
+
+// Create validates in and stores a new TRIAL tenant.
+func (s *TenantService) Create(ctx context.Context, in CreateTenant) (*Tenant, error) {
+	var v Violations
+	checkSlug(&v, "slug", in.Slug)
+	checkRequiredText(&v, "display_name", in.DisplayName, MaxDisplayNameLen)
+	checkText(&v, "external_id", in.ExternalID, MaxExternalIDLen, false)
+	checkMetadata(&v, in.Metadata)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	t := &Tenant{
+		ID:          NewID(),
+		Slug:        in.Slug,
+		DisplayName: strings.TrimSpace(in.DisplayName),
+		Status:      TenantTrial,
+		ExternalID:  in.ExternalID,
+		Metadata:    nonNil(in.Metadata),
+		CreateTime:  now,
+		UpdateTime:  now,
+	}
+	err := s.store.Atomically(ctx, func(r Repositories) error {
+		return r.Tenants().Create(ctx, t)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Get returns the tenant with the given id.
+func (s *TenantService) Get(ctx context.Context, id string) (*Tenant, error) {
+	id, err := ParseID("id", id)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.Tenants().Get(ctx, id)
+}
+
+// GetBySlug returns the tenant with the given slug.
+func (s *TenantService) GetBySlug(ctx context.Context, slug string) (*Tenant, error) {
+	var v Violations
+	if slug == "" || !slugPattern.MatchString(slug) {
+		checkSlug(&v, "slug", slug)
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	return s.store.Tenants().GetBySlug(ctx, slug)
+}
+
+// TenantPage is one page of a tenant list.
+type TenantPage struct {
+	Tenants       []*Tenant
+	NextPageToken string
+}
+
+// List returns one page of the tenants matching f, in creation order.
+func (s *TenantService) List(ctx context.Context, f TenantFilter, p PageRequest) (*TenantPage, error) {
+	var v Violations
+	if f.Status != "" && !f.Status.Valid() {
+		v.Add("status", "must be one of TRIAL, ACTIVE, FROZEN")
+	}
+	checkText(&v, "query", f.Query, MaxQueryLen, false)
+	size := p.pageSize(&v)
+	query := "tenants|" + string(f.Status) + "|" + f.Query
+	var after string
+	if pos := decodeCursor(&v, p.Token, query, 1); pos != nil {
+		after = checkID(&v, "page_token", pos[0])
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	// One row more than asked tells whether another page exists without a COUNT.
+	tenants, err := s.store.Tenants().List(ctx, f, after, size+1)
+	if err != nil {
+		return nil, err
+	}
+	page := &TenantPage{Tenants: tenants}
+	if len(tenants) > size {
+		page.Tenants = tenants[:size]
+		page.NextPageToken = encodeCursor(query, page.Tenants[size-1].ID)
+	}
+	return page, nil
+}
+
+// UpdateTenant is the input of TenantService.Update. A nil DisplayName
+// leaves the name as it is; Metadata entries are merged into the tenant's
+// metadata, and an entry with an empty value removes its key.
+type UpdateTenant struct {
+	ID          string
+	DisplayName *string
+	Metadata    map[string]string
+}
+
+// Update changes a tenant's display name and metadata.
+func (s *TenantService) Update(ctx context.Context, in UpdateTenant) (*Tenant, error) {
+	var v Violations
+	id := checkID(&v, "id", in.ID)
+	if in.DisplayName != nil {
+		checkRequiredText(&v, "display_name", *in.DisplayName, MaxDisplayNameLen)
+	}
+	// Removals (empty values) are checked like the keys they name.
+	checkMetadata(&v, in.Metadata)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	var out *Tenant
+	err := s.store.Atomically(ctx, func(r Repositories) error {
+		t, err := r.Tenants().GetForUpdate(ctx, id)
+		if err != nil {
+			return err
+		}
+		before := *t
+		if in.DisplayName != nil {
+			t.DisplayName = strings.TrimSpace(*in.DisplayName)
+		}
+		t.Metadata = mergeMetadata(t.Metadata, in.Metadata)
+		if len(t.Metadata) > MaxMetadataKeys {
+			return Violations{{Field: "metadata", Description: fmt.Sprintf("the update would leave %d keys, more than %d", len(t.Metadata), MaxMetadataKeys)}}.Err()
+		}
+		out = t
+		if t.DisplayName == before.DisplayName && maps.Equal(t.Metadata, before.Metadata) {
+			return nil // nothing changes: no write, no new update_time
+		}
+		t.UpdateTime = s.now()
+		return r.Tenants().Update(ctx, t)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Activate moves a TRIAL or FROZEN tenant to ACTIVE.
+func (s *TenantService) Activate(ctx context.Context, id string) (*Tenant, error) {
+	return s.moveTo(ctx, id, TenantActive)
+}
+
+// Cancel freezes a TRIAL or ACTIVE tenant: its keys stop verifying and its
+// entitlements stop counting, but nothing is deleted.
+func (s *TenantService) Cancel(ctx context.Context, id string) (*Tenant, error) {
+	return s.moveTo(ctx, id, TenantFrozen)
+}
+
+func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus) (*Tenant, error) {
+	id, err := ParseID("id", id)
+	if err != nil {
+		return nil, err
+	}
+	var out *Tenant
+	err = s.store.Atomically(ctx, func(r Repositories) error {
+		t, err := r.Tenants().GetForUpdate(ctx, id)
+		if err != nil {
+			return err
+		}
+		if err := t.transition(to); err != nil {
+			return err
+		}
+		out = t
+		if t.Status == to {
+			return nil // already there: a safe retry changes nothing
+		}
+		t.Status = to
+		t.UpdateTime = s.now()
+		return r.Tenants().Update(ctx, t)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func mergeMetadata(base, patch map[string]string) map[string]string {
+	out := maps.Clone(nonNil(base))
+	for k, v := range patch {
+		if v == "" {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
+}

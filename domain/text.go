@@ -1,0 +1,66 @@
+package domain
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// checkText records a violation when s is not acceptable free text: invalid
+// UTF-8, control characters (newlines and tabs only when multiline), or more
+// than max characters. PostgreSQL cannot store NUL in text, so refusing
+// control characters here also keeps such input from ever reaching it.
+func checkText(v *Violations, field, s string, max int, multiline bool) {
+	if !utf8.ValidString(s) {
+		v.Add(field, "must be valid UTF-8")
+		return
+	}
+	if n := utf8.RuneCountInString(s); n > max {
+		v.Add(field, "must be at most %d characters, got %d", max, n)
+		return
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) && !(multiline && (r == '\n' || r == '\r' || r == '\t')) {
+			v.Add(field, "must not contain control characters")
+			return
+		}
+	}
+}
+
+// checkRequiredText is checkText for a field that must not be blank.
+func checkRequiredText(v *Violations, field, s string, max int) {
+	if strings.TrimSpace(s) == "" {
+		v.Add(field, "is required")
+		return
+	}
+	checkText(v, field, s, max, false)
+}
+
+// NewID returns a new UUIDv7: unique, and ordered by creation time, which
+// keeps inserts local in indexes and makes ids usable as keyset cursors.
+func NewID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// checkID records a violation when s is not a UUID in canonical form, and
+// returns s in lower case.
+func checkID(v *Violations, field, s string) string {
+	if s == "" {
+		v.Add(field, "is required")
+		return s
+	}
+	id, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		v.Add(field, "must be a UUID like 00000000-0000-0000-0000-000000000001")
+		return s
+	}
+	return id.String()
+}
+
+// ParseID validates a single id argument, returning a KindInvalid error
+// naming field when it is not a UUID.
+func ParseID(field, s string) (string, error) {
+	var v Violations
+	id := checkID(&v, field, s)
+	return id, v.Err()
+}

@@ -1,0 +1,48 @@
+package persistence
+
+import (
+	"context"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// SeedTenantID is the id of the dev seed's tenant, acme.
+const SeedTenantID = "00000000-0000-0000-0000-000000000001"
+
+// productRow is the products table.
+type productRow struct {
+	bun.BaseModel `bun:"table:products"`
+
+	Key         string    `bun:"key,pk"`
+	DisplayName string    `bun:"display_name,notnull"`
+	Description string    `bun:"description,notnull"`
+	TrialDays   int       `bun:"trial_days,notnull"`
+	CreateTime  time.Time `bun:"create_time,notnull"`
+	UpdateTime  time.Time `bun:"update_time,notnull"`
+}
+
+// SeedDev inserts the dev data (the acme tenant and a small demo catalog)
+// unless it is there already, so a portal has something to show at once.
+// It is for the embedded default and APP_ENV=dev only, never a migration.
+func (db *DB) SeedDev(ctx context.Context, now time.Time) error {
+	acme := &tenantRow{
+		ID: SeedTenantID, Slug: "acme", DisplayName: "Acme Corporation", Status: "ACTIVE",
+		Metadata: map[string]string{"seed": "dev"}, CreateTime: now, UpdateTime: now,
+	}
+	products := []productRow{
+		{Key: "analytics", DisplayName: "Analytics", Description: "Dashboards and reports over your product data.", TrialDays: 14},
+		{Key: "helpdesk", DisplayName: "Helpdesk", Description: "Shared inbox and ticketing for support teams.", TrialDays: 30},
+		{Key: "data-warehouse", DisplayName: "Data Warehouse", Description: "Managed warehouse; available through sales only.", TrialDays: 0},
+	}
+	for i := range products {
+		products[i].CreateTime, products[i].UpdateTime = now, now
+	}
+	return db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewInsert().Model(acme).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
+			return err
+		}
+		_, err := tx.NewInsert().Model(&products).On("CONFLICT DO NOTHING").Exec(ctx)
+		return err
+	})
+}
