@@ -120,3 +120,13 @@ func CreateMigration(dir, name string, now time.Time) ([]string, error) {
 	}
 	return paths, nil
 }
+
+// Behind returns how many migrations are not applied yet, without creating
+// anything: a database the migrator never touched is an error.
+func (m *Migrator) Behind(ctx context.Context) (int, error) {
+	ms, err := m.m.MigrationsWithStatus(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return len(ms.Unapplied()), nil
+}

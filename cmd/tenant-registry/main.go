@@ -1,0 +1,247 @@
+// Command tenant-registry is the control plane's registry of tenants,
+// entitlements, products, API keys and audit events.
+//
+//	tenant-registry [serve]                  serve on ADDR (default :8090)
+//	tenant-registry migrate up|down|status   manage the database schema
+//	tenant-registry migrate create NAME      add an empty migration for both dialects
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tenant-registry/tenant-registry/domain"
+	"github.com/tenant-registry/tenant-registry/persistence"
+	"github.com/tenant-registry/tenant-registry/transport"
+)
+
+const usage = `usage:
+  tenant-registry [serve]                  serve Connect, gRPC and gRPC-Web on ADDR
+  tenant-registry migrate up               apply pending migrations
+  tenant-registry migrate down             roll back the last group of migrations
+  tenant-registry migrate status           list migrations and whether they are applied
+  tenant-registry migrate create NAME      add empty migrations for both dialects under ./migrations
+Configuration comes from the environment; see README.md.`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "tenant-registry:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	case "serve", "migrate":
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+	cfg, err := LoadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("bad configuration:\n%w", err)
+	}
+	log := newLogger(cfg, stderr)
+	if cmd == "migrate" {
+		return migrateCommand(ctx, cfg, args, stdout)
+	}
+	if len(args) > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", strings.Join(args, " "))
+	}
+	m := &Main{Config: cfg, Logger: log}
+	if err := m.Open(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("ADDR: listen on %s: %w", cfg.Addr, err)
+	}
+	log.Info("serving Connect, gRPC and gRPC-Web", "addr", ln.Addr().String(), "env", cfg.Env, "database", m.DB.Dialect())
+	return m.Server.Serve(ctx, ln)
+}
+
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Main wires the service together: database, domain services, transport.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+	Clock  domain.Clock // nil: the system clock
+
+	DB     *persistence.DB
+	Server *transport.Server
+}
+
+// Open connects to the database, brings or checks its schema, seeds dev
+// data and assembles the server.
+func (m *Main) Open(ctx context.Context) error {
+	if m.Clock == nil {
+		m.Clock = domain.SystemClock
+	}
+	db, err := persistence.Open(ctx, m.Config.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	m.DB = db
+	migrator, err := db.Migrator()
+	if err != nil {
+		return err
+	}
+	if db.Embedded || m.Config.Env == "dev" {
+		applied, err := migrator.Up(ctx)
+		if err != nil {
+			return fmt.Errorf("apply migrations: %w", err)
+		}
+		if len(applied) > 0 {
+			m.Logger.Info("applied migrations", "migrations", applied)
+		}
+	} else if err := schemaCurrent(ctx, migrator); err != nil {
+		return err
+	}
+	if m.Config.Env == "dev" {
+		if err := db.SeedDev(ctx, m.Clock()); err != nil {
+			return fmt.Errorf("seed dev data: %w", err)
+		}
+		m.Logger.Warn("APP_ENV=dev: authentication is off, every caller acts as a platform admin")
+	}
+
+	store := db.Store()
+	tenants := domain.NewTenantService(store, m.Clock)
+	m.Server = transport.NewServer(transport.Config{
+		AllowedOrigins:        m.Config.CORSOrigins,
+		AllowLocalhostOrigins: m.Config.Env == "dev" && len(m.Config.CORSOrigins) == 0,
+		MaxMessageBytes:       m.Config.MaxMessageBytes,
+		ReadHeaderTimeout:     10 * time.Second,
+		ShutdownGrace:         m.Config.ShutdownGrace,
+		Ready:                 func(ctx context.Context) error { return ready(ctx, db, migrator) },
+		Logger:                m.Logger,
+	}, transport.Services{
+		Tenants:      transport.NewTenantServer(tenants),
+		Catalog:      transport.CatalogUnimplemented{},
+		Entitlements: transport.EntitlementUnimplemented{},
+		ApiKeys:      transport.ApiKeyUnimplemented{},
+		Audit:        transport.AuditUnimplemented{},
+	})
+	return nil
+}
+
+// Close releases the database.
+func (m *Main) Close() error {
+	if m.DB != nil {
+		return m.DB.Close()
+	}
+	return nil
+}
+
+// schemaCurrent refuses a database whose schema is behind this binary.
+func schemaCurrent(ctx context.Context, migrator *persistence.Migrator) error {
+	pending, err := migrator.Pending(ctx)
+	if err != nil {
+		return fmt.Errorf("read migration status: %w", err)
+	}
+	if len(pending) > 0 {
+		return fmt.Errorf("the database schema is behind: %d migration(s) pending (first: %s_%s); run `tenant-registry migrate up` with the same DATABASE_URL",
+			len(pending), pending[0].Name, pending[0].Comment)
+	}
+	return nil
+}
+
+// ready is the readiness check: the database answers and its schema is current.
+func ready(ctx context.Context, db *persistence.DB, migrator *persistence.Migrator) error {
+	if err := db.Ready(ctx); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	behind, err := migrator.Behind(ctx)
+	if err != nil {
+		return fmt.Errorf("migration status: %w", err)
+	}
+	if behind > 0 {
+		return errors.New("schema is behind")
+	}
+	return nil
+}
+
+func migrateCommand(ctx context.Context, cfg Config, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("migrate needs up, down, status or create NAME")
+	}
+	if args[0] == "create" {
+		if len(args) != 2 {
+			return errors.New("usage: tenant-registry migrate create NAME")
+		}
+		paths, err := persistence.CreateMigration("migrations", args[1], time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "created:\n  "+strings.Join(paths, "\n  "))
+		return nil
+	}
+	if len(args) != 1 {
+		return fmt.Errorf("migrate %s takes no arguments", args[0])
+	}
+	db, err := persistence.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	migrator, err := db.Migrator()
+	if err != nil {
+		return err
+	}
+	switch args[0] {
+	case "up", "down":
+		step := migrator.Up
+		if args[0] == "down" {
+			step = migrator.Down
+		}
+		names, err := step(ctx)
+		if err != nil {
+			return fmt.Errorf("migrate %s: %w", args[0], err)
+		}
+		if len(names) == 0 {
+			fmt.Fprintln(stdout, "nothing to do")
+		}
+		for _, n := range names {
+			fmt.Fprintf(stdout, "%s %s\n", map[string]string{"up": "applied", "down": "rolled back"}[args[0]], n)
+		}
+	case "status":
+		states, err := migrator.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range states {
+			state := "pending"
+			if s.Applied {
+				state = "applied"
+			}
+			fmt.Fprintf(stdout, "%-8s %s_%s\n", state, s.Name, s.Comment)
+		}
+	default:
+		return fmt.Errorf("unknown migrate command %q: want up, down, status or create NAME", args[0])
+	}
+	return nil
+}
