@@ -6,6 +6,7 @@ import "context"
 // Store.Atomically callback is bound to one transaction.
 type Repositories interface {
 	Tenants() TenantRepository
+	Audit() AuditLog
 }
 
 // Store is the persistence port: repositories for single reads and writes,

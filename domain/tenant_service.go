@@ -50,7 +50,10 @@ func (s *TenantService) Create(ctx context.Context, in CreateTenant) (*Tenant, e
 		UpdateTime:  now,
 	}
 	err := s.store.Atomically(ctx, func(r Repositories) error {
-		return r.Tenants().Create(ctx, t)
+		if err := r.Tenants().Create(ctx, t); err != nil {
+			return err
+		}
+		return recordChange(ctx, r, now, tenantChange(t, "tenant.created", "c", "tenant created"))
 	})
 	if err != nil {
 		return nil, err
@@ -154,7 +157,10 @@ func (s *TenantService) Update(ctx context.Context, in UpdateTenant) (*Tenant, e
 			return nil // nothing changes: no write, no new update_time
 		}
 		t.UpdateTime = s.now()
-		return r.Tenants().Update(ctx, t)
+		if err := r.Tenants().Update(ctx, t); err != nil {
+			return err
+		}
+		return recordChange(ctx, r, t.UpdateTime, tenantChange(t, "tenant.updated", "u", "tenant updated"))
 	})
 	if err != nil {
 		return nil, err
@@ -164,16 +170,16 @@ func (s *TenantService) Update(ctx context.Context, in UpdateTenant) (*Tenant, e
 
 // Activate moves a TRIAL or FROZEN tenant to ACTIVE.
 func (s *TenantService) Activate(ctx context.Context, id string) (*Tenant, error) {
-	return s.moveTo(ctx, id, TenantActive)
+	return s.moveTo(ctx, id, TenantActive, "tenant.activated")
 }
 
 // Cancel freezes a TRIAL or ACTIVE tenant: its keys stop verifying and its
 // entitlements stop counting, but nothing is deleted.
 func (s *TenantService) Cancel(ctx context.Context, id string) (*Tenant, error) {
-	return s.moveTo(ctx, id, TenantFrozen)
+	return s.moveTo(ctx, id, TenantFrozen, "tenant.canceled")
 }
 
-func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus) (*Tenant, error) {
+func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus, action string) (*Tenant, error) {
 	id, err := ParseID("id", id)
 	if err != nil {
 		return nil, err
@@ -191,14 +197,27 @@ func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus) 
 		if t.Status == to {
 			return nil // already there: a safe retry changes nothing
 		}
+		from := t.Status
 		t.Status = to
 		t.UpdateTime = s.now()
-		return r.Tenants().Update(ctx, t)
+		if err := r.Tenants().Update(ctx, t); err != nil {
+			return err
+		}
+		c := tenantChange(t, action, "u", fmt.Sprintf("tenant moved from %s to %s", from, to))
+		c.Fields = map[string]string{"from": string(from), "to": string(to)}
+		return recordChange(ctx, r, t.UpdateTime, c)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+func tenantChange(t *Tenant, action, crud, description string) change {
+	return change{
+		TenantID: t.ID, Action: action, CRUD: crud, Description: description,
+		Target: AuditTarget{ID: t.ID, Type: "tenant", Name: t.Slug},
+	}
 }
 
 func nonNil(m map[string]string) map[string]string {

@@ -14,6 +14,7 @@ import (
 type repositories struct{ db bun.IDB }
 
 func (r repositories) Tenants() domain.TenantRepository { return TenantRepository{db: r.db} }
+func (r repositories) Audit() domain.AuditLog           { return AuditLog{db: r.db} }
 
 // Store implements domain.Store.
 type Store struct {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"connectrpc.com/grpcreflect"
 	"github.com/rs/cors"
 
+	"github.com/tenant-registry/tenant-registry/domain"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 )
 
@@ -31,6 +33,8 @@ type Config struct {
 	// AllowLocalhostOrigins also allows any http://localhost:PORT and
 	// http://127.0.0.1:PORT origin (the dev default).
 	AllowLocalhostOrigins bool
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
 	// MaxMessageBytes bounds a request message; larger ones get ResourceExhausted.
 	MaxMessageBytes int
 	// ReadHeaderTimeout bounds how long a client may take to send headers.
@@ -50,6 +54,18 @@ type Services struct {
 	Entitlements tenantregistryv1connect.EntitlementServiceHandler
 	ApiKeys      tenantregistryv1connect.ApiKeyServiceHandler
 	Audit        tenantregistryv1connect.AuditServiceHandler
+}
+
+// NewServices returns the handlers of every service over the domain
+// services persisting to store.
+func NewServices(store domain.Store, now domain.Clock) Services {
+	return Services{
+		Tenants:      NewTenantServer(domain.NewTenantService(store, now)),
+		Catalog:      CatalogUnimplemented{},
+		Entitlements: EntitlementUnimplemented{},
+		ApiKeys:      ApiKeyUnimplemented{},
+		Audit:        NewAuditServer(domain.NewAuditService(store, now)),
+	}
 }
 
 // Server is the service's HTTP server: every protocol on one listener.
@@ -73,7 +89,8 @@ var serviceNames = []string{
 func NewServer(cfg Config, svc Services) *Server {
 	s := &Server{cfg: cfg}
 	opts := connect.WithHandlerOptions(
-		connect.WithInterceptors(logInterceptor{cfg.Logger}, errorInterceptor{cfg.Logger}),
+		connect.WithInterceptors(logInterceptor{cfg.Logger}, errorInterceptor{cfg.Logger},
+			callerInterceptor{trustedProxies: cfg.TrustedProxies, principal: DevPrincipal}),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
 		connect.WithRecover(s.recovered),
 	)

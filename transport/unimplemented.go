@@ -18,8 +18,4 @@ type (
 	ApiKeyUnimplemented struct {
 		tenantregistryv1connect.UnimplementedApiKeyServiceHandler
 	}
-	// AuditUnimplemented answers Unimplemented for AuditService.
-	AuditUnimplemented struct {
-		tenantregistryv1connect.UnimplementedAuditServiceHandler
-	}
 )

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ type Config struct {
 	Audience        string // OIDC_AUDIENCE
 	TenantClaim     string // OIDC_TENANT_CLAIM
 	CORSOrigins     []string
+	TrustedProxies  []netip.Prefix // proxies whose X-Forwarded-For is believed
 	LogLevel        slog.Level
 	LogFormat       string // text or json
 	MaxMessageBytes int
@@ -73,6 +75,18 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			continue
 		}
 		c.CORSOrigins = append(c.CORSOrigins, strings.TrimSuffix(o, "/"))
+	}
+	for _, p := range splitList(getenv("TRUSTED_PROXIES")) {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				bad("TRUSTED_PROXIES", "want a comma-separated list of addresses or CIDR prefixes like 10.0.0.0/8, got %q", p)
+				continue
+			}
+			prefix = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, prefix.Masked())
 	}
 	switch lvl := strings.ToLower(get("LOG_LEVEL", "info")); lvl {
 	case "debug", "info", "warn", "error":

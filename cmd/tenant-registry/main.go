@@ -129,23 +129,16 @@ func (m *Main) Open(ctx context.Context) error {
 		m.Logger.Warn("APP_ENV=dev: authentication is off, every caller acts as a platform admin")
 	}
 
-	store := db.Store()
-	tenants := domain.NewTenantService(store, m.Clock)
 	m.Server = transport.NewServer(transport.Config{
 		AllowedOrigins:        m.Config.CORSOrigins,
 		AllowLocalhostOrigins: m.Config.Env == "dev" && len(m.Config.CORSOrigins) == 0,
+		TrustedProxies:        m.Config.TrustedProxies,
 		MaxMessageBytes:       m.Config.MaxMessageBytes,
 		ReadHeaderTimeout:     10 * time.Second,
 		ShutdownGrace:         m.Config.ShutdownGrace,
 		Ready:                 func(ctx context.Context) error { return ready(ctx, db, migrator) },
 		Logger:                m.Logger,
-	}, transport.Services{
-		Tenants:      transport.NewTenantServer(tenants),
-		Catalog:      transport.CatalogUnimplemented{},
-		Entitlements: transport.EntitlementUnimplemented{},
-		ApiKeys:      transport.ApiKeyUnimplemented{},
-		Audit:        transport.AuditUnimplemented{},
-	})
+	}, transport.NewServices(db.Store(), m.Clock))
 	return nil
 }
 

@@ -1,0 +1,263 @@
+package domain
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// AuditService records, lists, exports and verifies audit events.
+type AuditService struct {
+	store Store
+	now   Clock
+}
+
+// NewAuditService returns an AuditService on store.
+func NewAuditService(store Store, now Clock) *AuditService {
+	return &AuditService{store: store, now: now}
+}
+
+// Record appends one event a product sends. It is idempotent by (tenant,
+// product, external id): a repeat returns the stored event.
+func (s *AuditService) Record(ctx context.Context, e *AuditEvent) (*AuditEvent, error) {
+	out, err := s.record(ctx, []*AuditEvent{e}, func(int) string { return "event." })
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// RecordBatch appends up to MaxAuditBatch events, all or nothing.
+func (s *AuditService) RecordBatch(ctx context.Context, events []*AuditEvent) ([]*AuditEvent, error) {
+	switch {
+	case len(events) == 0:
+		return nil, Violations{{Field: "events", Description: "must hold at least one event"}}.Err()
+	case len(events) > MaxAuditBatch:
+		return nil, Violations{{Field: "events", Description: fmt.Sprintf("must hold at most %d events, got %d", MaxAuditBatch, len(events))}}.Err()
+	}
+	return s.record(ctx, events, func(i int) string { return "events[" + strconv.Itoa(i) + "]." })
+}
+
+func (s *AuditService) record(ctx context.Context, events []*AuditEvent, prefix func(int) string) ([]*AuditEvent, error) {
+	now := s.now()
+	var v Violations
+	for i, e := range events {
+		if e == nil {
+			v.Add(strings.TrimSuffix(prefix(i), "."), "is required")
+			continue
+		}
+		e.validate(&v, prefix(i), now)
+		e.ID, e.Seq, e.Hash, e.ReceiveTime = NewID(), 0, "", now
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	err := s.store.Atomically(ctx, func(r Repositories) error {
+		if err := tenantsExist(ctx, r, events); err != nil {
+			return err
+		}
+		return r.Audit().Append(ctx, events)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return events, nil
+}
+
+// tenantsExist reports NotFound for the first event whose tenant is unknown.
+func tenantsExist(ctx context.Context, r Repositories, events []*AuditEvent) error {
+	seen := map[string]bool{"": true}
+	for _, e := range events {
+		if seen[e.TenantID] {
+			continue
+		}
+		if _, err := r.Tenants().Get(ctx, e.TenantID); err != nil {
+			return err
+		}
+		seen[e.TenantID] = true
+	}
+	return nil
+}
+
+// AuditPage is one page of audit events, newest first.
+type AuditPage struct {
+	Events        []*AuditEvent
+	NextPageToken string
+}
+
+// List returns one page of the events matching f, newest first.
+func (s *AuditService) List(ctx context.Context, f AuditFilter, p PageRequest) (*AuditPage, error) {
+	var v Violations
+	f = checkAuditFilter(&v, f)
+	size := p.pageSize(&v)
+	query := auditQuery(f)
+	var before int64
+	if pos := decodeCursor(&v, p.Token, query, 1); pos != nil {
+		n, err := strconv.ParseInt(pos[0], 10, 64)
+		if err != nil || n < 1 {
+			v.Add("page_token", "is not a page token of this query")
+		}
+		before = n
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	events, err := s.store.Audit().List(ctx, f, before, size+1)
+	if err != nil {
+		return nil, err
+	}
+	page := &AuditPage{Events: events}
+	if len(events) > size {
+		page.Events = events[:size]
+		page.NextPageToken = encodeCursor(query, strconv.FormatInt(page.Events[size-1].Seq, 10))
+	}
+	return page, nil
+}
+
+// exportPageSize is how many events Export holds in memory at once.
+const exportPageSize = 500
+
+// Export calls send for every event matching f, newest first, reading in
+// pages so memory stays constant however many events match.
+func (s *AuditService) Export(ctx context.Context, f AuditFilter, send func(*AuditEvent) error) error {
+	var v Violations
+	f = checkAuditFilter(&v, f)
+	if err := v.Err(); err != nil {
+		return err
+	}
+	var before int64
+	for {
+		events, err := s.store.Audit().List(ctx, f, before, exportPageSize)
+		if err != nil {
+			return err
+		}
+		for _, e := range events {
+			if err := send(e); err != nil {
+				return err
+			}
+		}
+		if len(events) < exportPageSize {
+			return nil
+		}
+		before = events[len(events)-1].Seq
+	}
+}
+
+// ChainReport is the result of verifying a tenant's chain.
+type ChainReport struct {
+	OK             bool
+	EventsChecked  int64
+	FirstBrokenSeq int64  // 0 when OK
+	Problem        string // what is wrong at FirstBrokenSeq
+}
+
+// chainPageSize is how many events VerifyChain reads at once.
+const chainPageSize = 1000
+
+// VerifyChain walks a tenant's chain (the platform's for an empty tenant
+// id) from the start, recomputing every hash: an edited event breaks its
+// hash, a deleted one leaves a gap or a short chain.
+func (s *AuditService) VerifyChain(ctx context.Context, tenantID string) (*ChainReport, error) {
+	if tenantID != "" {
+		var err error
+		if tenantID, err = ParseID("tenant_id", tenantID); err != nil {
+			return nil, err
+		}
+		if _, err := s.store.Tenants().Get(ctx, tenantID); err != nil {
+			return nil, err
+		}
+	}
+	log := s.store.Audit()
+	// Read the head first: events appended while we walk are beyond it.
+	headSeq, headHash, err := log.Head(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	report := &ChainReport{}
+	broken := func(seq int64, format string, args ...any) (*ChainReport, error) {
+		report.FirstBrokenSeq, report.Problem = seq, fmt.Sprintf(format, args...)
+		return report, nil
+	}
+	prev, next := "", int64(1)
+	for next <= headSeq {
+		events, err := log.Chain(ctx, tenantID, next-1, chainPageSize)
+		if err != nil {
+			return nil, err
+		}
+		if len(events) == 0 {
+			return broken(next, "events from seq %d to %d are missing", next, headSeq)
+		}
+		for _, e := range events {
+			if e.Seq > headSeq {
+				break
+			}
+			if e.Seq != next {
+				return broken(next, "event seq %d is missing", next)
+			}
+			if e.ChainHash(prev) != e.Hash {
+				return broken(e.Seq, "event seq %d does not match its hash: it was changed after it was written", e.Seq)
+			}
+			prev, next = e.Hash, next+1
+			report.EventsChecked++
+		}
+	}
+	if prev != headHash {
+		return broken(headSeq, "the chain's last hash differs from its recorded head")
+	}
+	report.OK = true
+	return report, nil
+}
+
+func checkAuditFilter(v *Violations, f AuditFilter) AuditFilter {
+	if f.TenantID != "" {
+		f.TenantID = checkID(v, "tenant_id", f.TenantID)
+	}
+	if f.Product != "" && !auditProductPattern.MatchString(f.Product) {
+		v.Add("product", "must be 1 to 63 characters of a-z, 0-9, '.', '_' and '-'")
+	}
+	if f.Action != "" {
+		action, prefix := f.ActionPrefix()
+		valid := len(action) <= MaxAuditActionLen && auditActionPattern.MatchString(strings.TrimSuffix(action, "."))
+		if !valid || (!prefix && strings.HasSuffix(action, ".")) || (prefix && action == "") {
+			v.Add("action", "must be an action like tenant.created, or a prefix ending in '*' like api_key.*")
+		}
+	}
+	checkText(v, "actor_id", f.ActorID, MaxAuditTextLen, false)
+	checkText(v, "target_id", f.TargetID, MaxAuditTextLen, false)
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		v.Add("since", "must be before until")
+	}
+	return f
+}
+
+func auditQuery(f AuditFilter) string {
+	return strings.Join([]string{"audit", f.TenantID, f.Product, f.ActorID, f.Action, f.TargetID,
+		f.Since.Format(time.RFC3339Nano), f.Until.Format(time.RFC3339Nano)}, "|")
+}
+
+// change describes a state change of the registry, for its audit event.
+type change struct {
+	TenantID    string // whose chain; empty for platform changes
+	Action      string // e.g. tenant.created
+	CRUD        string
+	Target      AuditTarget
+	Description string
+	Fields      map[string]string
+}
+
+// recordChange appends the audit event of a change through r, the
+// repositories of the transaction that makes the change, with the actor
+// and source address of the caller in ctx.
+func recordChange(ctx context.Context, r Repositories, now time.Time, c change) error {
+	caller := CallerFrom(ctx)
+	p := caller.Principal
+	e := &AuditEvent{
+		ID: NewID(), TenantID: c.TenantID, Product: RegistryProduct, Action: c.Action, CRUD: c.CRUD,
+		Actor: AuditActor{ID: p.ID, Name: p.Name, Type: p.Type}, Target: c.Target,
+		SourceIP: caller.SourceIP, Description: c.Description, Fields: c.Fields,
+		IsAnonymous: p.ID == "", OccurTime: now, ReceiveTime: now,
+	}
+	return r.Audit().Append(ctx, []*AuditEvent{e})
+}

@@ -1,0 +1,104 @@
+// Package testserver starts the real transport server over a real
+// database for tests, on a free loopback port, with a clock the test moves.
+package testserver
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/tenant-registry/tenant-registry/persistence"
+	"github.com/tenant-registry/tenant-registry/transport"
+)
+
+// Clock is a clock that moves only when told to.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a clock reading t.
+func NewClock(t time.Time) *Clock { return &Clock{now: t.UTC().Truncate(time.Microsecond)} }
+
+// Now reads the clock.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// Server is a running server.
+type Server struct {
+	URL   string
+	DB    *persistence.DB
+	Clock *Clock
+}
+
+// Start serves every service over db on a free port until t ends.
+func Start(t testing.TB, db *persistence.DB) *Server {
+	t.Helper()
+	clock := NewClock(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
+	srv := transport.NewServer(transport.Config{
+		MaxMessageBytes:   4 << 20,
+		ReadHeaderTimeout: 5 * time.Second,
+		ShutdownGrace:     5 * time.Second,
+		Ready:             db.Ready,
+		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, transport.NewServices(db.Store(), clock.Now))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return &Server{URL: "http://" + ln.Addr().String(), DB: db, Clock: clock}
+}
+
+// Protocol is one way a client can talk to the server.
+type Protocol struct {
+	Name    string
+	HTTP    *http.Client
+	Options []connect.ClientOption
+}
+
+// HTTP1 is a client speaking HTTP/1.1, as browsers and curl do for Connect
+// and gRPC-Web; H2C speaks cleartext HTTP/2 only, as gRPC needs.
+var (
+	HTTP1 = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	H2C   = &http.Client{Transport: h2cTransport()}
+)
+
+// Protocols are every protocol the server speaks.
+var Protocols = []Protocol{
+	{"connect-json", HTTP1, []connect.ClientOption{connect.WithProtoJSON()}},
+	{"connect-proto", HTTP1, nil},
+	{"grpc", H2C, []connect.ClientOption{connect.WithGRPC()}},
+	{"grpc-web", HTTP1, []connect.ClientOption{connect.WithGRPCWeb()}},
+}
+
+func h2cTransport() *http.Transport {
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Transport{Protocols: protocols}
+}

@@ -1,0 +1,3 @@
+DROP TABLE audit_events;
+--bun:split
+DROP TABLE audit_chain_heads;

@@ -1,0 +1,245 @@
+package persistence
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/tenant-registry/tenant-registry/domain"
+)
+
+// auditEventRow is the audit_events table.
+type auditEventRow struct {
+	bun.BaseModel `bun:"table:audit_events"`
+
+	ID          string            `bun:"id,pk"`
+	TenantID    string            `bun:"tenant_id,notnull"`
+	Seq         int64             `bun:"seq,notnull"`
+	Product     string            `bun:"product,notnull"`
+	Action      string            `bun:"action,notnull"`
+	CRUD        string            `bun:"crud,notnull"`
+	ActorID     string            `bun:"actor_id,notnull"`
+	ActorName   string            `bun:"actor_name,notnull"`
+	ActorType   string            `bun:"actor_type,notnull"`
+	TargetID    string            `bun:"target_id,notnull"`
+	TargetType  string            `bun:"target_type,notnull"`
+	TargetName  string            `bun:"target_name,notnull"`
+	SourceIP    string            `bun:"source_ip,notnull"`
+	Description string            `bun:"description,notnull"`
+	IsFailure   bool              `bun:"is_failure,notnull"`
+	IsAnonymous bool              `bun:"is_anonymous,notnull"`
+	Fields      map[string]string `bun:"fields,notnull"`
+	OccurTime   time.Time         `bun:"occur_time,notnull"`
+	ReceiveTime time.Time         `bun:"receive_time,notnull"`
+	ExternalID  string            `bun:"external_id,notnull"`
+	Hash        string            `bun:"hash,notnull"`
+}
+
+func newAuditEventRow(e *domain.AuditEvent) auditEventRow {
+	fields := e.Fields
+	if fields == nil {
+		fields = map[string]string{}
+	}
+	return auditEventRow{
+		ID: e.ID, TenantID: e.TenantID, Seq: e.Seq, Product: e.Product, Action: e.Action, CRUD: e.CRUD,
+		ActorID: e.Actor.ID, ActorName: e.Actor.Name, ActorType: e.Actor.Type,
+		TargetID: e.Target.ID, TargetType: e.Target.Type, TargetName: e.Target.Name,
+		SourceIP: e.SourceIP, Description: e.Description, IsFailure: e.IsFailure, IsAnonymous: e.IsAnonymous,
+		Fields: fields, OccurTime: e.OccurTime, ReceiveTime: e.ReceiveTime, ExternalID: e.ExternalID, Hash: e.Hash,
+	}
+}
+
+func (r *auditEventRow) domain() *domain.AuditEvent {
+	fields := r.Fields
+	if fields == nil {
+		fields = map[string]string{}
+	}
+	return &domain.AuditEvent{
+		ID: r.ID, TenantID: r.TenantID, Seq: r.Seq, Product: r.Product, Action: r.Action, CRUD: r.CRUD,
+		Actor:  domain.AuditActor{ID: r.ActorID, Name: r.ActorName, Type: r.ActorType},
+		Target: domain.AuditTarget{ID: r.TargetID, Type: r.TargetType, Name: r.TargetName},
+		SourceIP: r.SourceIP, Description: r.Description, IsFailure: r.IsFailure, IsAnonymous: r.IsAnonymous,
+		Fields: fields, OccurTime: r.OccurTime.UTC(), ReceiveTime: r.ReceiveTime.UTC(), ExternalID: r.ExternalID, Hash: r.Hash,
+	}
+}
+
+// auditChainHeadRow is the audit_chain_heads table.
+type auditChainHeadRow struct {
+	bun.BaseModel `bun:"table:audit_chain_heads"`
+
+	TenantID string `bun:"tenant_id,pk"`
+	Seq      int64  `bun:"seq,notnull"`
+	Hash     string `bun:"hash,notnull"`
+}
+
+// AuditLog implements domain.AuditLog.
+type AuditLog struct{ db bun.IDB }
+
+var _ domain.AuditLog = AuditLog{}
+
+// insertChunk bounds the rows of one INSERT statement.
+const insertChunk = 100
+
+// Append adds events to their chains. Chains are locked in tenant id order,
+// so two transactions appending to the same chains cannot deadlock.
+func (l AuditLog) Append(ctx context.Context, events []*domain.AuditEvent) error {
+	byTenant := map[string][]*domain.AuditEvent{}
+	for _, e := range events {
+		byTenant[e.TenantID] = append(byTenant[e.TenantID], e)
+	}
+	tenants := make([]string, 0, len(byTenant))
+	for t := range byTenant {
+		tenants = append(tenants, t)
+	}
+	slices.Sort(tenants)
+	for _, t := range tenants {
+		if err := l.appendChain(ctx, t, byTenant[t]); err != nil {
+			return dbError(err, "audit chain not found", "audit event already exists")
+		}
+	}
+	return nil
+}
+
+func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*domain.AuditEvent) error {
+	head := &auditChainHeadRow{TenantID: tenantID}
+	if _, err := l.db.NewInsert().Model(head).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
+		return err
+	}
+	q := l.db.NewSelect().Model(head).WherePK()
+	if isPostgres(l.db) {
+		q = q.For("UPDATE")
+	}
+	if err := q.Scan(ctx); err != nil {
+		return err
+	}
+	stored, err := l.storedByExternalID(ctx, tenantID, events)
+	if err != nil {
+		return err
+	}
+	rows := make([]auditEventRow, 0, len(events))
+	for _, e := range events {
+		key := e.Product + "\x00" + e.ExternalID
+		if e.ExternalID != "" {
+			if prev, ok := stored[key]; ok {
+				*e = *prev // idempotent append: the stored event stands
+				continue
+			}
+		}
+		head.Seq++
+		e.Seq = head.Seq
+		e.Hash = e.ChainHash(head.Hash)
+		head.Hash = e.Hash
+		rows = append(rows, newAuditEventRow(e))
+		if e.ExternalID != "" {
+			copied := *e
+			stored[key] = &copied
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	for chunk := range slices.Chunk(rows, insertChunk) {
+		if _, err := l.db.NewInsert().Model(&chunk).Exec(ctx); err != nil {
+			return err
+		}
+	}
+	_, err = l.db.NewUpdate().Model(head).Column("seq", "hash").WherePK().Exec(ctx)
+	return err
+}
+
+// storedByExternalID returns the stored events of the chain that share an
+// external id with events, keyed by product and external id.
+func (l AuditLog) storedByExternalID(ctx context.Context, tenantID string, events []*domain.AuditEvent) (map[string]*domain.AuditEvent, error) {
+	out := map[string]*domain.AuditEvent{}
+	var ids []string
+	for _, e := range events {
+		if e.ExternalID != "" {
+			ids = append(ids, e.ExternalID)
+		}
+	}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var rows []auditEventRow
+	err := l.db.NewSelect().Model(&rows).
+		Where("tenant_id = ? AND external_id IN (?)", tenantID, bun.In(ids)).Scan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range rows {
+		out[rows[i].Product+"\x00"+rows[i].ExternalID] = rows[i].domain()
+	}
+	return out, nil
+}
+
+// List returns events matching f below beforeSeq, newest first.
+func (l AuditLog) List(ctx context.Context, f domain.AuditFilter, beforeSeq int64, limit int) ([]*domain.AuditEvent, error) {
+	var rows []auditEventRow
+	q := l.db.NewSelect().Model(&rows).Where("tenant_id = ?", f.TenantID).OrderExpr("seq DESC").Limit(limit)
+	if beforeSeq > 0 {
+		q = q.Where("seq < ?", beforeSeq)
+	}
+	if f.Product != "" {
+		q = q.Where("product = ?", f.Product)
+	}
+	if f.ActorID != "" {
+		q = q.Where("actor_id = ?", f.ActorID)
+	}
+	if f.TargetID != "" {
+		q = q.Where("target_id = ?", f.TargetID)
+	}
+	if prefix, ok := f.ActionPrefix(); ok {
+		// A range rather than LIKE: it uses the (tenant_id, action, seq)
+		// index on both dialects. Actions are ASCII, so bumping the last
+		// byte gives the first string past the prefix.
+		q = q.Where("action >= ? AND action < ?", prefix, prefix[:len(prefix)-1]+string(prefix[len(prefix)-1]+1))
+	} else if f.Action != "" {
+		q = q.Where("action = ?", f.Action)
+	}
+	if !f.Since.IsZero() {
+		q = q.Where("occur_time >= ?", f.Since)
+	}
+	if !f.Until.IsZero() {
+		q = q.Where("occur_time < ?", f.Until)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, dbError(err, "audit events not found", "")
+	}
+	return auditEvents(rows), nil
+}
+
+// Chain returns a chain's events after afterSeq, oldest first.
+func (l AuditLog) Chain(ctx context.Context, tenantID string, afterSeq int64, limit int) ([]*domain.AuditEvent, error) {
+	var rows []auditEventRow
+	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND seq > ?", tenantID, afterSeq).
+		OrderExpr("seq ASC").Limit(limit).Scan(ctx)
+	if err != nil {
+		return nil, dbError(err, "audit events not found", "")
+	}
+	return auditEvents(rows), nil
+}
+
+// Head returns the last seq and hash of a chain.
+func (l AuditLog) Head(ctx context.Context, tenantID string) (int64, string, error) {
+	head := &auditChainHeadRow{TenantID: tenantID}
+	err := l.db.NewSelect().Model(head).WherePK().Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", nil
+	}
+	if err != nil {
+		return 0, "", dbError(err, "", "")
+	}
+	return head.Seq, head.Hash, nil
+}
+
+func auditEvents(rows []auditEventRow) []*domain.AuditEvent {
+	out := make([]*domain.AuditEvent, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out
+}

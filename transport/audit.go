@@ -1,0 +1,137 @@
+package transport
+
+import (
+	"context"
+	"strconv"
+
+	"connectrpc.com/connect"
+
+	"github.com/tenant-registry/tenant-registry/domain"
+	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
+	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
+)
+
+// AuditServer serves tenantregistry.v1.AuditService.
+type AuditServer struct{ audit *domain.AuditService }
+
+var _ tenantregistryv1connect.AuditServiceHandler = (*AuditServer)(nil)
+
+// NewAuditServer returns the AuditService handler over the domain service.
+func NewAuditServer(audit *domain.AuditService) *AuditServer { return &AuditServer{audit: audit} }
+
+// RecordAuditEvent appends one event.
+func (s *AuditServer) RecordAuditEvent(ctx context.Context, req *v1.RecordAuditEventRequest) (*v1.RecordAuditEventResponse, error) {
+	var v domain.Violations
+	if req.GetEvent() == nil {
+		v.Add("event", "is required")
+		return nil, v.Err()
+	}
+	e := auditEventIn(&v, "event.", req.GetEvent())
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	out, err := s.audit.Record(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return &v1.RecordAuditEventResponse{Event: auditEventOut(out)}, nil
+}
+
+// RecordAuditEvents appends up to 500 events, all or nothing.
+func (s *AuditServer) RecordAuditEvents(ctx context.Context, req *v1.RecordAuditEventsRequest) (*v1.RecordAuditEventsResponse, error) {
+	var v domain.Violations
+	events := make([]*domain.AuditEvent, len(req.GetEvents()))
+	if len(events) <= domain.MaxAuditBatch {
+		for i, e := range req.GetEvents() {
+			events[i] = auditEventIn(&v, "events["+strconv.Itoa(i)+"].", e)
+		}
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	out, err := s.audit.RecordBatch(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	res := &v1.RecordAuditEventsResponse{Events: make([]*v1.AuditEvent, len(out))}
+	for i, e := range out {
+		res.Events[i] = auditEventOut(e)
+	}
+	return res, nil
+}
+
+// ListAuditEvents returns one page of events, newest first.
+func (s *AuditServer) ListAuditEvents(ctx context.Context, req *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error) {
+	var v domain.Violations
+	f := domain.AuditFilter{
+		TenantID: req.GetTenantId(), Product: req.GetProduct(), ActorID: req.GetActorId(),
+		Action: req.GetAction(), TargetID: req.GetTargetId(),
+		Since: timeIn(&v, "since", req.GetSince()), Until: timeIn(&v, "until", req.GetUntil()),
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	page, err := s.audit.List(ctx, f, domain.PageRequest{Size: int(req.GetPageSize()), Token: req.GetPageToken()})
+	if err != nil {
+		return nil, err
+	}
+	res := &v1.ListAuditEventsResponse{NextPageToken: page.NextPageToken, Events: make([]*v1.AuditEvent, len(page.Events))}
+	for i, e := range page.Events {
+		res.Events[i] = auditEventOut(e)
+	}
+	return res, nil
+}
+
+// ExportAuditEvents streams every matching event, newest first.
+func (s *AuditServer) ExportAuditEvents(ctx context.Context, req *v1.ExportAuditEventsRequest, stream *connect.ServerStream[v1.ExportAuditEventsResponse]) error {
+	var v domain.Violations
+	f := domain.AuditFilter{
+		TenantID: req.GetTenantId(), Product: req.GetProduct(), ActorID: req.GetActorId(),
+		Action: req.GetAction(), TargetID: req.GetTargetId(),
+		Since: timeIn(&v, "since", req.GetSince()), Until: timeIn(&v, "until", req.GetUntil()),
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	return s.audit.Export(ctx, f, func(e *domain.AuditEvent) error {
+		return stream.Send(&v1.ExportAuditEventsResponse{Event: auditEventOut(e)})
+	})
+}
+
+// VerifyAuditChain checks a tenant's hash chain.
+func (s *AuditServer) VerifyAuditChain(ctx context.Context, req *v1.VerifyAuditChainRequest) (*v1.VerifyAuditChainResponse, error) {
+	r, err := s.audit.VerifyChain(ctx, req.GetTenantId())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.VerifyAuditChainResponse{
+		Ok: r.OK, EventsChecked: r.EventsChecked, FirstBrokenSeq: r.FirstBrokenSeq, Problem: r.Problem,
+	}, nil
+}
+
+// auditEventIn converts an event a product sends. Server-set fields (id,
+// receive_time, seq, hash) are ignored.
+func auditEventIn(v *domain.Violations, prefix string, e *v1.AuditEvent) *domain.AuditEvent {
+	if e == nil {
+		v.Add(prefix[:len(prefix)-1], "is required")
+		return nil
+	}
+	return &domain.AuditEvent{
+		TenantID: e.GetTenantId(), Product: e.GetProduct(), Action: e.GetAction(), CRUD: e.GetCrud(),
+		Actor:    domain.AuditActor{ID: e.GetActor().GetId(), Name: e.GetActor().GetName(), Type: e.GetActor().GetType()},
+		Target:   domain.AuditTarget{ID: e.GetTarget().GetId(), Type: e.GetTarget().GetType(), Name: e.GetTarget().GetName()},
+		SourceIP: e.GetSourceIp(), Description: e.GetDescription(), IsFailure: e.GetIsFailure(), IsAnonymous: e.GetIsAnonymous(),
+		Fields: e.GetFields(), OccurTime: timeIn(v, prefix+"occur_time", e.GetOccurTime()), ExternalID: e.GetExternalId(),
+	}
+}
+
+func auditEventOut(e *domain.AuditEvent) *v1.AuditEvent {
+	return &v1.AuditEvent{
+		Id: e.ID, TenantId: e.TenantID, Product: e.Product, Action: e.Action, Crud: e.CRUD,
+		Actor:    &v1.AuditActor{Id: e.Actor.ID, Name: e.Actor.Name, Type: e.Actor.Type},
+		Target:   &v1.AuditTarget{Id: e.Target.ID, Type: e.Target.Type, Name: e.Target.Name},
+		SourceIp: e.SourceIP, Description: e.Description, IsFailure: e.IsFailure, IsAnonymous: e.IsAnonymous,
+		Fields: e.Fields, OccurTime: timeOut(e.OccurTime), ReceiveTime: timeOut(e.ReceiveTime),
+		ExternalId: e.ExternalID, Seq: e.Seq, Hash: e.Hash,
+	}
+}

@@ -1,0 +1,30 @@
+package transport
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tenant-registry/tenant-registry/domain"
+)
+
+// timeIn converts an optional timestamp from a request: nil is the zero
+// time; an out-of-range one is a violation naming field.
+func timeIn(v *domain.Violations, field string, ts *timestamppb.Timestamp) time.Time {
+	if ts == nil {
+		return time.Time{}
+	}
+	if err := ts.CheckValid(); err != nil {
+		v.Add(field, "is not a valid timestamp")
+		return time.Time{}
+	}
+	return ts.AsTime()
+}
+
+// timeOut converts a time for a response: the zero time is absent.
+func timeOut(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
