@@ -54,6 +54,9 @@ func (s *AuditService) record(ctx context.Context, events []*AuditEvent, prefix 
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
+	if err := s.authorizeRecord(ctx, events); err != nil {
+		return nil, err
+	}
 	err := s.store.Atomically(ctx, func(r Repositories) error {
 		if err := tenantsExist(ctx, r, events); err != nil {
 			return err
@@ -64,6 +67,21 @@ func (s *AuditService) record(ctx context.Context, events []*AuditEvent, prefix 
 		return nil, err
 	}
 	return events, nil
+}
+
+// authorizeRecord lets a caller append events to the tenants it may
+// write for, and a service key only events of the product it acts for.
+func (s *AuditService) authorizeRecord(ctx context.Context, events []*AuditEvent) error {
+	p := CallerFrom(ctx).Principal
+	product, bound := p.Product()
+	for _, e := range events {
+		ownProduct := p.IsPlatformAdmin() || (bound && e.Product == product)
+		if !ownProduct || !p.Can(PermAuditWrite, e.TenantID) {
+			denied := &change{Action: "audit_event.recorded", CRUD: "c", Target: AuditTarget{Type: "audit_event", Name: e.Action}}
+			return deny(ctx, s.store, s.now, PermAuditWrite, e.TenantID, denied)
+		}
+	}
+	return nil
 }
 
 // tenantsExist reports NotFound for the first event whose tenant is unknown.
@@ -92,6 +110,11 @@ func (s *AuditService) List(ctx context.Context, f AuditFilter, p PageRequest) (
 	var v Violations
 	f = checkAuditFilter(&v, f)
 	size := p.pageSize(&v)
+	if len(v) == 0 {
+		if err := authorize(ctx, s.store, s.now, PermAuditRead, f.TenantID, nil); err != nil {
+			return nil, err
+		}
+	}
 	query := auditQuery(f)
 	var before int64
 	if pos := decodeCursor(&v, p.Token, query, 1); pos != nil {
@@ -127,6 +150,9 @@ func (s *AuditService) Export(ctx context.Context, f AuditFilter, send func(*Aud
 	if err := v.Err(); err != nil {
 		return err
 	}
+	if err := authorize(ctx, s.store, s.now, PermAuditRead, f.TenantID, nil); err != nil {
+		return err
+	}
 	var before int64
 	for {
 		events, err := s.store.Audit().List(ctx, f, before, exportPageSize)
@@ -160,6 +186,9 @@ const chainPageSize = 1000
 // id) from the start, recomputing every hash: an edited event breaks its
 // hash, a deleted one leaves a gap or a short chain.
 func (s *AuditService) VerifyChain(ctx context.Context, tenantID string) (*ChainReport, error) {
+	if err := authorize(ctx, s.store, s.now, PermAuditVerify, tenantID, nil); err != nil {
+		return nil, err
+	}
 	if tenantID != "" {
 		var err error
 		if tenantID, err = ParseID("tenant_id", tenantID); err != nil {
@@ -245,6 +274,7 @@ type change struct {
 	Target      AuditTarget
 	Description string
 	Fields      map[string]string
+	Failure     bool // the change was refused
 }
 
 // recordChange appends the audit event of a change through r, the
@@ -256,7 +286,7 @@ func recordChange(ctx context.Context, r Repositories, now time.Time, c change) 
 	e := &AuditEvent{
 		ID: NewID(), TenantID: c.TenantID, Product: RegistryProduct, Action: c.Action, CRUD: c.CRUD,
 		Actor: AuditActor{ID: p.ID, Name: p.Name, Type: p.Type}, Target: c.Target,
-		SourceIP: caller.SourceIP, Description: c.Description, Fields: c.Fields,
+		SourceIP: caller.SourceIP, Description: c.Description, Fields: c.Fields, IsFailure: c.Failure,
 		IsAnonymous: p.ID == "", OccurTime: now, ReceiveTime: now,
 	}
 	return r.Audit().Append(ctx, []*AuditEvent{e})

@@ -7,6 +7,12 @@ import "context"
 type Repositories interface {
 	Tenants() TenantRepository
 	Audit() AuditLog
+	ApiKeys() ApiKeyRepository
+	Entitlements() EntitlementRepository
+	Products() ProductRepository
+	ProductRequests() ProductRequestRepository
+	Trials() TrialRepository
+	Invalidations() Invalidations
 }
 
 // Store is the persistence port: repositories for single reads and writes,

@@ -38,6 +38,10 @@ func (s *TenantService) Create(ctx context.Context, in CreateTenant) (*Tenant, e
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
+	denied := &change{Action: "tenant.created", CRUD: "c", Target: AuditTarget{Type: "tenant", Name: in.Slug}}
+	if err := authorize(ctx, s.store, s.now, PermTenantCreate, "", denied); err != nil {
+		return nil, err
+	}
 	now := s.now()
 	t := &Tenant{
 		ID:          NewID(),
@@ -67,6 +71,9 @@ func (s *TenantService) Get(ctx context.Context, id string) (*Tenant, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := authorize(ctx, s.store, s.now, PermTenantRead, id, nil); err != nil {
+		return nil, err
+	}
 	return s.store.Tenants().Get(ctx, id)
 }
 
@@ -79,7 +86,14 @@ func (s *TenantService) GetBySlug(ctx context.Context, slug string) (*Tenant, er
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	return s.store.Tenants().GetBySlug(ctx, slug)
+	t, err := s.store.Tenants().GetBySlug(ctx, slug)
+	if err != nil {
+		return nil, err
+	}
+	if err := authorize(ctx, s.store, s.now, PermTenantRead, t.ID, nil); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // TenantPage is one page of a tenant list.
@@ -102,6 +116,9 @@ func (s *TenantService) List(ctx context.Context, f TenantFilter, p PageRequest)
 		after = checkID(&v, "page_token", pos[0])
 	}
 	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	if err := authorize(ctx, s.store, s.now, PermTenantList, "", nil); err != nil {
 		return nil, err
 	}
 	// One row more than asked tells whether another page exists without a COUNT.
@@ -136,6 +153,10 @@ func (s *TenantService) Update(ctx context.Context, in UpdateTenant) (*Tenant, e
 	// Removals (empty values) are checked like the keys they name.
 	checkMetadata(&v, in.Metadata)
 	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	denied := &change{Action: "tenant.updated", CRUD: "u", Target: AuditTarget{ID: id, Type: "tenant"}}
+	if err := authorize(ctx, s.store, s.now, PermTenantUpdate, id, denied); err != nil {
 		return nil, err
 	}
 	var out *Tenant
@@ -184,6 +205,10 @@ func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus, 
 	if err != nil {
 		return nil, err
 	}
+	denied := &change{Action: action, CRUD: "u", Target: AuditTarget{ID: id, Type: "tenant"}}
+	if err := authorize(ctx, s.store, s.now, PermTenantLifecycle, id, denied); err != nil {
+		return nil, err
+	}
 	var out *Tenant
 	err = s.store.Atomically(ctx, func(r Repositories) error {
 		t, err := r.Tenants().GetForUpdate(ctx, id)
@@ -201,6 +226,10 @@ func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus, 
 		t.Status = to
 		t.UpdateTime = s.now()
 		if err := r.Tenants().Update(ctx, t); err != nil {
+			return err
+		}
+		// Keys and entitlements of the tenant answer differently now.
+		if err := r.Invalidations().Tenant(ctx, t.ID); err != nil {
 			return err
 		}
 		c := tenantChange(t, action, "u", fmt.Sprintf("tenant moved from %s to %s", from, to))

@@ -60,8 +60,8 @@ func (r *auditEventRow) domain() *domain.AuditEvent {
 	}
 	return &domain.AuditEvent{
 		ID: r.ID, TenantID: r.TenantID, Seq: r.Seq, Product: r.Product, Action: r.Action, CRUD: r.CRUD,
-		Actor:  domain.AuditActor{ID: r.ActorID, Name: r.ActorName, Type: r.ActorType},
-		Target: domain.AuditTarget{ID: r.TargetID, Type: r.TargetType, Name: r.TargetName},
+		Actor:    domain.AuditActor{ID: r.ActorID, Name: r.ActorName, Type: r.ActorType},
+		Target:   domain.AuditTarget{ID: r.TargetID, Type: r.TargetType, Name: r.TargetName},
 		SourceIP: r.SourceIP, Description: r.Description, IsFailure: r.IsFailure, IsAnonymous: r.IsAnonymous,
 		Fields: fields, OccurTime: r.OccurTime.UTC(), ReceiveTime: r.ReceiveTime.UTC(), ExternalID: r.ExternalID, Hash: r.Hash,
 	}

@@ -19,6 +19,8 @@ import (
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/driver/pgdriver"
 	"github.com/uptrace/bun/driver/sqliteshim"
+
+	"github.com/tenant-registry/tenant-registry/domain"
 )
 
 // DefaultSQLitePath is where the embedded default keeps its data, so that
@@ -27,7 +29,8 @@ const DefaultSQLitePath = "data/tenant-registry.db"
 
 // DB is an open database of either dialect.
 type DB struct {
-	bun *bun.DB
+	bun  *bun.DB
+	subs *subscribers
 	// Embedded reports whether this is the embedded SQLite database.
 	Embedded bool
 }
@@ -69,7 +72,7 @@ func openPostgres(url string) *DB {
 	sqldb.SetMaxOpenConns(maxConns)
 	sqldb.SetMaxIdleConns(maxConns)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{bun: bun.NewDB(sqldb, pgdialect.New())}
+	return &DB{bun: bun.NewDB(sqldb, pgdialect.New()), subs: &subscribers{}}
 }
 
 func openSQLite(path string) *DB {
@@ -90,8 +93,12 @@ func openSQLite(path string) *DB {
 	}
 	sqldb.SetMaxIdleConns(2 * runtime.GOMAXPROCS(0))
 	sqldb.SetConnMaxIdleTime(0)
-	return &DB{bun: bun.NewDB(sqldb, sqlitedialect.New()), Embedded: true}
+	return &DB{bun: bun.NewDB(sqldb, sqlitedialect.New()), subs: &subscribers{}, Embedded: true}
 }
+
+// OnInvalidation registers fn to receive every invalidation this process
+// commits, and, once ListenInvalidations runs, those of other replicas.
+func (db *DB) OnInvalidation(fn func(domain.Invalidation)) { db.subs.add(fn) }
 
 // Ready reports whether the database answers.
 func (db *DB) Ready(ctx context.Context) error {

@@ -5,31 +5,21 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+
+	"github.com/tenant-registry/tenant-registry/domain"
 )
 
 // SeedTenantID is the id of the dev seed's tenant, acme.
 const SeedTenantID = "00000000-0000-0000-0000-000000000001"
 
-// productRow is the products table.
-type productRow struct {
-	bun.BaseModel `bun:"table:products"`
-
-	Key         string    `bun:"key,pk"`
-	DisplayName string    `bun:"display_name,notnull"`
-	Description string    `bun:"description,notnull"`
-	TrialDays   int       `bun:"trial_days,notnull"`
-	CreateTime  time.Time `bun:"create_time,notnull"`
-	UpdateTime  time.Time `bun:"update_time,notnull"`
-}
-
 // SeedDev inserts the dev data (the acme tenant and a small demo catalog)
 // unless it is there already, so a portal has something to show at once.
 // It is for the embedded default and APP_ENV=dev only, never a migration.
 func (db *DB) SeedDev(ctx context.Context, now time.Time) error {
-	acme := &tenantRow{
-		ID: SeedTenantID, Slug: "acme", DisplayName: "Acme Corporation", Status: "ACTIVE",
+	acme := newTenantRow(&domain.Tenant{
+		ID: SeedTenantID, Slug: "acme", DisplayName: "Acme Corporation", Status: domain.TenantActive,
 		Metadata: map[string]string{"seed": "dev"}, CreateTime: now, UpdateTime: now,
-	}
+	})
 	products := []productRow{
 		{Key: "analytics", DisplayName: "Analytics", Description: "Dashboards and reports over your product data.", TrialDays: 14},
 		{Key: "helpdesk", DisplayName: "Helpdesk", Description: "Shared inbox and ticketing for support teams.", TrialDays: 30},
@@ -45,4 +35,19 @@ func (db *DB) SeedDev(ctx context.Context, now time.Time) error {
 		_, err := tx.NewInsert().Model(&products).On("CONFLICT DO NOTHING").Exec(ctx)
 		return err
 	})
+}
+
+// PlatformTenantID is the id of the platform's own tenant, which holds the
+// registry's administrative service keys. Its slug, platform, is reserved,
+// so no customer can take it.
+const PlatformTenantID = "00000000-0000-0000-0000-000000000000"
+
+// EnsurePlatformTenant creates the platform tenant unless it exists.
+func (db *DB) EnsurePlatformTenant(ctx context.Context, now time.Time) error {
+	t := newTenantRow(&domain.Tenant{
+		ID: PlatformTenantID, Slug: "platform", DisplayName: "Platform", Status: domain.TenantActive,
+		Metadata: map[string]string{}, CreateTime: now, UpdateTime: now,
+	})
+	_, err := db.bun.NewInsert().Model(t).On("CONFLICT DO NOTHING").Exec(ctx)
+	return err
 }

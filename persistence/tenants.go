@@ -22,12 +22,14 @@ type tenantRow struct {
 	Metadata    map[string]string `bun:"metadata,notnull"`
 	CreateTime  time.Time         `bun:"create_time,notnull"`
 	UpdateTime  time.Time         `bun:"update_time,notnull"`
+	Search      string            `bun:"search,notnull"`
 }
 
 func newTenantRow(t *domain.Tenant) *tenantRow {
 	return &tenantRow{
 		ID: t.ID, Slug: t.Slug, DisplayName: t.DisplayName, Status: string(t.Status),
 		ExternalID: t.ExternalID, Metadata: t.Metadata, CreateTime: t.CreateTime, UpdateTime: t.UpdateTime,
+		Search: strings.ToLower(t.Slug + "\n" + t.DisplayName),
 	}
 }
 
@@ -93,8 +95,7 @@ func (r TenantRepository) List(ctx context.Context, f domain.TenantFilter, after
 		q = q.Where("status = ?", f.Status)
 	}
 	if f.Query != "" {
-		pattern := "%" + escapeLike(strings.ToLower(f.Query)) + "%"
-		q = q.Where(`(lower(slug) LIKE ? ESCAPE '\' OR lower(display_name) LIKE ? ESCAPE '\')`, pattern, pattern)
+		q = q.Where(`search LIKE ? ESCAPE '\'`, "%"+escapeLike(strings.ToLower(f.Query))+"%")
 	}
 	if afterID != "" {
 		q = q.Where("id > ?", afterID)
@@ -112,7 +113,7 @@ func (r TenantRepository) List(ctx context.Context, f domain.TenantFilter, after
 // Update writes every mutable column of t.
 func (r TenantRepository) Update(ctx context.Context, t *domain.Tenant) error {
 	res, err := r.db.NewUpdate().Model(newTenantRow(t)).
-		Column("display_name", "status", "metadata", "update_time").WherePK().Exec(ctx)
+		Column("display_name", "status", "metadata", "update_time", "search").WherePK().Exec(ctx)
 	if err != nil {
 		return dbError(err, tenantNotFound, "")
 	}

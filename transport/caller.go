@@ -1,13 +1,10 @@
 package transport
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-
-	"connectrpc.com/connect"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 )
@@ -16,37 +13,13 @@ import (
 // mode without an issuer).
 var DevPrincipal = domain.Principal{ID: "dev", Name: "dev platform admin", Type: "dev", Roles: []string{"platform-admin"}}
 
-// callerInterceptor puts the domain.Caller into the context: the principal
-// and the source address, taken from X-Forwarded-For only when the direct
-// peer is a trusted proxy.
-type callerInterceptor struct {
-	trustedProxies []netip.Prefix
-	principal      domain.Principal
-}
-
-func (i callerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		return next(i.with(ctx, req.Peer(), req.Header()), req)
-	}
-}
-
-func (i callerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
-func (i callerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		return next(i.with(ctx, conn.Peer(), conn.RequestHeader()), conn)
-	}
-}
-
-func (i callerInterceptor) with(ctx context.Context, peer connect.Peer, h http.Header) context.Context {
-	return domain.WithCaller(ctx, domain.Caller{Principal: i.principal, SourceIP: i.sourceIP(peer.Addr, h)})
-}
+// sourceResolver finds a request's source address: the peer's, or from
+// X-Forwarded-For when the peer is a trusted proxy.
+type sourceResolver struct{ trustedProxies []netip.Prefix }
 
 // sourceIP returns the client's address: the peer's, or, when the peer is
 // a trusted proxy, the last address in X-Forwarded-For that is not one.
-func (i callerInterceptor) sourceIP(peerAddr string, h http.Header) string {
+func (i sourceResolver) sourceIP(peerAddr string, h http.Header) string {
 	host, _, err := net.SplitHostPort(peerAddr)
 	if err != nil {
 		host = peerAddr
@@ -73,7 +46,7 @@ func (i callerInterceptor) sourceIP(peerAddr string, h http.Header) string {
 	return ip.String()
 }
 
-func (i callerInterceptor) trusted(ip netip.Addr) bool {
+func (i sourceResolver) trusted(ip netip.Addr) bool {
 	for _, p := range i.trustedProxies {
 		if p.Contains(ip) {
 			return true

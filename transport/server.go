@@ -33,6 +33,9 @@ type Config struct {
 	// AllowLocalhostOrigins also allows any http://localhost:PORT and
 	// http://127.0.0.1:PORT origin (the dev default).
 	AllowLocalhostOrigins bool
+	// Auth authenticates callers; nil turns authentication off (dev mode
+	// without an issuer): every call then acts as DevPrincipal.
+	Auth *Authenticator
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// MaxMessageBytes bounds a request message; larger ones get ResourceExhausted.
@@ -57,13 +60,13 @@ type Services struct {
 }
 
 // NewServices returns the handlers of every service over the domain
-// services persisting to store.
-func NewServices(store domain.Store, now domain.Clock) Services {
+// services persisting to store; keys verify through verifier.
+func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerifier) Services {
 	return Services{
 		Tenants:      NewTenantServer(domain.NewTenantService(store, now)),
-		Catalog:      CatalogUnimplemented{},
-		Entitlements: EntitlementUnimplemented{},
-		ApiKeys:      ApiKeyUnimplemented{},
+		Catalog:      NewCatalogServer(domain.NewCatalogService(store, now)),
+		Entitlements: NewEntitlementServer(domain.NewEntitlementService(store, now)),
+		ApiKeys:      NewApiKeyServer(domain.NewApiKeyService(store, now, verifier), now),
 		Audit:        NewAuditServer(domain.NewAuditService(store, now)),
 	}
 }
@@ -88,12 +91,12 @@ var serviceNames = []string{
 // gRPC health, reflection, /healthz and /readyz, all behind CORS.
 func NewServer(cfg Config, svc Services) *Server {
 	s := &Server{cfg: cfg}
-	opts := connect.WithHandlerOptions(
+	opts := connect.WithHandlerOptions(append(strictJSONCodecs,
 		connect.WithInterceptors(logInterceptor{cfg.Logger}, errorInterceptor{cfg.Logger},
-			callerInterceptor{trustedProxies: cfg.TrustedProxies, principal: DevPrincipal}),
+			callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}}),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
 		connect.WithRecover(s.recovered),
-	)
+	)...)
 	mux := http.NewServeMux()
 	mux.Handle(tenantregistryv1connect.NewTenantServiceHandler(svc.Tenants, opts))
 	mux.Handle(tenantregistryv1connect.NewCatalogServiceHandler(svc.Catalog, opts))

@@ -26,6 +26,7 @@ type Config struct {
 	LogFormat       string // text or json
 	MaxMessageBytes int
 	ShutdownGrace   time.Duration
+	KeyCache        bool // KEY_CACHE: cache verified keys (on) or read the database every time (off)
 }
 
 // LoadConfig reads the configuration through getenv. Every bad value is
@@ -118,14 +119,17 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.ShutdownGrace = d
 	}
-	if c.Env != "dev" {
-		// Authentication is not built yet, so only dev may run at all: a
-		// stage or prod server would otherwise be open to anyone.
-		if c.Issuer == "" {
-			bad("KEYCLOAK_ISSUER", "is required with APP_ENV=%s", c.Env)
-		} else {
-			bad("APP_ENV", "%s needs authentication, which this version does not have yet; use APP_ENV=dev", c.Env)
-		}
+	switch v := get("KEY_CACHE", "on"); v {
+	case "on", "off":
+		c.KeyCache = v == "on"
+	default:
+		bad("KEY_CACHE", "want on or off, got %q", v)
+	}
+	if c.Env != "dev" && c.Issuer == "" {
+		bad("KEYCLOAK_ISSUER", "is required with APP_ENV=%s: only dev may run without authentication", c.Env)
+	}
+	if c.Issuer != "" && c.Audience == "" {
+		bad("OIDC_AUDIENCE", "is required with KEYCLOAK_ISSUER: the audience access tokens must carry")
 	}
 	return c, errors.Join(errs...)
 }

@@ -4,6 +4,7 @@
 //	tenant-registry [serve]                  serve on ADDR (default :8090)
 //	tenant-registry migrate up|down|status   manage the database schema
 //	tenant-registry migrate create NAME      add an empty migration for both dialects
+//	tenant-registry keys bootstrap           print a first platform-admin service key
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,6 +32,7 @@ const usage = `usage:
   tenant-registry migrate down             roll back the last group of migrations
   tenant-registry migrate status           list migrations and whether they are applied
   tenant-registry migrate create NAME      add empty migrations for both dialects under ./migrations
+  tenant-registry keys bootstrap           create a platform-admin service key and print it once
 Configuration comes from the environment; see README.md.`
 
 func main() {
@@ -50,7 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
-	case "serve", "migrate":
+	case "serve", "migrate", "keys":
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 	}
@@ -59,8 +62,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("bad configuration:\n%w", err)
 	}
 	log := newLogger(cfg, stderr)
-	if cmd == "migrate" {
+	switch cmd {
+	case "migrate":
 		return migrateCommand(ctx, cfg, args, stdout)
+	case "keys":
+		return keysCommand(ctx, cfg, log, args, stdout, stderr)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", strings.Join(args, " "))
@@ -75,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("ADDR: listen on %s: %w", cfg.Addr, err)
 	}
 	log.Info("serving Connect, gRPC and gRPC-Web", "addr", ln.Addr().String(), "env", cfg.Env, "database", m.DB.Dialect())
-	return m.Server.Serve(ctx, ln)
+	return m.Serve(ctx, ln)
 }
 
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
@@ -92,8 +98,10 @@ type Main struct {
 	Logger *slog.Logger
 	Clock  domain.Clock // nil: the system clock
 
-	DB     *persistence.DB
-	Server *transport.Server
+	DB       *persistence.DB
+	Server   *transport.Server
+	KeyCache *domain.KeyCache
+	Verifier *domain.KeyVerifier
 }
 
 // Open connects to the database, brings or checks its schema, seeds dev
@@ -126,10 +134,25 @@ func (m *Main) Open(ctx context.Context) error {
 		if err := db.SeedDev(ctx, m.Clock()); err != nil {
 			return fmt.Errorf("seed dev data: %w", err)
 		}
-		m.Logger.Warn("APP_ENV=dev: authentication is off, every caller acts as a platform admin")
 	}
-
+	cacheCfg := domain.DefaultKeyCacheConfig
+	cacheCfg.Disabled = !m.Config.KeyCache
+	m.KeyCache = domain.NewKeyCache(cacheCfg)
+	if !db.Embedded {
+		m.KeyCache.SetTrusted(false) // until the invalidation listener is connected
+	}
+	db.OnInvalidation(m.KeyCache.Invalidate)
+	m.Verifier = domain.NewKeyVerifier(db.Store(), m.Clock, m.KeyCache)
+	var auth *transport.Authenticator // nil: authentication off
+	if m.Config.Issuer != "" {
+		auth = transport.NewAuthenticator(transport.OIDCConfig{
+			Issuer: m.Config.Issuer, Audience: m.Config.Audience, TenantClaim: m.Config.TenantClaim,
+		}, m.Verifier)
+	} else {
+		m.Logger.Warn("APP_ENV=dev without KEYCLOAK_ISSUER: authentication is off, every caller acts as a platform admin")
+	}
 	m.Server = transport.NewServer(transport.Config{
+		Auth:                  auth,
 		AllowedOrigins:        m.Config.CORSOrigins,
 		AllowLocalhostOrigins: m.Config.Env == "dev" && len(m.Config.CORSOrigins) == 0,
 		TrustedProxies:        m.Config.TrustedProxies,
@@ -138,8 +161,23 @@ func (m *Main) Open(ctx context.Context) error {
 		ShutdownGrace:         m.Config.ShutdownGrace,
 		Ready:                 func(ctx context.Context) error { return ready(ctx, db, migrator) },
 		Logger:                m.Logger,
-	}, transport.NewServices(db.Store(), m.Clock))
+	}, transport.NewServices(db.Store(), m.Clock, m.Verifier))
 	return nil
+}
+
+// Serve runs the server on ln, with the key cache's invalidation listener
+// and the last-use writer beside it, until ctx ends.
+func (m *Main) Serve(ctx context.Context, ln net.Listener) error {
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { m.DB.ListenInvalidations(bg, m.KeyCache.SetTrusted, m.Logger) })
+	wg.Go(func() {
+		m.Verifier.Run(bg, 5*time.Second, func(err error) { m.Logger.Warn("record key last use", "error", err) })
+	})
+	err := m.Server.Serve(ctx, ln)
+	stop() // after the server drained: the last uses of its requests get written
+	wg.Wait()
+	return err
 }
 
 // Close releases the database.
@@ -236,5 +274,37 @@ func migrateCommand(ctx context.Context, cfg Config, args []string, stdout io.Wr
 	default:
 		return fmt.Errorf("unknown migrate command %q: want up, down, status or create NAME", args[0])
 	}
+	return nil
+}
+
+// bootstrapPrincipal is the actor of the bootstrap key's audit event.
+var bootstrapPrincipal = domain.Principal{
+	ID: "bootstrap", Name: "tenant-registry keys bootstrap", Type: "bootstrap", Roles: []string{domain.RolePlatformAdmin},
+}
+
+// keysCommand runs "keys bootstrap": it creates a service key with the
+// registry:admin scope in the platform's own tenant and prints it once.
+func keysCommand(ctx context.Context, cfg Config, log *slog.Logger, args []string, stdout, stderr io.Writer) error {
+	if len(args) != 1 || args[0] != "bootstrap" {
+		return errors.New("usage: tenant-registry keys bootstrap")
+	}
+	m := &Main{Config: cfg, Logger: log}
+	if err := m.Open(ctx); err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.DB.EnsurePlatformTenant(ctx, m.Clock()); err != nil {
+		return fmt.Errorf("create the platform tenant: %w", err)
+	}
+	keys := domain.NewApiKeyService(m.DB.Store(), m.Clock, m.Verifier)
+	ctx = domain.WithCaller(ctx, domain.Caller{Principal: bootstrapPrincipal})
+	k, plaintext, err := keys.Create(ctx, domain.CreateApiKey{
+		TenantID: persistence.PlatformTenantID, Name: "bootstrap admin key", Scopes: []string{domain.ScopeAdmin},
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "created service key %s (%s) with scope %s; it is shown once, store it now:\n", k.ID, k.Prefix, domain.ScopeAdmin)
+	fmt.Fprintln(stdout, plaintext)
 	return nil
 }

@@ -131,7 +131,7 @@ func readmeServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- m.Server.Serve(ctx, ln) }()
+	go func() { done <- m.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -3,8 +3,8 @@
 package testserver
 
 import (
+	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tenant-registry/tenant-registry/domain"
 	"github.com/tenant-registry/tenant-registry/persistence"
 	"github.com/tenant-registry/tenant-registry/transport"
 )
@@ -43,22 +44,60 @@ func (c *Clock) Advance(d time.Duration) {
 
 // Server is a running server.
 type Server struct {
-	URL   string
-	DB    *persistence.DB
-	Clock *Clock
+	URL      string
+	DB       *persistence.DB
+	Clock    *Clock
+	Verifier *domain.KeyVerifier
+	Logs     *Logs // everything the server logged
 }
 
-// Start serves every service over db on a free port until t ends.
+// Logs collects log output safely across goroutines.
+type Logs struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String returns what was logged so far.
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Start serves every service over db on a free port until t ends, with
+// authentication off (every call acts as the dev platform admin).
 func Start(t testing.TB, db *persistence.DB) *Server {
 	t.Helper()
+	return StartWith(t, db, nil)
+}
+
+// StartWith is Start with authentication on: callers present OIDC access
+// tokens of oidcCfg's issuer or service keys.
+func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) *Server {
+	t.Helper()
 	clock := NewClock(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
+	logs := &Logs{}
+	cache := domain.NewKeyCache(domain.DefaultKeyCacheConfig)
+	db.OnInvalidation(cache.Invalidate)
+	verifier := domain.NewKeyVerifier(db.Store(), clock.Now, cache)
+	var auth *transport.Authenticator
+	if oidcCfg != nil {
+		auth = transport.NewAuthenticator(*oidcCfg, verifier)
+	}
 	srv := transport.NewServer(transport.Config{
+		Auth:              auth,
 		MaxMessageBytes:   4 << 20,
 		ReadHeaderTimeout: 5 * time.Second,
 		ShutdownGrace:     5 * time.Second,
 		Ready:             db.Ready,
-		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}, transport.NewServices(db.Store(), clock.Now))
+		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}, transport.NewServices(db.Store(), clock.Now, verifier))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -67,12 +106,16 @@ func Start(t testing.TB, db *persistence.DB) *Server {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
 	t.Cleanup(func() {
+		// A connection a client dialled but never used counts as busy for
+		// five seconds during shutdown: drop such connections first.
+		HTTP1.CloseIdleConnections()
+		H2C.CloseIdleConnections()
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &Server{URL: "http://" + ln.Addr().String(), DB: db, Clock: clock}
+	return &Server{URL: "http://" + ln.Addr().String(), DB: db, Clock: clock, Verifier: verifier, Logs: logs}
 }
 
 // Protocol is one way a client can talk to the server.

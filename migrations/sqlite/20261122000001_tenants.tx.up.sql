@@ -6,7 +6,10 @@ CREATE TABLE tenants (
     external_id  TEXT NOT NULL DEFAULT '',
     metadata     TEXT NOT NULL DEFAULT '{}',
     create_time  TIMESTAMP NOT NULL,
-    update_time  TIMESTAMP NOT NULL
+    update_time  TIMESTAMP NOT NULL,
+    -- slug and display name lower-cased in Go (Unicode-aware on both
+    -- dialects), for case-insensitive search
+    search       TEXT NOT NULL DEFAULT ''
 );
 --bun:split
 CREATE UNIQUE INDEX tenants_slug_key ON tenants (slug);

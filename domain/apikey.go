@@ -1,0 +1,205 @@
+package domain
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"hash/crc32"
+	"math/big"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// API key plaintext format: "bp_" + base62 of 32 random bytes (43
+// characters) + a 6-character base62 CRC32 of everything before it. The
+// checksum lets a mistyped key be refused without a database query, and the
+// fixed shape lets secret scanners recognise a leaked key.
+const (
+	KeyPrefix      = "bp_"
+	keyBodyLen     = 43
+	keyChecksumLen = 6
+	keyLen         = len(KeyPrefix) + keyBodyLen + keyChecksumLen
+	// legacyKeyLen is the length of a key of the previous REST
+	// implementation: "bp_" + 22 base64 characters, no checksum.
+	legacyKeyLen = len(KeyPrefix) + 22
+	// displayPrefixLen is how much of a key is stored in clear to tell keys
+	// apart in lists: "bp_" + 8 characters.
+	displayPrefixLen = len(KeyPrefix) + 8
+)
+
+// Hash formats, tagged at the front of the stored hash.
+const (
+	hashFormatSHA256   = "sha256|"
+	hashFormatArgon2ID = "argon2id|"
+)
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// encodeBase62 writes n in base62, left-padded with zeros to width.
+func encodeBase62(n *big.Int, width int) string {
+	out := make([]byte, width)
+	n = new(big.Int).Set(n)
+	base, mod := big.NewInt(62), new(big.Int)
+	for i := width - 1; i >= 0; i-- {
+		n.DivMod(n, base, mod)
+		out[i] = base62[mod.Int64()]
+	}
+	return string(out)
+}
+
+func keyChecksum(s string) string {
+	return encodeBase62(new(big.Int).SetUint64(uint64(crc32.ChecksumIEEE([]byte(s)))), keyChecksumLen)
+}
+
+// NewPlaintextKey returns a new random API key.
+func NewPlaintextKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	s := KeyPrefix + encodeBase62(new(big.Int).SetBytes(b), keyBodyLen)
+	return s + keyChecksum(s)
+}
+
+// keyShape says what a presented key looks like.
+type keyShape int
+
+const (
+	keyMalformed keyShape = iota
+	keyCurrent            // this service's format, checksum verified
+	keyLegacy             // the previous implementation's format
+)
+
+func isBase62(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !strings.ContainsRune(base62, rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+func isBase64(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseKey classifies a presented key without touching any storage.
+func parseKey(key string) keyShape {
+	switch {
+	case !strings.HasPrefix(key, KeyPrefix):
+		return keyMalformed
+	case len(key) == keyLen && isBase62(key[len(KeyPrefix):]):
+		if keyChecksum(key[:keyLen-keyChecksumLen]) == key[keyLen-keyChecksumLen:] {
+			return keyCurrent
+		}
+	case len(key) == legacyKeyLen && isBase64(key[len(KeyPrefix):]):
+		return keyLegacy
+	}
+	return keyMalformed
+}
+
+// keyDigest is the hex SHA-256 of a whole key: its lookup value. Keys hold
+// 256 random bits, so a fast hash is as safe as a slow one and costs
+// nothing on the hot path.
+func keyDigest(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// storedHash is what is stored for a key of the current format.
+func storedHash(digest string) string { return hashFormatSHA256 + digest }
+
+// displayPrefix is the part of a key kept in clear.
+func displayPrefix(key string) string { return key[:displayPrefixLen] }
+
+// ApiKeyStatus is a key's state as read at a moment.
+type ApiKeyStatus string
+
+// Key states; EXPIRED is computed from the expire time.
+const (
+	ApiKeyActive  ApiKeyStatus = "ACTIVE"
+	ApiKeyRevoked ApiKeyStatus = "REVOKED"
+	ApiKeyExpired ApiKeyStatus = "EXPIRED"
+)
+
+// ApiKey is a tenant's credential for its machines. Only its hash is kept.
+type ApiKey struct {
+	ID           string
+	TenantID     string
+	Name         string
+	Prefix       string // "bp_" + 8 characters, for people to tell keys apart
+	Hash         string // "sha256|<hex>" or, for imported keys, "argon2id|<salt>|<hash>"
+	Scopes       []string
+	CreateTime   time.Time
+	UpdateTime   time.Time
+	ExpireTime   time.Time // zero: never
+	RevokeTime   time.Time // zero: not revoked
+	LastUsedTime time.Time // zero: never used; updated at most once a minute
+}
+
+// StatusAt is the key's status at now.
+func (k *ApiKey) StatusAt(now time.Time) ApiKeyStatus {
+	switch {
+	case !k.RevokeTime.IsZero():
+		return ApiKeyRevoked
+	case !k.ExpireTime.IsZero() && !now.Before(k.ExpireTime):
+		return ApiKeyExpired
+	}
+	return ApiKeyActive
+}
+
+// Bounds of a key's settings.
+const (
+	MaxKeyNameLen  = 200
+	MaxKeyScopes   = 50
+	MaxScopeLen    = 100
+	MaxImportBatch = 500
+	MaxGracePeriod = 30 * 24 * time.Hour
+)
+
+var scopePattern = regexp.MustCompile(`^[a-z][a-z0-9_.:*-]*$`)
+
+// checkScopes validates scopes and returns them sorted without duplicates.
+func checkScopes(v *Violations, field string, scopes []string) []string {
+	if len(scopes) > MaxKeyScopes {
+		v.Add(field, "must have at most %d scopes, got %d", MaxKeyScopes, len(scopes))
+		return nil
+	}
+	for _, s := range scopes {
+		if len(s) > MaxScopeLen || !scopePattern.MatchString(s) {
+			v.Add(field, "scope %.40q must be lower-case letters, digits and _ . : * -, starting with a letter, at most %d characters", s, MaxScopeLen)
+			return nil
+		}
+	}
+	out := slices.Clone(scopes)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// ApiKeyRepository stores API keys.
+type ApiKeyRepository interface {
+	Create(ctx context.Context, k *ApiKey) error
+	Get(ctx context.Context, id string) (*ApiKey, error)
+	// GetForUpdate reads a key and keeps concurrent writers of it out until
+	// the transaction ends.
+	GetForUpdate(ctx context.Context, id string) (*ApiKey, error)
+	// GetByHash returns the key with exactly this stored hash.
+	GetByHash(ctx context.Context, hash string) (*ApiKey, error)
+	// ListLegacyByPrefix returns the argon2id-hashed keys with this display prefix.
+	ListLegacyByPrefix(ctx context.Context, prefix string) ([]*ApiKey, error)
+	// List returns up to limit keys of a tenant with ids after afterID, by id.
+	List(ctx context.Context, tenantID, afterID string, limit int) ([]*ApiKey, error)
+	// Update writes a key's expire time, revoke time and update time.
+	Update(ctx context.Context, k *ApiKey) error
+	// Rehash replaces a key's hash if it still is oldHash.
+	Rehash(ctx context.Context, id, oldHash, newHash string) error
+	// TouchLastUsed records when keys were last used.
+	TouchLastUsed(ctx context.Context, used map[string]time.Time) error
+}

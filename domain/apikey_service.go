@@ -1,0 +1,365 @@
+package domain
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ApiKeyService issues, lists, rotates, revokes, imports and verifies API
+// keys.
+type ApiKeyService struct {
+	store    Store
+	now      Clock
+	verifier *KeyVerifier
+}
+
+// NewApiKeyService returns an ApiKeyService on store, verifying keys
+// through verifier.
+func NewApiKeyService(store Store, now Clock, verifier *KeyVerifier) *ApiKeyService {
+	return &ApiKeyService{store: store, now: now, verifier: verifier}
+}
+
+// Verify checks a presented key for a product (see KeyVerifier.Verify).
+func (s *ApiKeyService) Verify(ctx context.Context, key, product string, requiredScopes []string) (*Verification, error) {
+	if err := authorize(ctx, s.store, s.now, PermKeysVerify, "", nil); err != nil {
+		return nil, err
+	}
+	return s.verifier.Verify(ctx, key, product, requiredScopes)
+}
+
+// authorizeKey loads key id and checks the caller may manage its tenant's
+// keys; a refused change is recorded as action.
+func (s *ApiKeyService) authorizeKey(ctx context.Context, id, action string) error {
+	k, err := s.store.ApiKeys().Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	var denied *change
+	if action != "" {
+		c := keyChange(k, action, "u", "")
+		denied = &c
+	}
+	return authorize(ctx, s.store, s.now, PermKeysManage, k.TenantID, denied)
+}
+
+// CreateApiKey is the input of ApiKeyService.Create.
+type CreateApiKey struct {
+	TenantID   string
+	Name       string
+	Scopes     []string
+	ExpireTime time.Time // zero: never
+}
+
+// Create issues a key and returns it with its plaintext, which is not
+// stored and cannot be read again.
+func (s *ApiKeyService) Create(ctx context.Context, in CreateApiKey) (*ApiKey, string, error) {
+	now := s.now()
+	var v Violations
+	tenantID := checkID(&v, "tenant_id", in.TenantID)
+	checkRequiredText(&v, "name", in.Name, MaxKeyNameLen)
+	scopes := checkScopes(&v, "scopes", in.Scopes)
+	if !in.ExpireTime.IsZero() && !in.ExpireTime.After(now) {
+		v.Add("expire_time", "must be in the future")
+	}
+	if err := v.Err(); err != nil {
+		return nil, "", err
+	}
+	denied := &change{Action: "api_key.created", CRUD: "c", Target: AuditTarget{Type: "api_key", Name: in.Name}}
+	if err := authorize(ctx, s.store, s.now, PermKeysManage, tenantID, denied); err != nil {
+		return nil, "", err
+	}
+	plaintext := NewPlaintextKey()
+	k := &ApiKey{
+		ID: NewID(), TenantID: tenantID, Name: strings.TrimSpace(in.Name), Prefix: displayPrefix(plaintext),
+		Hash: storedHash(keyDigest(plaintext)), Scopes: scopes, CreateTime: now, UpdateTime: now,
+		ExpireTime: in.ExpireTime.UTC().Truncate(time.Microsecond),
+	}
+	err := s.store.Atomically(ctx, func(r Repositories) error {
+		if err := s.issue(ctx, r, k, keyDigest(plaintext)); err != nil {
+			return err
+		}
+		return recordChange(ctx, r, now, keyChange(k, "api_key.created", "c", "API key created"))
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return k, plaintext, nil
+}
+
+// issue stores a new key of a tenant that may have keys.
+func (s *ApiKeyService) issue(ctx context.Context, r Repositories, k *ApiKey, digest string) error {
+	t, err := r.Tenants().GetForUpdate(ctx, k.TenantID)
+	if err != nil {
+		return err
+	}
+	if t.Status == TenantFrozen {
+		return Errorf(KindFailedPrecondition, "tenant %s is FROZEN: activate it before issuing keys", t.ID)
+	}
+	if err := r.ApiKeys().Create(ctx, k); err != nil {
+		return err
+	}
+	// Another replica may remember this hash as unknown.
+	return r.Invalidations().Key(ctx, digest)
+}
+
+// Get returns a key's metadata.
+func (s *ApiKeyService) Get(ctx context.Context, id string) (*ApiKey, error) {
+	id, err := ParseID("id", id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorizeKey(ctx, id, ""); err != nil {
+		return nil, err
+	}
+	return s.store.ApiKeys().Get(ctx, id)
+}
+
+// ApiKeyPage is one page of a tenant's keys.
+type ApiKeyPage struct {
+	ApiKeys       []*ApiKey
+	NextPageToken string
+}
+
+// List returns one page of a tenant's keys, oldest first.
+func (s *ApiKeyService) List(ctx context.Context, tenantID string, p PageRequest) (*ApiKeyPage, error) {
+	var v Violations
+	tenantID = checkID(&v, "tenant_id", tenantID)
+	size := p.pageSize(&v)
+	query := "api_keys|" + tenantID
+	var after string
+	if pos := decodeCursor(&v, p.Token, query, 1); pos != nil {
+		after = checkID(&v, "page_token", pos[0])
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	if err := authorize(ctx, s.store, s.now, PermKeysManage, tenantID, nil); err != nil {
+		return nil, err
+	}
+	if _, err := s.store.Tenants().Get(ctx, tenantID); err != nil {
+		return nil, err
+	}
+	keys, err := s.store.ApiKeys().List(ctx, tenantID, after, size+1)
+	if err != nil {
+		return nil, err
+	}
+	page := &ApiKeyPage{ApiKeys: keys}
+	if len(keys) > size {
+		page.ApiKeys = keys[:size]
+		page.NextPageToken = encodeCursor(query, page.ApiKeys[size-1].ID)
+	}
+	return page, nil
+}
+
+// Revoke revokes a key at once. Revoking a revoked key changes nothing.
+func (s *ApiKeyService) Revoke(ctx context.Context, id string) (*ApiKey, error) {
+	id, err := ParseID("id", id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorizeKey(ctx, id, "api_key.revoked"); err != nil {
+		return nil, err
+	}
+	var out *ApiKey
+	err = s.store.Atomically(ctx, func(r Repositories) error {
+		k, err := r.ApiKeys().GetForUpdate(ctx, id)
+		if err != nil {
+			return err
+		}
+		out = k
+		if !k.RevokeTime.IsZero() {
+			return nil
+		}
+		now := s.now()
+		k.RevokeTime, k.UpdateTime = now, now
+		if err := r.ApiKeys().Update(ctx, k); err != nil {
+			return err
+		}
+		if err := invalidateKey(ctx, r, k); err != nil {
+			return err
+		}
+		return recordChange(ctx, r, now, keyChange(k, "api_key.revoked", "u", "API key revoked"))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Rotate issues a new key with the settings of key id and lets the old one
+// expire after grace (at once for 0). It returns the new key, its
+// plaintext, and the old key.
+func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Duration) (*ApiKey, string, *ApiKey, error) {
+	var v Violations
+	id = checkID(&v, "id", id)
+	if grace < 0 || grace > MaxGracePeriod {
+		v.Add("grace_period", "must be between 0 and %s", MaxGracePeriod)
+	}
+	if err := v.Err(); err != nil {
+		return nil, "", nil, err
+	}
+	if err := s.authorizeKey(ctx, id, "api_key.rotated"); err != nil {
+		return nil, "", nil, err
+	}
+	plaintext := NewPlaintextKey()
+	var fresh, old *ApiKey
+	err := s.store.Atomically(ctx, func(r Repositories) error {
+		k, err := r.ApiKeys().GetForUpdate(ctx, id)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if st := k.StatusAt(now); st != ApiKeyActive {
+			return Errorf(KindFailedPrecondition, "API key %s is %s and cannot be rotated", k.ID, st)
+		}
+		fresh = &ApiKey{
+			ID: NewID(), TenantID: k.TenantID, Name: k.Name, Prefix: displayPrefix(plaintext),
+			Hash: storedHash(keyDigest(plaintext)), Scopes: k.Scopes, CreateTime: now, UpdateTime: now, ExpireTime: k.ExpireTime,
+		}
+		if err := s.issue(ctx, r, fresh, keyDigest(plaintext)); err != nil {
+			return err
+		}
+		if end := now.Add(grace); k.ExpireTime.IsZero() || end.Before(k.ExpireTime) {
+			k.ExpireTime = end
+		}
+		k.UpdateTime = now
+		if err := r.ApiKeys().Update(ctx, k); err != nil {
+			return err
+		}
+		if err := invalidateKey(ctx, r, k); err != nil {
+			return err
+		}
+		old = k
+		c := keyChange(k, "api_key.rotated", "u", "API key rotated; the old key expires at "+k.ExpireTime.Format(time.RFC3339))
+		c.Fields = map[string]string{"new_key_id": fresh.ID, "grace_period": grace.String()}
+		return recordChange(ctx, r, now, c)
+	})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return fresh, plaintext, old, nil
+}
+
+// ImportedApiKey is a key of the previous REST implementation.
+type ImportedApiKey struct {
+	TenantID   string
+	Name       string
+	Prefix     string // "bp_" + 8 characters
+	Hash       string // "argon2id|<salt-b64>|<hash-b64>"
+	Scopes     []string
+	CreateTime time.Time // zero: now
+	ExpireTime time.Time
+}
+
+var legacyPrefixPattern = regexp.MustCompile(`^bp_[A-Za-z0-9+/_-]{8}$`)
+
+// Import stores keys of the previous implementation, all or nothing. They
+// verify by their argon2id hash until their first good verification, which
+// rehashes them to the fast format.
+func (s *ApiKeyService) Import(ctx context.Context, in []ImportedApiKey) ([]*ApiKey, error) {
+	now := s.now()
+	var v Violations
+	switch {
+	case len(in) == 0:
+		v.Add("keys", "must hold at least one key")
+	case len(in) > MaxImportBatch:
+		v.Add("keys", "must hold at most %d keys, got %d", MaxImportBatch, len(in))
+	}
+	keys := make([]*ApiKey, 0, len(in))
+	for i, k := range in {
+		if len(v) > 20 || len(in) > MaxImportBatch {
+			break
+		}
+		f := "keys[" + strconv.Itoa(i) + "]."
+		tenantID := checkID(&v, f+"tenant_id", k.TenantID)
+		checkRequiredText(&v, f+"name", k.Name, MaxKeyNameLen)
+		if !legacyPrefixPattern.MatchString(k.Prefix) {
+			v.Add(f+"prefix", "must be bp_ and 8 base64 characters")
+		}
+		if _, err := parseArgon2Hash(k.Hash); err != nil {
+			v.Add(f+"hash", "%s", err.Error())
+		}
+		scopes := checkScopes(&v, f+"scopes", k.Scopes)
+		created := k.CreateTime
+		if created.IsZero() {
+			created = now
+		}
+		keys = append(keys, &ApiKey{
+			ID: NewID(), TenantID: tenantID, Name: strings.TrimSpace(k.Name), Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
+			CreateTime: created.UTC().Truncate(time.Microsecond), UpdateTime: now, ExpireTime: k.ExpireTime.UTC().Truncate(time.Microsecond),
+		})
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	denied := &change{Action: "api_key.imported", CRUD: "c", Target: AuditTarget{Type: "api_key"}}
+	if err := authorize(ctx, s.store, s.now, PermKeysImport, "", denied); err != nil {
+		return nil, err
+	}
+	err := s.store.Atomically(ctx, func(r Repositories) error {
+		for _, k := range keys {
+			if _, err := r.Tenants().Get(ctx, k.TenantID); err != nil {
+				return err
+			}
+			if err := r.ApiKeys().Create(ctx, k); err != nil {
+				return err
+			}
+			if err := recordChange(ctx, r, now, keyChange(k, "api_key.imported", "c", "API key imported from the previous implementation")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// argon2Hash is a decoded "argon2id|<salt-b64>|<hash-b64>" hash.
+type argon2Hash struct{ salt, key []byte }
+
+func parseArgon2Hash(s string) (argon2Hash, error) {
+	parts := strings.Split(s, "|")
+	if len(parts) != 3 || parts[0]+"|" != hashFormatArgon2ID {
+		return argon2Hash{}, fmt.Errorf("must be argon2id|<salt-base64>|<hash-base64>")
+	}
+	salt, err1 := decodeBase64(parts[1])
+	key, err2 := decodeBase64(parts[2])
+	if err1 != nil || err2 != nil || len(salt) < 8 || len(salt) > 64 || len(key) != 32 {
+		return argon2Hash{}, fmt.Errorf("must hold a base64 salt of 8 to 64 bytes and a base64 32-byte hash")
+	}
+	return argon2Hash{salt: salt, key: key}, nil
+}
+
+// decodeBase64 accepts standard or URL base64, padded or not.
+func decodeBase64(s string) ([]byte, error) {
+	s = strings.TrimRight(s, "=")
+	if strings.ContainsAny(s, "-_") {
+		return base64.RawURLEncoding.DecodeString(s)
+	}
+	return base64.RawStdEncoding.DecodeString(s)
+}
+
+// invalidateKey drops a key's cached verification everywhere.
+func invalidateKey(ctx context.Context, r Repositories, k *ApiKey) error {
+	digest, ok := strings.CutPrefix(k.Hash, hashFormatSHA256)
+	if !ok {
+		// A legacy key is cached under the digest of a plaintext we never
+		// saw, once a verification rehashes it: drop the tenant's keys.
+		return r.Invalidations().Tenant(ctx, k.TenantID)
+	}
+	return r.Invalidations().Key(ctx, digest)
+}
+
+func keyChange(k *ApiKey, action, crud, description string) change {
+	return change{
+		TenantID: k.TenantID, Action: action, CRUD: crud, Description: description,
+		Target: AuditTarget{ID: k.ID, Type: "api_key", Name: k.Name},
+	}
+}

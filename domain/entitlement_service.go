@@ -1,0 +1,255 @@
+package domain
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// EntitlementService runs the entitlement use cases: listing, checking,
+// granting and revoking a tenant's products.
+type EntitlementService struct {
+	store Store
+	now   Clock
+}
+
+// NewEntitlementService returns an EntitlementService persisting to store
+// and telling time by now.
+func NewEntitlementService(store Store, now Clock) *EntitlementService {
+	return &EntitlementService{store: store, now: now}
+}
+
+// List returns every entitlement of a tenant as read now (EXPIRED
+// computed), by product. A FROZEN tenant's entitlements read as stored:
+// freezing changes whether they count, not what they are.
+func (s *EntitlementService) List(ctx context.Context, tenantID string) ([]*Entitlement, error) {
+	tenantID, err := ParseID("tenant_id", tenantID)
+	if err != nil {
+		return nil, err
+	}
+	if err := authorize(ctx, s.store, s.now, PermEntitlementsRead, tenantID, nil); err != nil {
+		return nil, err
+	}
+	if _, err := s.store.Tenants().Get(ctx, tenantID); err != nil {
+		return nil, err
+	}
+	ents, err := s.store.Entitlements().ListByTenant(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	for i, e := range ents {
+		ents[i] = e.ReadAt(now)
+	}
+	return ents, nil
+}
+
+// CheckReason says why a check answered as it did.
+type CheckReason string
+
+// Check reasons.
+const (
+	CheckOK             CheckReason = "OK"
+	CheckNoEntitlement  CheckReason = "NO_ENTITLEMENT"
+	CheckExpired        CheckReason = "EXPIRED"
+	CheckRevoked        CheckReason = "REVOKED"
+	CheckTenantFrozen   CheckReason = "TENANT_FROZEN"
+	CheckUnknownProduct CheckReason = "UNKNOWN_PRODUCT"
+)
+
+// Check is the answer to "may this tenant use this product now".
+type Check struct {
+	Entitled    bool
+	Reason      CheckReason
+	Entitlement *Entitlement // as read now; nil when the tenant has none
+}
+
+// Check says whether a tenant may use a product now, by the rule of
+// Entitled, the same one EntitledProducts (and so key verification) uses.
+// An unknown tenant is KindNotFound; an unknown product is an answer.
+func (s *EntitlementService) Check(ctx context.Context, tenantID, product string) (*Check, error) {
+	var v Violations
+	tenantID = checkID(&v, "tenant_id", tenantID)
+	checkProductKey(&v, "product", product)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	if err := authorize(ctx, s.store, s.now, PermEntitlementsCheck, tenantID, nil); err != nil {
+		return nil, err
+	}
+	t, err := s.store.Tenants().Get(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.store.Products().Get(ctx, product); err != nil {
+		if ErrorKind(err) == KindNotFound {
+			return &Check{Reason: CheckUnknownProduct}, nil
+		}
+		return nil, err
+	}
+	e, err := s.store.Entitlements().Get(ctx, tenantID, product)
+	if err != nil && ErrorKind(err) != KindNotFound {
+		return nil, err
+	}
+	now := s.now()
+	c := &Check{Entitled: Entitled(t, e, now)}
+	if e != nil {
+		c.Entitlement = e.ReadAt(now)
+	}
+	switch {
+	case c.Entitled:
+		c.Reason = CheckOK
+	case t.Status == TenantFrozen:
+		// The tenant's state comes first: activating it is what brings the
+		// products back.
+		c.Reason = CheckTenantFrozen
+	case e == nil:
+		c.Reason = CheckNoEntitlement
+	case c.Entitlement.Status == EntitlementExpired:
+		c.Reason = CheckExpired
+	default:
+		c.Reason = CheckRevoked
+	}
+	return c, nil
+}
+
+// GrantEntitlement is the input of EntitlementService.Grant. A zero
+// ExpireTime means the grant does not end.
+type GrantEntitlement struct {
+	TenantID   string
+	Product    string
+	ExpireTime time.Time
+}
+
+// Grant makes the tenant's entitlement for a product ACTIVE with source
+// GRANT, starting now, replacing any earlier one (a trial included: there
+// stays one entitlement per tenant and product). Granting again what is
+// already granted, with the same expiry, returns it unchanged.
+func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*Entitlement, error) {
+	var v Violations
+	tenantID := checkID(&v, "tenant_id", in.TenantID)
+	checkProductKey(&v, "product", in.Product)
+	now := s.now()
+	// Stored times keep microseconds (PostgreSQL's precision), so what is
+	// returned equals what a later read returns.
+	expire := in.ExpireTime.UTC().Truncate(time.Microsecond)
+	if !in.ExpireTime.IsZero() && !expire.After(now) {
+		v.Add("expire_time", "must be in the future")
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	denied := &change{Action: "entitlement.granted", CRUD: "u", Target: AuditTarget{ID: in.Product, Type: "entitlement"}}
+	if err := authorize(ctx, s.store, s.now, PermEntitlementsWrite, tenantID, denied); err != nil {
+		return nil, err
+	}
+	var out *Entitlement
+	err := s.store.Atomically(ctx, func(r Repositories) error {
+		// Locking the tenant orders every entitlement change of a tenant.
+		t, err := r.Tenants().GetForUpdate(ctx, tenantID)
+		if err != nil {
+			return err
+		}
+		if _, err := r.Products().Get(ctx, in.Product); err != nil {
+			return err
+		}
+		prev, err := r.Entitlements().Get(ctx, t.ID, in.Product)
+		if err != nil && ErrorKind(err) != KindNotFound {
+			return err
+		}
+		from := "NONE"
+		if prev != nil {
+			from = string(prev.StatusAt(now))
+			if prev.Source == SourceGrant && from == string(EntitlementActive) && prev.ExpireTime.Equal(expire) {
+				out = prev.ReadAt(now)
+				return nil // a retry: nothing changes, no event
+			}
+		}
+		e := &Entitlement{
+			TenantID: t.ID, Product: in.Product, Status: EntitlementActive, Source: SourceGrant,
+			StartTime: now, ExpireTime: expire, CreateTime: now, UpdateTime: now,
+		}
+		if prev != nil {
+			e.CreateTime = prev.CreateTime
+		}
+		if err := r.Entitlements().Upsert(ctx, e); err != nil {
+			return err
+		}
+		if err := r.Invalidations().Tenant(ctx, t.ID); err != nil {
+			return err
+		}
+		out = e
+		crud := "c"
+		if prev != nil {
+			crud = "u"
+		}
+		c := entitlementChange(e, "entitlement.granted", crud, fmt.Sprintf("%s granted (was %s)", e.Product, from))
+		c.Fields["from"] = from
+		return recordChange(ctx, r, now, c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Revoke sets the tenant's entitlement for a product to REVOKED. Revoking
+// a revoked entitlement returns it unchanged.
+func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product string) (*Entitlement, error) {
+	var v Violations
+	tenantID = checkID(&v, "tenant_id", tenantID)
+	checkProductKey(&v, "product", product)
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	denied := &change{Action: "entitlement.revoked", CRUD: "u", Target: AuditTarget{ID: product, Type: "entitlement"}}
+	if err := authorize(ctx, s.store, s.now, PermEntitlementsWrite, tenantID, denied); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var out *Entitlement
+	err := s.store.Atomically(ctx, func(r Repositories) error {
+		t, err := r.Tenants().GetForUpdate(ctx, tenantID)
+		if err != nil {
+			return err
+		}
+		e, err := r.Entitlements().Get(ctx, t.ID, product)
+		if ErrorKind(err) == KindNotFound {
+			return Errorf(KindNotFound, "tenant %s has no entitlement for %s", t.ID, product)
+		} else if err != nil {
+			return err
+		}
+		if e.Status == EntitlementRevoked {
+			out = e.ReadAt(now)
+			return nil // already revoked: a safe retry
+		}
+		from := e.StatusAt(now)
+		e.Status, e.UpdateTime = EntitlementRevoked, now
+		if err := r.Entitlements().Upsert(ctx, e); err != nil {
+			return err
+		}
+		if err := r.Invalidations().Tenant(ctx, t.ID); err != nil {
+			return err
+		}
+		out = e.ReadAt(now)
+		c := entitlementChange(e, "entitlement.revoked", "u", fmt.Sprintf("%s revoked (was %s)", product, from))
+		c.Fields["from"] = string(from)
+		return recordChange(ctx, r, now, c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// entitlementChange describes a change of e for the tenant's audit chain.
+func entitlementChange(e *Entitlement, action, crud, description string) change {
+	fields := map[string]string{"product": e.Product, "status": string(e.Status), "source": string(e.Source)}
+	if !e.ExpireTime.IsZero() {
+		fields["expire_time"] = e.ExpireTime.Format(time.RFC3339Nano)
+	}
+	return change{
+		TenantID: e.TenantID, Action: action, CRUD: crud, Description: description, Fields: fields,
+		Target: AuditTarget{ID: e.Product, Type: "entitlement", Name: e.Product},
+	}
+}

@@ -1,0 +1,263 @@
+package domain
+
+import (
+	"context"
+	"crypto/subtle"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// VerifyCode is the outcome of a key verification.
+type VerifyCode string
+
+// Verification outcomes, checked in this order.
+const (
+	VerifyValid             VerifyCode = "VALID"
+	VerifyMalformed         VerifyCode = "MALFORMED"
+	VerifyNotFound          VerifyCode = "NOT_FOUND"
+	VerifyRevoked           VerifyCode = "REVOKED"
+	VerifyExpired           VerifyCode = "EXPIRED"
+	VerifyTenantFrozen      VerifyCode = "TENANT_FROZEN"
+	VerifyInsufficientScope VerifyCode = "INSUFFICIENT_SCOPE"
+	VerifyNotEntitled       VerifyCode = "NOT_ENTITLED"
+)
+
+// Verification is the answer to "is this key good": a code, and when it
+// is VALID, whose key it is and what its tenant may use.
+type Verification struct {
+	Code       VerifyCode
+	KeyID      string
+	TenantID   string
+	TenantSlug string
+	Scopes     []string
+	Products   []string // the tenant's entitled products now
+}
+
+// Valid reports whether the key was accepted.
+func (v *Verification) Valid() bool { return v.Code == VerifyValid }
+
+// Argon2 parameters of the previous implementation's key hashes.
+const (
+	argon2Time    = 1
+	argon2Memory  = 64 * 1024 // KiB
+	argon2Threads = 4
+	argon2KeyLen  = 32
+)
+
+// KeyVerifier verifies presented API keys: the hot path every product
+// calls on every request. Repeated verifications are answered from a
+// KeyCache; last use is recorded at most once a minute per key, off the
+// request path.
+type KeyVerifier struct {
+	store Store
+	now   Clock
+	cache *KeyCache
+	// argon2Slots bounds concurrent argon2 work (64 MiB each) to one per
+	// core, so a flood of legacy keys cannot exhaust memory.
+	argon2Slots chan struct{}
+	usage       usageRecorder
+}
+
+// NewKeyVerifier returns a verifier reading store through cache.
+func NewKeyVerifier(store Store, now Clock, cache *KeyCache) *KeyVerifier {
+	return &KeyVerifier{
+		store: store, now: now, cache: cache,
+		argon2Slots: make(chan struct{}, runtime.NumCPU()),
+		usage:       usageRecorder{pending: map[string]time.Time{}, written: map[string]time.Time{}},
+	}
+}
+
+// Verify checks key, and when product is not empty that the key's tenant
+// is entitled to it, and that the key has every required scope. Problems
+// with the key are answered by the code; an error means the check could
+// not be made (the database is unavailable).
+func (v *KeyVerifier) Verify(ctx context.Context, key, product string, requiredScopes []string) (*Verification, error) {
+	now := v.now()
+	var rec *keyRecord
+	var err error
+	switch parseKey(key) {
+	case keyMalformed:
+		return &Verification{Code: VerifyMalformed}, nil
+	case keyCurrent:
+		rec, err = v.lookup(ctx, keyDigest(key), "", now)
+	case keyLegacy:
+		rec, err = v.lookup(ctx, keyDigest(key), key, now)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return &Verification{Code: VerifyNotFound}, nil
+	}
+	code := evaluate(rec, product, requiredScopes, now)
+	if code != VerifyValid {
+		return &Verification{Code: code}, nil
+	}
+	v.usage.touch(rec.key.ID, now)
+	return &Verification{
+		Code: VerifyValid, KeyID: rec.key.ID, TenantID: rec.tenant.ID, TenantSlug: rec.tenant.Slug,
+		Scopes: rec.key.Scopes, Products: EntitledProducts(rec.tenant, rec.entitlements, now),
+	}, nil
+}
+
+func evaluate(rec *keyRecord, product string, requiredScopes []string, now time.Time) VerifyCode {
+	switch rec.key.StatusAt(now) {
+	case ApiKeyRevoked:
+		return VerifyRevoked
+	case ApiKeyExpired:
+		return VerifyExpired
+	}
+	if rec.tenant.Status == TenantFrozen {
+		return VerifyTenantFrozen
+	}
+	for _, s := range requiredScopes {
+		if _, ok := slices.BinarySearch(rec.key.Scopes, s); !ok {
+			return VerifyInsufficientScope
+		}
+	}
+	if product != "" {
+		if _, ok := slices.BinarySearch(EntitledProducts(rec.tenant, rec.entitlements, now), product); !ok {
+			return VerifyNotEntitled
+		}
+	}
+	return VerifyValid
+}
+
+// lookup finds a key by digest: from the cache, else from the database,
+// caching what it found (or, briefly, that nothing was found). A legacy
+// key not yet rehashed is found by its display prefix and argon2id hash.
+func (v *KeyVerifier) lookup(ctx context.Context, digest, legacyKey string, now time.Time) (*keyRecord, error) {
+	rec, unknown, gen := v.cache.lookup(digest, now)
+	if rec != nil || unknown {
+		return rec, nil
+	}
+	k, err := v.store.ApiKeys().GetByHash(ctx, storedHash(digest))
+	if ErrorKind(err) == KindNotFound && legacyKey != "" {
+		k, err = v.findLegacy(ctx, legacyKey, digest)
+	}
+	if ErrorKind(err) == KindNotFound {
+		v.cache.putUnknown(digest, gen, now)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec, err = v.load(ctx, k); err != nil {
+		return nil, err
+	}
+	v.cache.put(digest, rec, gen, now)
+	return rec, nil
+}
+
+// load reads the tenant and entitlements that go with a key.
+func (v *KeyVerifier) load(ctx context.Context, k *ApiKey) (*keyRecord, error) {
+	t, err := v.store.Tenants().Get(ctx, k.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := v.store.Entitlements().ListByTenant(ctx, k.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	return &keyRecord{key: k, tenant: t, entitlements: ents}, nil
+}
+
+// findLegacy verifies a key of the previous implementation against the
+// argon2id hashes stored under its display prefix, and on a match stores it
+// under the fast hash, so this slow path runs at most once per key.
+func (v *KeyVerifier) findLegacy(ctx context.Context, key, digest string) (*ApiKey, error) {
+	candidates, err := v.store.ApiKeys().ListLegacyByPrefix(ctx, displayPrefix(key))
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range candidates {
+		ok, err := v.argon2Matches(ctx, key, k.Hash)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		if err := v.store.ApiKeys().Rehash(ctx, k.ID, k.Hash, storedHash(digest)); err != nil {
+			return nil, err
+		}
+		k.Hash = storedHash(digest)
+		return k, nil
+	}
+	return nil, Errorf(KindNotFound, "no such key")
+}
+
+func (v *KeyVerifier) argon2Matches(ctx context.Context, key, stored string) (bool, error) {
+	h, err := parseArgon2Hash(stored)
+	if err != nil {
+		return false, nil // a stored hash we cannot read matches nothing
+	}
+	select {
+	case v.argon2Slots <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-v.argon2Slots }()
+	got := argon2.IDKey([]byte(key), h.salt, argon2Time, argon2Memory, argon2Threads, argon2KeyLen)
+	return subtle.ConstantTimeCompare(got, h.key) == 1, nil
+}
+
+// usageRecorder coalesces last-use times: at most one write per key per
+// minute, batched by Flush.
+type usageRecorder struct {
+	mu      sync.Mutex
+	pending map[string]time.Time // key id → last use not yet written
+	written map[string]time.Time // key id → last use written
+}
+
+const usageResolution = time.Minute
+
+func (u *usageRecorder) touch(id string, now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if last, ok := u.written[id]; ok && now.Sub(last) < usageResolution {
+		return
+	}
+	u.pending[id], u.written[id] = now, now
+}
+
+// Flush writes the pending last-use times.
+func (v *KeyVerifier) Flush(ctx context.Context) error {
+	v.usage.mu.Lock()
+	pending := v.usage.pending
+	v.usage.pending = map[string]time.Time{}
+	now := v.now()
+	for id, t := range v.usage.written { // forget what can no longer suppress a write
+		if now.Sub(t) >= usageResolution {
+			delete(v.usage.written, id)
+		}
+	}
+	v.usage.mu.Unlock()
+	if len(pending) == 0 {
+		return nil
+	}
+	return v.store.ApiKeys().TouchLastUsed(ctx, pending)
+}
+
+// Run flushes last-use times every interval until ctx ends, then once more.
+func (v *KeyVerifier) Run(ctx context.Context, interval time.Duration, onError func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := v.Flush(context.WithoutCancel(ctx)); err != nil {
+				onError(err)
+			}
+			return
+		case <-t.C:
+			if err := v.Flush(ctx); err != nil {
+				onError(err)
+			}
+		}
+	}
+}

@@ -1,0 +1,190 @@
+package domain
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// keyRecord is everything a verification needs, as read together from
+// storage: the key, its tenant and the tenant's entitlements. Expiry is
+// evaluated at each verification, so a cached record never outlives it.
+type keyRecord struct {
+	key          *ApiKey
+	tenant       *Tenant
+	entitlements []*Entitlement
+}
+
+type cachedRecord struct {
+	rec     *keyRecord
+	expires time.Time
+}
+
+// KeyCache keeps verified keys (and, briefly, unknown key hashes) in memory
+// so repeated verifications do not touch the database. Invalidations drop
+// entries; a cache whose invalidation feed is down is not trusted (every
+// verification then reads the database) until the feed is back and the
+// cache has been flushed.
+type KeyCache struct {
+	mu       sync.RWMutex
+	keys     map[string]cachedRecord // by key digest
+	byTenant map[string]map[string]struct{}
+	unknown  map[string]time.Time // digest → until when it is known unknown
+	// gen counts invalidations: a record read from the database before an
+	// invalidation must not be cached after it.
+	gen     uint64
+	trusted atomic.Bool
+	enabled bool
+
+	ttl, unknownTTL     time.Duration
+	maxKeys, maxUnknown int
+
+	hits, misses atomic.Uint64
+}
+
+// KeyCacheConfig sizes a KeyCache.
+type KeyCacheConfig struct {
+	Disabled   bool          // every verification reads the database
+	TTL        time.Duration // how long a verified key is kept at most
+	UnknownTTL time.Duration // how long an unknown hash is remembered
+	MaxKeys    int
+	MaxUnknown int
+}
+
+// DefaultKeyCacheConfig suits a replica serving many products.
+var DefaultKeyCacheConfig = KeyCacheConfig{TTL: time.Minute, UnknownTTL: 5 * time.Second, MaxKeys: 100_000, MaxUnknown: 10_000}
+
+// NewKeyCache returns an empty cache, trusted until SetTrusted(false).
+func NewKeyCache(cfg KeyCacheConfig) *KeyCache {
+	c := &KeyCache{
+		keys: map[string]cachedRecord{}, byTenant: map[string]map[string]struct{}{}, unknown: map[string]time.Time{},
+		enabled: !cfg.Disabled, ttl: cfg.TTL, unknownTTL: cfg.UnknownTTL, maxKeys: cfg.MaxKeys, maxUnknown: cfg.MaxUnknown,
+	}
+	c.trusted.Store(true)
+	return c
+}
+
+// SetTrusted says whether invalidations are arriving. Becoming trusted
+// again flushes the cache, since invalidations may have been missed.
+func (c *KeyCache) SetTrusted(ok bool) {
+	if ok && !c.trusted.Load() {
+		c.Invalidate(Invalidation{})
+	}
+	c.trusted.Store(ok)
+}
+
+// Trusted reports whether the cache is used.
+func (c *KeyCache) Trusted() bool { return c.enabled && c.trusted.Load() }
+
+// HitRatio returns hits / (hits + misses) so far, and the lookup count.
+func (c *KeyCache) HitRatio() (float64, uint64) {
+	h, m := c.hits.Load(), c.misses.Load()
+	if h+m == 0 {
+		return 0, 0
+	}
+	return float64(h) / float64(h+m), h + m
+}
+
+// lookup returns the cached record for digest, or unknown=true when the
+// digest is known not to exist. gen is to be passed to a later put.
+func (c *KeyCache) lookup(digest string, now time.Time) (rec *keyRecord, unknown bool, gen uint64) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.Trusted() {
+		return nil, false, c.gen
+	}
+	if e, ok := c.keys[digest]; ok && now.Before(e.expires) {
+		c.hits.Add(1)
+		return e.rec, false, c.gen
+	}
+	if until, ok := c.unknown[digest]; ok && now.Before(until) {
+		c.hits.Add(1)
+		return nil, true, c.gen
+	}
+	c.misses.Add(1)
+	return nil, false, c.gen
+}
+
+// put caches rec under digest unless an invalidation happened since gen.
+func (c *KeyCache) put(digest string, rec *keyRecord, gen uint64, now time.Time) {
+	if !c.enabled {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	if len(c.keys) >= c.maxKeys {
+		c.evictLocked()
+	}
+	c.keys[digest] = cachedRecord{rec: rec, expires: now.Add(c.ttl)}
+	tenant := rec.key.TenantID
+	if c.byTenant[tenant] == nil {
+		c.byTenant[tenant] = map[string]struct{}{}
+	}
+	c.byTenant[tenant][digest] = struct{}{}
+}
+
+// putUnknown remembers briefly that digest matches no key.
+func (c *KeyCache) putUnknown(digest string, gen uint64, now time.Time) {
+	if !c.enabled {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	if len(c.unknown) >= c.maxUnknown {
+		for d, until := range c.unknown { // drop the expired, else any
+			if !now.Before(until) || len(c.unknown) >= c.maxUnknown {
+				delete(c.unknown, d)
+			}
+		}
+	}
+	c.unknown[digest] = now.Add(c.unknownTTL)
+}
+
+// evictLocked drops about a tenth of the keys; map order makes it random.
+func (c *KeyCache) evictLocked() {
+	n := max(1, c.maxKeys/10)
+	for d, e := range c.keys {
+		c.dropLocked(d, e.rec.key.TenantID)
+		if n--; n == 0 {
+			return
+		}
+	}
+}
+
+func (c *KeyCache) dropLocked(digest, tenant string) {
+	delete(c.keys, digest)
+	if set := c.byTenant[tenant]; set != nil {
+		delete(set, digest)
+		if len(set) == 0 {
+			delete(c.byTenant, tenant)
+		}
+	}
+}
+
+// Invalidate drops what inv names: one key, a tenant's keys, or, for the
+// zero Invalidation, everything.
+func (c *KeyCache) Invalidate(inv Invalidation) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	switch {
+	case inv.KeyHash != "":
+		delete(c.unknown, inv.KeyHash)
+		if e, ok := c.keys[inv.KeyHash]; ok {
+			c.dropLocked(inv.KeyHash, e.rec.key.TenantID)
+		}
+	case inv.TenantID != "":
+		for d := range c.byTenant[inv.TenantID] {
+			delete(c.keys, d)
+		}
+		delete(c.byTenant, inv.TenantID)
+	default:
+		c.keys, c.byTenant, c.unknown = map[string]cachedRecord{}, map[string]map[string]struct{}{}, map[string]time.Time{}
+	}
+}

@@ -1,0 +1,157 @@
+package persistence
+
+import (
+	"context"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/tenant-registry/tenant-registry/domain"
+)
+
+// apiKeyRow is the api_keys table.
+type apiKeyRow struct {
+	bun.BaseModel `bun:"table:api_keys"`
+
+	ID           string    `bun:"id,pk"`
+	TenantID     string    `bun:"tenant_id,notnull"`
+	Name         string    `bun:"name,notnull"`
+	Prefix       string    `bun:"prefix,notnull"`
+	Hash         string    `bun:"hash,notnull"`
+	Scopes       []string  `bun:"scopes,notnull"`
+	CreateTime   time.Time `bun:"create_time,notnull"`
+	UpdateTime   time.Time `bun:"update_time,notnull"`
+	ExpireTime   time.Time `bun:"expire_time,nullzero"`
+	RevokeTime   time.Time `bun:"revoke_time,nullzero"`
+	LastUsedTime time.Time `bun:"last_used_time,nullzero"`
+}
+
+func newApiKeyRow(k *domain.ApiKey) *apiKeyRow {
+	scopes := k.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return &apiKeyRow{
+		ID: k.ID, TenantID: k.TenantID, Name: k.Name, Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
+		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, ExpireTime: k.ExpireTime, RevokeTime: k.RevokeTime, LastUsedTime: k.LastUsedTime,
+	}
+}
+
+func (r *apiKeyRow) domain() *domain.ApiKey {
+	return &domain.ApiKey{
+		ID: r.ID, TenantID: r.TenantID, Name: r.Name, Prefix: r.Prefix, Hash: r.Hash, Scopes: r.Scopes,
+		CreateTime: utc(r.CreateTime), UpdateTime: utc(r.UpdateTime), ExpireTime: utc(r.ExpireTime),
+		RevokeTime: utc(r.RevokeTime), LastUsedTime: utc(r.LastUsedTime),
+	}
+}
+
+// utc keeps the zero time zero (time.Time{}.UTC() is not IsZero-safe across drivers).
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// ApiKeyRepository implements domain.ApiKeyRepository.
+type ApiKeyRepository struct{ db bun.IDB }
+
+var _ domain.ApiKeyRepository = ApiKeyRepository{}
+
+const apiKeyNotFound = "API key not found"
+
+// Create inserts k.
+func (r ApiKeyRepository) Create(ctx context.Context, k *domain.ApiKey) error {
+	_, err := r.db.NewInsert().Model(newApiKeyRow(k)).Exec(ctx)
+	return dbError(err, apiKeyNotFound, "an API key with this hash already exists")
+}
+
+// Get returns the key with the given id.
+func (r ApiKeyRepository) Get(ctx context.Context, id string) (*domain.ApiKey, error) {
+	return r.one(ctx, r.db.NewSelect().Where("id = ?", id))
+}
+
+// GetForUpdate returns the key with the given id, locked on PostgreSQL.
+func (r ApiKeyRepository) GetForUpdate(ctx context.Context, id string) (*domain.ApiKey, error) {
+	q := r.db.NewSelect().Where("id = ?", id)
+	if isPostgres(r.db) {
+		q = q.For("UPDATE")
+	}
+	return r.one(ctx, q)
+}
+
+// GetByHash returns the key with exactly this stored hash.
+func (r ApiKeyRepository) GetByHash(ctx context.Context, hash string) (*domain.ApiKey, error) {
+	return r.one(ctx, r.db.NewSelect().Where("hash = ?", hash))
+}
+
+func (r ApiKeyRepository) one(ctx context.Context, q *bun.SelectQuery) (*domain.ApiKey, error) {
+	var row apiKeyRow
+	if err := q.Model(&row).Limit(1).Scan(ctx); err != nil {
+		return nil, dbError(err, apiKeyNotFound, "")
+	}
+	return row.domain(), nil
+}
+
+// ListLegacyByPrefix returns the argon2id-hashed keys with this prefix.
+func (r ApiKeyRepository) ListLegacyByPrefix(ctx context.Context, prefix string) ([]*domain.ApiKey, error) {
+	var rows []apiKeyRow
+	err := r.db.NewSelect().Model(&rows).Where("prefix = ? AND hash LIKE 'argon2id|%'", prefix).Limit(16).Scan(ctx)
+	if err != nil {
+		return nil, dbError(err, apiKeyNotFound, "")
+	}
+	return apiKeys(rows), nil
+}
+
+// List returns a tenant's keys after afterID, by id.
+func (r ApiKeyRepository) List(ctx context.Context, tenantID, afterID string, limit int) ([]*domain.ApiKey, error) {
+	var rows []apiKeyRow
+	q := r.db.NewSelect().Model(&rows).Where("tenant_id = ?", tenantID).OrderExpr("id ASC").Limit(limit)
+	if afterID != "" {
+		q = q.Where("id > ?", afterID)
+	}
+	if err := q.Scan(ctx); err != nil {
+		return nil, dbError(err, apiKeyNotFound, "")
+	}
+	return apiKeys(rows), nil
+}
+
+// Update writes a key's expire, revoke and update times.
+func (r ApiKeyRepository) Update(ctx context.Context, k *domain.ApiKey) error {
+	res, err := r.db.NewUpdate().Model(newApiKeyRow(k)).Column("expire_time", "revoke_time", "update_time").WherePK().Exec(ctx)
+	if err != nil {
+		return dbError(err, apiKeyNotFound, "")
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return domain.Errorf(domain.KindNotFound, apiKeyNotFound)
+	}
+	return nil
+}
+
+// Rehash replaces a key's hash if it is still oldHash; when a concurrent
+// verification got there first there is nothing left to do.
+func (r ApiKeyRepository) Rehash(ctx context.Context, id, oldHash, newHash string) error {
+	_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("hash = ?", newHash).
+		Where("id = ? AND hash = ?", id, oldHash).Exec(ctx)
+	return dbError(err, apiKeyNotFound, "")
+}
+
+// TouchLastUsed records last-use times, never moving one backwards.
+func (r ApiKeyRepository) TouchLastUsed(ctx context.Context, used map[string]time.Time) error {
+	for id, t := range used {
+		_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("last_used_time = ?", t).
+			Where("id = ? AND (last_used_time IS NULL OR last_used_time < ?)", id, t).Exec(ctx)
+		if err != nil {
+			return dbError(err, apiKeyNotFound, "")
+		}
+	}
+	return nil
+}
+
+func apiKeys(rows []apiKeyRow) []*domain.ApiKey {
+	out := make([]*domain.ApiKey, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out
+}

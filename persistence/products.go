@@ -1,0 +1,102 @@
+package persistence
+
+import (
+	"context"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/tenant-registry/tenant-registry/domain"
+)
+
+// productRow is the products table.
+type productRow struct {
+	bun.BaseModel `bun:"table:products"`
+
+	Key         string    `bun:"key,pk"`
+	DisplayName string    `bun:"display_name,notnull"`
+	Description string    `bun:"description,notnull"`
+	TrialDays   int       `bun:"trial_days,notnull"`
+	CreateTime  time.Time `bun:"create_time,notnull"`
+	UpdateTime  time.Time `bun:"update_time,notnull"`
+}
+
+func newProductRow(p *domain.Product) *productRow {
+	return &productRow{
+		Key: p.Key, DisplayName: p.DisplayName, Description: p.Description, TrialDays: p.TrialDays,
+		CreateTime: p.CreateTime, UpdateTime: p.UpdateTime,
+	}
+}
+
+func (r *productRow) domain() *domain.Product {
+	return &domain.Product{
+		Key: r.Key, DisplayName: r.DisplayName, Description: r.Description, TrialDays: r.TrialDays,
+		CreateTime: r.CreateTime.UTC(), UpdateTime: r.UpdateTime.UTC(),
+	}
+}
+
+// ProductRepository implements domain.ProductRepository.
+type ProductRepository struct{ db bun.IDB }
+
+var _ domain.ProductRepository = ProductRepository{}
+
+// Create inserts p; a taken key is KindAlreadyExists.
+func (r ProductRepository) Create(ctx context.Context, p *domain.Product) error {
+	_, err := r.db.NewInsert().Model(newProductRow(p)).Exec(ctx)
+	return dbError(err, "", "a product with key "+p.Key+" already exists")
+}
+
+// Get returns the product with the given key.
+func (r ProductRepository) Get(ctx context.Context, key string) (*domain.Product, error) {
+	return r.one(ctx, key, r.db.NewSelect())
+}
+
+// GetForUpdate returns the product, locking its row on PostgreSQL; SQLite
+// transactions here hold the database's write lock from their start.
+func (r ProductRepository) GetForUpdate(ctx context.Context, key string) (*domain.Product, error) {
+	q := r.db.NewSelect()
+	if isPostgres(r.db) {
+		q = q.For("UPDATE")
+	}
+	return r.one(ctx, key, q)
+}
+
+func (r ProductRepository) one(ctx context.Context, key string, q *bun.SelectQuery) (*domain.Product, error) {
+	var row productRow
+	if err := q.Model(&row).Where("key = ?", key).Limit(1).Scan(ctx); err != nil {
+		return nil, dbError(err, "product "+key+" not found", "")
+	}
+	return row.domain(), nil
+}
+
+// List returns every product, by key.
+func (r ProductRepository) List(ctx context.Context) ([]*domain.Product, error) {
+	var rows []productRow
+	// Byte order on both dialects: PostgreSQL's default collation would
+	// otherwise sort '-' unlike SQLite.
+	order := "key ASC"
+	if isPostgres(r.db) {
+		order = `key COLLATE "C" ASC`
+	}
+	if err := r.db.NewSelect().Model(&rows).OrderExpr(order).Scan(ctx); err != nil {
+		return nil, dbError(err, "", "")
+	}
+	out := make([]*domain.Product, len(rows))
+	for i := range rows {
+		out[i] = rows[i].domain()
+	}
+	return out, nil
+}
+
+// Update writes every mutable column of p.
+func (r ProductRepository) Update(ctx context.Context, p *domain.Product) error {
+	res, err := r.db.NewUpdate().Model(newProductRow(p)).
+		Column("display_name", "description", "trial_days", "update_time").WherePK().Exec(ctx)
+	if err != nil {
+		return dbError(err, "", "")
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return domain.Errorf(domain.KindNotFound, "product %s not found", p.Key)
+	}
+	return nil
+}

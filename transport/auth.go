@@ -1,0 +1,173 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+
+	"connectrpc.com/connect"
+	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/tenant-registry/tenant-registry/domain"
+)
+
+// OIDCConfig says which access tokens to accept.
+type OIDCConfig struct {
+	Issuer      string // KEYCLOAK_ISSUER
+	Audience    string // OIDC_AUDIENCE
+	TenantClaim string // OIDC_TENANT_CLAIM: the claim naming the user's tenant
+}
+
+// Authenticator turns the bearer token of a request into a principal: an
+// OIDC access token of the configured issuer, or a service key of this
+// registry verified through the same cached path as VerifyApiKey.
+type Authenticator struct {
+	cfg  OIDCConfig
+	keys *domain.KeyVerifier
+
+	mu       sync.Mutex
+	verifier *oidc.IDTokenVerifier // discovered on first use, then kept
+}
+
+// NewAuthenticator returns an Authenticator for tokens of cfg.Issuer and
+// service keys verified by keys.
+func NewAuthenticator(cfg OIDCConfig, keys *domain.KeyVerifier) *Authenticator {
+	return &Authenticator{cfg: cfg, keys: keys}
+}
+
+var (
+	errMissingToken = connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token"))
+	errInvalidToken = connect.NewError(connect.CodeUnauthenticated, errors.New("invalid token"))
+)
+
+// Authenticate returns the principal of an Authorization header. Every
+// rejected credential gets the same "invalid token", so a caller learns
+// nothing about which part failed.
+func (a *Authenticator) Authenticate(ctx context.Context, header string) (domain.Principal, error) {
+	token, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || strings.TrimSpace(token) == "" {
+		if header == "" {
+			return domain.Principal{}, errMissingToken
+		}
+		return domain.Principal{}, errInvalidToken
+	}
+	token = strings.TrimSpace(token)
+	if strings.HasPrefix(token, domain.KeyPrefix) {
+		return a.serviceKey(ctx, token)
+	}
+	return a.accessToken(ctx, token)
+}
+
+func (a *Authenticator) serviceKey(ctx context.Context, key string) (domain.Principal, error) {
+	v, err := a.keys.Verify(ctx, key, "", nil)
+	if err != nil {
+		return domain.Principal{}, err
+	}
+	if !v.Valid() {
+		return domain.Principal{}, errInvalidToken
+	}
+	return domain.Principal{
+		ID: v.KeyID, Name: "service key of " + v.TenantSlug, Type: domain.PrincipalServiceKey,
+		TenantID: v.TenantID, Scopes: v.Scopes,
+	}, nil
+}
+
+// accessTokenClaims are the claims read from an access token, as Keycloak
+// puts them.
+type accessTokenClaims struct {
+	Subject           string `json:"sub"`
+	Name              string `json:"name"`
+	PreferredUsername string `json:"preferred_username"`
+	RealmAccess       struct {
+		Roles []string `json:"roles"`
+	} `json:"realm_access"`
+}
+
+func (a *Authenticator) accessToken(ctx context.Context, raw string) (domain.Principal, error) {
+	if a.cfg.Issuer == "" {
+		return domain.Principal{}, errInvalidToken
+	}
+	verifier, err := a.tokenVerifier(ctx)
+	if err != nil {
+		return domain.Principal{}, domain.Wrap(domain.KindUnavailable, err, "the identity provider cannot be reached; try again")
+	}
+	tok, err := verifier.Verify(ctx, raw)
+	if err != nil {
+		return domain.Principal{}, errInvalidToken
+	}
+	var claims accessTokenClaims
+	var all map[string]any
+	if tok.Claims(&claims) != nil || tok.Claims(&all) != nil || claims.Subject == "" {
+		return domain.Principal{}, errInvalidToken
+	}
+	tenant, _ := all[a.cfg.TenantClaim].(string)
+	name := claims.Name
+	if name == "" {
+		name = claims.PreferredUsername
+	}
+	return domain.Principal{
+		ID: claims.Subject, Name: name, Type: domain.PrincipalUser, TenantID: tenant, Roles: claims.RealmAccess.Roles,
+	}, nil
+}
+
+// tokenVerifier discovers the issuer on first use, so the server starts
+// even while the identity provider is down; a failed discovery is retried
+// by the next request.
+func (a *Authenticator) tokenVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.verifier != nil {
+		return a.verifier, nil
+	}
+	provider, err := oidc.NewProvider(context.WithoutCancel(ctx), a.cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	a.verifier = provider.Verifier(&oidc.Config{ClientID: a.cfg.Audience})
+	return a.verifier, nil
+}
+
+// callerInterceptor authenticates every RPC and puts the domain.Caller
+// into its context: the principal and the source address. Without an
+// Authenticator (dev mode, no issuer) every call acts as DevPrincipal.
+type callerInterceptor struct {
+	auth    *Authenticator
+	sources sourceResolver
+}
+
+func (i callerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		ctx, err := i.with(ctx, req.Peer(), req.Header())
+		if err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i callerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i callerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		ctx, err := i.with(ctx, conn.Peer(), conn.RequestHeader())
+		if err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+func (i callerInterceptor) with(ctx context.Context, peer connect.Peer, h http.Header) (context.Context, error) {
+	p := DevPrincipal
+	if i.auth != nil {
+		var err error
+		if p, err = i.auth.Authenticate(ctx, h.Get("Authorization")); err != nil {
+			return ctx, err
+		}
+	}
+	return domain.WithCaller(ctx, domain.Caller{Principal: p, SourceIP: i.sources.sourceIP(peer.Addr, h)}), nil
+}
