@@ -105,8 +105,8 @@ type Main struct {
 }
 
 // Open connects to the database, brings or checks its schema, seeds dev
-// data and assembles the server.
-func (m *Main) Open(ctx context.Context) error {
+// data and assembles the server. On error nothing stays open.
+func (m *Main) Open(ctx context.Context) (err error) {
 	if m.Clock == nil {
 		m.Clock = domain.SystemClock
 	}
@@ -115,6 +115,12 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	m.DB = db
+	defer func() {
+		if err != nil {
+			db.Close()
+			m.DB = nil
+		}
+	}()
 	migrator, err := db.Migrator()
 	if err != nil {
 		return err
