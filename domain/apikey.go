@@ -190,8 +190,9 @@ type ApiKeyRepository interface {
 	// GetForUpdate reads a key and keeps concurrent writers of it out until
 	// the transaction ends.
 	GetForUpdate(ctx context.Context, id string) (*ApiKey, error)
-	// GetByHash returns the key with exactly this stored hash.
-	GetByHash(ctx context.Context, hash string) (*ApiKey, error)
+	// GetForVerification returns the key with exactly this stored hash
+	// with its tenant and the tenant's entitlements, read together.
+	GetForVerification(ctx context.Context, hash string) (*KeyRecord, error)
 	// ListLegacyByPrefix returns the argon2id-hashed keys with this display prefix.
 	ListLegacyByPrefix(ctx context.Context, prefix string) ([]*ApiKey, error)
 	// List returns up to limit keys of a tenant with ids after afterID, by id.

@@ -77,7 +77,7 @@ func NewKeyVerifier(store Store, now Clock, cache *KeyCache) *KeyVerifier {
 // not be made (the database is unavailable).
 func (v *KeyVerifier) Verify(ctx context.Context, key, product string, requiredScopes []string) (*Verification, error) {
 	now := v.now()
-	var rec *keyRecord
+	var rec *KeyRecord
 	var err error
 	switch parseKey(key) {
 	case keyMalformed:
@@ -97,30 +97,30 @@ func (v *KeyVerifier) Verify(ctx context.Context, key, product string, requiredS
 	if code != VerifyValid {
 		return &Verification{Code: code}, nil
 	}
-	v.usage.touch(rec.key.ID, now)
+	v.usage.touch(rec.Key.ID, now)
 	return &Verification{
-		Code: VerifyValid, KeyID: rec.key.ID, TenantID: rec.tenant.ID, TenantSlug: rec.tenant.Slug,
-		Scopes: rec.key.Scopes, Products: EntitledProducts(rec.tenant, rec.entitlements, now),
+		Code: VerifyValid, KeyID: rec.Key.ID, TenantID: rec.Tenant.ID, TenantSlug: rec.Tenant.Slug,
+		Scopes: rec.Key.Scopes, Products: EntitledProducts(rec.Tenant, rec.Entitlements, now),
 	}, nil
 }
 
-func evaluate(rec *keyRecord, product string, requiredScopes []string, now time.Time) VerifyCode {
-	switch rec.key.StatusAt(now) {
+func evaluate(rec *KeyRecord, product string, requiredScopes []string, now time.Time) VerifyCode {
+	switch rec.Key.StatusAt(now) {
 	case ApiKeyRevoked:
 		return VerifyRevoked
 	case ApiKeyExpired:
 		return VerifyExpired
 	}
-	if rec.tenant.Status == TenantFrozen {
+	if rec.Tenant.Status == TenantFrozen {
 		return VerifyTenantFrozen
 	}
 	for _, s := range requiredScopes {
-		if _, ok := slices.BinarySearch(rec.key.Scopes, s); !ok {
+		if _, ok := slices.BinarySearch(rec.Key.Scopes, s); !ok {
 			return VerifyInsufficientScope
 		}
 	}
 	if product != "" {
-		if _, ok := slices.BinarySearch(EntitledProducts(rec.tenant, rec.entitlements, now), product); !ok {
+		if _, ok := slices.BinarySearch(EntitledProducts(rec.Tenant, rec.Entitlements, now), product); !ok {
 			return VerifyNotEntitled
 		}
 	}
@@ -130,14 +130,14 @@ func evaluate(rec *keyRecord, product string, requiredScopes []string, now time.
 // lookup finds a key by digest: from the cache, else from the database,
 // caching what it found (or, briefly, that nothing was found). A legacy
 // key not yet rehashed is found by its display prefix and argon2id hash.
-func (v *KeyVerifier) lookup(ctx context.Context, digest, legacyKey string, now time.Time) (*keyRecord, error) {
+func (v *KeyVerifier) lookup(ctx context.Context, digest, legacyKey string, now time.Time) (*KeyRecord, error) {
 	rec, unknown, gen := v.cache.lookup(digest, now)
 	if rec != nil || unknown {
 		return rec, nil
 	}
-	k, err := v.store.ApiKeys().GetByHash(ctx, storedHash(digest))
+	rec, err := v.store.ApiKeys().GetForVerification(ctx, storedHash(digest))
 	if ErrorKind(err) == KindNotFound && legacyKey != "" {
-		k, err = v.findLegacy(ctx, legacyKey, digest)
+		rec, err = v.findLegacy(ctx, legacyKey, digest)
 	}
 	if ErrorKind(err) == KindNotFound {
 		v.cache.putUnknown(digest, gen, now)
@@ -146,30 +146,14 @@ func (v *KeyVerifier) lookup(ctx context.Context, digest, legacyKey string, now 
 	if err != nil {
 		return nil, err
 	}
-	if rec, err = v.load(ctx, k); err != nil {
-		return nil, err
-	}
 	v.cache.put(digest, rec, gen, now)
 	return rec, nil
-}
-
-// load reads the tenant and entitlements that go with a key.
-func (v *KeyVerifier) load(ctx context.Context, k *ApiKey) (*keyRecord, error) {
-	t, err := v.store.Tenants().Get(ctx, k.TenantID)
-	if err != nil {
-		return nil, err
-	}
-	ents, err := v.store.Entitlements().ListByTenant(ctx, k.TenantID)
-	if err != nil {
-		return nil, err
-	}
-	return &keyRecord{key: k, tenant: t, entitlements: ents}, nil
 }
 
 // findLegacy verifies a key of the previous implementation against the
 // argon2id hashes stored under its display prefix, and on a match stores it
 // under the fast hash, so this slow path runs at most once per key.
-func (v *KeyVerifier) findLegacy(ctx context.Context, key, digest string) (*ApiKey, error) {
+func (v *KeyVerifier) findLegacy(ctx context.Context, key, digest string) (*KeyRecord, error) {
 	candidates, err := v.store.ApiKeys().ListLegacyByPrefix(ctx, displayPrefix(key))
 	if err != nil {
 		return nil, err
@@ -185,8 +169,7 @@ func (v *KeyVerifier) findLegacy(ctx context.Context, key, digest string) (*ApiK
 		if err := v.store.ApiKeys().Rehash(ctx, k.ID, k.Hash, storedHash(digest)); err != nil {
 			return nil, err
 		}
-		k.Hash = storedHash(digest)
-		return k, nil
+		return v.store.ApiKeys().GetForVerification(ctx, storedHash(digest))
 	}
 	return nil, Errorf(KindNotFound, "no such key")
 }

@@ -6,17 +6,17 @@ import (
 	"time"
 )
 
-// keyRecord is everything a verification needs, as read together from
+// KeyRecord is everything a verification needs, as read together from
 // storage: the key, its tenant and the tenant's entitlements. Expiry is
 // evaluated at each verification, so a cached record never outlives it.
-type keyRecord struct {
-	key          *ApiKey
-	tenant       *Tenant
-	entitlements []*Entitlement
+type KeyRecord struct {
+	Key          *ApiKey
+	Tenant       *Tenant
+	Entitlements []*Entitlement
 }
 
 type cachedRecord struct {
-	rec     *keyRecord
+	rec     *KeyRecord
 	expires time.Time
 }
 
@@ -87,7 +87,7 @@ func (c *KeyCache) HitRatio() (float64, uint64) {
 
 // lookup returns the cached record for digest, or unknown=true when the
 // digest is known not to exist. gen is to be passed to a later put.
-func (c *KeyCache) lookup(digest string, now time.Time) (rec *keyRecord, unknown bool, gen uint64) {
+func (c *KeyCache) lookup(digest string, now time.Time) (rec *KeyRecord, unknown bool, gen uint64) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if !c.Trusted() {
@@ -106,7 +106,7 @@ func (c *KeyCache) lookup(digest string, now time.Time) (rec *keyRecord, unknown
 }
 
 // put caches rec under digest unless an invalidation happened since gen.
-func (c *KeyCache) put(digest string, rec *keyRecord, gen uint64, now time.Time) {
+func (c *KeyCache) put(digest string, rec *KeyRecord, gen uint64, now time.Time) {
 	if !c.enabled {
 		return
 	}
@@ -119,7 +119,7 @@ func (c *KeyCache) put(digest string, rec *keyRecord, gen uint64, now time.Time)
 		c.evictLocked()
 	}
 	c.keys[digest] = cachedRecord{rec: rec, expires: now.Add(c.ttl)}
-	tenant := rec.key.TenantID
+	tenant := rec.Key.TenantID
 	if c.byTenant[tenant] == nil {
 		c.byTenant[tenant] = map[string]struct{}{}
 	}
@@ -150,7 +150,7 @@ func (c *KeyCache) putUnknown(digest string, gen uint64, now time.Time) {
 func (c *KeyCache) evictLocked() {
 	n := max(1, c.maxKeys/10)
 	for d, e := range c.keys {
-		c.dropLocked(d, e.rec.key.TenantID)
+		c.dropLocked(d, e.rec.Key.TenantID)
 		if n--; n == 0 {
 			return
 		}
@@ -177,7 +177,7 @@ func (c *KeyCache) Invalidate(inv Invalidation) {
 	case inv.KeyHash != "":
 		delete(c.unknown, inv.KeyHash)
 		if e, ok := c.keys[inv.KeyHash]; ok {
-			c.dropLocked(inv.KeyHash, e.rec.key.TenantID)
+			c.dropLocked(inv.KeyHash, e.rec.Key.TenantID)
 		}
 	case inv.TenantID != "":
 		for d := range c.byTenant[inv.TenantID] {

@@ -80,11 +80,6 @@ func (r ApiKeyRepository) GetForUpdate(ctx context.Context, id string) (*domain.
 	return r.one(ctx, q)
 }
 
-// GetByHash returns the key with exactly this stored hash.
-func (r ApiKeyRepository) GetByHash(ctx context.Context, hash string) (*domain.ApiKey, error) {
-	return r.one(ctx, r.db.NewSelect().Where("hash = ?", hash))
-}
-
 func (r ApiKeyRepository) one(ctx context.Context, q *bun.SelectQuery) (*domain.ApiKey, error) {
 	var row apiKeyRow
 	if err := q.Model(&row).Limit(1).Scan(ctx); err != nil {
@@ -154,4 +149,75 @@ func apiKeys(rows []apiKeyRow) []*domain.ApiKey {
 		out[i] = rows[i].domain()
 	}
 	return out
+}
+
+// verificationRow is one row of the verification query: a key, its tenant,
+// and one of the tenant's entitlements (NULL columns when it has none).
+type verificationRow struct {
+	ID           string    `bun:"id"`
+	TenantID     string    `bun:"tenant_id"`
+	Name         string    `bun:"name"`
+	Prefix       string    `bun:"prefix"`
+	Hash         string    `bun:"hash"`
+	Scopes       []string  `bun:"scopes"`
+	CreateTime   time.Time `bun:"create_time"`
+	UpdateTime   time.Time `bun:"update_time"`
+	ExpireTime   time.Time `bun:"expire_time,nullzero"`
+	RevokeTime   time.Time `bun:"revoke_time,nullzero"`
+	LastUsedTime time.Time `bun:"last_used_time,nullzero"`
+	TenantSlug   string    `bun:"tenant_slug"`
+	TenantStatus string    `bun:"tenant_status"`
+	Product      *string   `bun:"e_product"`
+	EntStatus    *string   `bun:"e_status"`
+	EntSource    *string   `bun:"e_source"`
+	EntStart     time.Time `bun:"e_start_time,nullzero"`
+	EntExpire    time.Time `bun:"e_expire_time,nullzero"`
+}
+
+// GetForVerification reads the key with this hash, its tenant and the
+// tenant's entitlements in one round trip: the database path of the
+// verification hot path.
+func (r ApiKeyRepository) GetForVerification(ctx context.Context, hash string) (*domain.KeyRecord, error) {
+	var rows []verificationRow
+	err := r.db.NewRaw(`SELECT k.id, k.tenant_id, k.name, k.prefix, k.hash, k.scopes, k.create_time, k.update_time,
+			k.expire_time, k.revoke_time, k.last_used_time, t.slug AS tenant_slug, t.status AS tenant_status,
+			e.product AS e_product, e.status AS e_status, e.source AS e_source,
+			e.start_time AS e_start_time, e.expire_time AS e_expire_time
+		FROM api_keys AS k
+		JOIN tenants AS t ON t.id = k.tenant_id
+		LEFT JOIN entitlements AS e ON e.tenant_id = k.tenant_id
+		WHERE k.hash = ?`, hash).Scan(ctx, &rows)
+	if err != nil {
+		return nil, dbError(err, apiKeyNotFound, "")
+	}
+	if len(rows) == 0 {
+		return nil, domain.Errorf(domain.KindNotFound, apiKeyNotFound)
+	}
+	first := rows[0]
+	key := (&apiKeyRow{
+		ID: first.ID, TenantID: first.TenantID, Name: first.Name, Prefix: first.Prefix, Hash: first.Hash, Scopes: first.Scopes,
+		CreateTime: first.CreateTime, UpdateTime: first.UpdateTime, ExpireTime: first.ExpireTime,
+		RevokeTime: first.RevokeTime, LastUsedTime: first.LastUsedTime,
+	}).domain()
+	rec := &domain.KeyRecord{
+		Key:    key,
+		Tenant: &domain.Tenant{ID: first.TenantID, Slug: first.TenantSlug, Status: domain.TenantStatus(first.TenantStatus)},
+	}
+	for _, row := range rows {
+		if row.Product == nil {
+			continue
+		}
+		rec.Entitlements = append(rec.Entitlements, &domain.Entitlement{
+			TenantID: row.TenantID, Product: *row.Product, Status: domain.EntitlementStatus(deref(row.EntStatus)),
+			Source: domain.EntitlementSource(deref(row.EntSource)), StartTime: utc(row.EntStart), ExpireTime: utc(row.EntExpire),
+		})
+	}
+	return rec, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
