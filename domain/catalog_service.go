@@ -243,10 +243,8 @@ func (s *CatalogService) ListProductRequests(ctx context.Context, status Product
 // ever; a FROZEN tenant, a tenant that has or had the product, and a
 // product without trials get KindFailedPrecondition.
 func (s *CatalogService) StartTrial(ctx context.Context, tenantID, product string) (*Entitlement, error) {
-	var v Violations
-	tenantID = checkID(&v, "tenant_id", tenantID)
-	checkProductKey(&v, "product", product)
-	if err := v.Err(); err != nil {
+	tenantID, err := tenantAndProduct(tenantID, product)
+	if err != nil {
 		return nil, err
 	}
 	denied := &change{Action: "trial.started", CRUD: "c", Target: AuditTarget{ID: product, Type: "entitlement"}}
@@ -255,7 +253,7 @@ func (s *CatalogService) StartTrial(ctx context.Context, tenantID, product strin
 	}
 	now := s.now()
 	var out *Entitlement
-	err := s.store.Atomically(ctx, func(r Repositories) error {
+	err = s.store.Atomically(ctx, func(r Repositories) error {
 		// The tenant's row lock orders the trial after any lifecycle change
 		// or entitlement change of the tenant running concurrently.
 		t, err := r.Tenants().GetForUpdate(ctx, tenantID)

@@ -68,10 +68,8 @@ type Check struct {
 // Entitled, the same one EntitledProducts (and so key verification) uses.
 // An unknown tenant is KindNotFound; an unknown product is an answer.
 func (s *EntitlementService) Check(ctx context.Context, tenantID, product string) (*Check, error) {
-	var v Violations
-	tenantID = checkID(&v, "tenant_id", tenantID)
-	checkProductKey(&v, "product", product)
-	if err := v.Err(); err != nil {
+	tenantID, err := tenantAndProduct(tenantID, product)
+	if err != nil {
 		return nil, err
 	}
 	if err := authorize(ctx, s.store, s.now, PermEntitlementsCheck, tenantID, nil); err != nil {
@@ -196,10 +194,8 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 // Revoke sets the tenant's entitlement for a product to REVOKED. Revoking
 // a revoked entitlement returns it unchanged.
 func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product string) (*Entitlement, error) {
-	var v Violations
-	tenantID = checkID(&v, "tenant_id", tenantID)
-	checkProductKey(&v, "product", product)
-	if err := v.Err(); err != nil {
+	tenantID, err := tenantAndProduct(tenantID, product)
+	if err != nil {
 		return nil, err
 	}
 	denied := &change{Action: "entitlement.revoked", CRUD: "u", Target: AuditTarget{ID: product, Type: "entitlement"}}
@@ -208,7 +204,7 @@ func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product strin
 	}
 	now := s.now()
 	var out *Entitlement
-	err := s.store.Atomically(ctx, func(r Repositories) error {
+	err = s.store.Atomically(ctx, func(r Repositories) error {
 		t, err := r.Tenants().GetForUpdate(ctx, tenantID)
 		if err != nil {
 			return err
@@ -252,4 +248,13 @@ func entitlementChange(e *Entitlement, action, crud, description string) change 
 		TenantID: e.TenantID, Action: action, CRUD: crud, Description: description, Fields: fields,
 		Target: AuditTarget{ID: e.Product, Type: "entitlement", Name: e.Product},
 	}
+}
+
+// tenantAndProduct validates the (tenant_id, product) pair most
+// entitlement calls take, returning the tenant id in canonical form.
+func tenantAndProduct(tenantID, product string) (string, error) {
+	var v Violations
+	tenantID = checkID(&v, "tenant_id", tenantID)
+	checkProductKey(&v, "product", product)
+	return tenantID, v.Err()
 }

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
@@ -62,13 +63,8 @@ func (s *AuditServer) RecordAuditEvents(ctx context.Context, req *v1.RecordAudit
 
 // ListAuditEvents returns one page of events, newest first.
 func (s *AuditServer) ListAuditEvents(ctx context.Context, req *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error) {
-	var v domain.Violations
-	f := domain.AuditFilter{
-		TenantID: req.GetTenantId(), Product: req.GetProduct(), ActorID: req.GetActorId(),
-		Action: req.GetAction(), TargetID: req.GetTargetId(),
-		Since: timeIn(&v, "since", req.GetSince()), Until: timeIn(&v, "until", req.GetUntil()),
-	}
-	if err := v.Err(); err != nil {
+	f, err := auditFilterIn(req)
+	if err != nil {
 		return nil, err
 	}
 	page, err := s.audit.List(ctx, f, domain.PageRequest{Size: int(req.GetPageSize()), Token: req.GetPageToken()})
@@ -84,13 +80,8 @@ func (s *AuditServer) ListAuditEvents(ctx context.Context, req *v1.ListAuditEven
 
 // ExportAuditEvents streams every matching event, newest first.
 func (s *AuditServer) ExportAuditEvents(ctx context.Context, req *v1.ExportAuditEventsRequest, stream *connect.ServerStream[v1.ExportAuditEventsResponse]) error {
-	var v domain.Violations
-	f := domain.AuditFilter{
-		TenantID: req.GetTenantId(), Product: req.GetProduct(), ActorID: req.GetActorId(),
-		Action: req.GetAction(), TargetID: req.GetTargetId(),
-		Since: timeIn(&v, "since", req.GetSince()), Until: timeIn(&v, "until", req.GetUntil()),
-	}
-	if err := v.Err(); err != nil {
+	f, err := auditFilterIn(req)
+	if err != nil {
 		return err
 	}
 	return s.audit.Export(ctx, f, func(e *domain.AuditEvent) error {
@@ -107,6 +98,29 @@ func (s *AuditServer) VerifyAuditChain(ctx context.Context, req *v1.VerifyAuditC
 	return &v1.VerifyAuditChainResponse{
 		Ok: r.OK, EventsChecked: r.EventsChecked, FirstBrokenSeq: r.FirstBrokenSeq, Problem: r.Problem,
 	}, nil
+}
+
+// auditFilterRequest is what ListAuditEventsRequest and
+// ExportAuditEventsRequest share: the filters.
+type auditFilterRequest interface {
+	GetTenantId() string
+	GetProduct() string
+	GetActorId() string
+	GetAction() string
+	GetTargetId() string
+	GetSince() *timestamppb.Timestamp
+	GetUntil() *timestamppb.Timestamp
+}
+
+// auditFilterIn converts the filters of a list or export request.
+func auditFilterIn(req auditFilterRequest) (domain.AuditFilter, error) {
+	var v domain.Violations
+	f := domain.AuditFilter{
+		TenantID: req.GetTenantId(), Product: req.GetProduct(), ActorID: req.GetActorId(),
+		Action: req.GetAction(), TargetID: req.GetTargetId(),
+		Since: timeIn(&v, "since", req.GetSince()), Until: timeIn(&v, "until", req.GetUntil()),
+	}
+	return f, v.Err()
 }
 
 // auditEventIn converts an event a product sends. Server-set fields (id,

@@ -80,6 +80,7 @@ func (r *methodRecorder) methods(path string) []string {
 
 // running is a Main serving on a free loopback port.
 type running struct {
+	m       *Main
 	baseURL string
 	http1   *http.Transport
 	h2c     *http.Transport
@@ -113,6 +114,7 @@ func serve(t *testing.T, env map[string]string) *running {
 	h2cProtocols := new(http.Protocols)
 	h2cProtocols.SetUnencryptedHTTP2(true)
 	r := &running{
+		m:       m,
 		baseURL: "http://" + ln.Addr().String(),
 		http1:   &http.Transport{},
 		h2c:     &http.Transport{Protocols: h2cProtocols},

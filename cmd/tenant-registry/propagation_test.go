@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -24,35 +21,11 @@ type replica struct {
 
 func startReplica(t *testing.T, dbURL string) *replica {
 	t.Helper()
-	env := map[string]string{"DATABASE_URL": dbURL, "ADDR": "127.0.0.1:0"}
-	cfg, err := LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if err := m.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- m.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		testserver.HTTP1.CloseIdleConnections()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		m.Close()
-	})
-	url := "http://" + ln.Addr().String()
+	srv := serve(t, map[string]string{"DATABASE_URL": dbURL})
 	return &replica{
-		m: m, url: url,
-		tenants: tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, url),
-		keys:    tenantregistryv1connect.NewApiKeyServiceClient(testserver.HTTP1, url),
+		m: srv.m, url: srv.baseURL,
+		tenants: tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL),
+		keys:    tenantregistryv1connect.NewApiKeyServiceClient(testserver.HTTP1, srv.baseURL),
 	}
 }
 

@@ -2,11 +2,7 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,28 +112,6 @@ func TestReadmeExamples(t *testing.T) {
 // embedded SQLite), on a free port, and returns its address.
 func readmeServer(t *testing.T) string {
 	t.Helper()
-	env := map[string]string{"DATABASE_URL": "sqlite:" + filepath.Join(t.TempDir(), "readme.db")}
-	cfg, err := LoadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if err := m.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- m.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		m.Close()
-	})
-	return ln.Addr().String()
+	srv := serve(t, map[string]string{"DATABASE_URL": "sqlite:" + filepath.Join(t.TempDir(), "readme.db")})
+	return strings.TrimPrefix(srv.baseURL, "http://")
 }
