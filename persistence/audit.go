@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 )
@@ -77,7 +78,12 @@ type auditChainHeadRow struct {
 }
 
 // AuditLog implements domain.AuditLog.
-type AuditLog struct{ db bun.IDB }
+type AuditLog struct {
+	db bun.IDB
+	// appended, when set, is told how many new events were written, for
+	// the audit append-rate metric; nil counts nothing.
+	appended func(n int)
+}
 
 var _ domain.AuditLog = AuditLog{}
 
@@ -147,31 +153,57 @@ func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*do
 			return err
 		}
 	}
-	_, err = l.db.NewUpdate().Model(head).Column("seq", "hash").WherePK().Exec(ctx)
-	return err
+	if _, err = l.db.NewUpdate().Model(head).Column("seq", "hash").WherePK().Exec(ctx); err != nil {
+		return err
+	}
+	if l.appended != nil {
+		l.appended(len(rows)) // idempotent repeats wrote nothing and are not counted
+	}
+	return nil
 }
 
 // storedByExternalID returns the stored events of the chain that share an
 // external id with events, keyed by product and external id.
 func (l AuditLog) storedByExternalID(ctx context.Context, tenantID string, events []*domain.AuditEvent) (map[string]*domain.AuditEvent, error) {
 	out := map[string]*domain.AuditEvent{}
-	var ids []string
+	idsByProduct := map[string][]string{}
+	var products []string
 	for _, e := range events {
 		if e.ExternalID != "" {
-			ids = append(ids, e.ExternalID)
+			if idsByProduct[e.Product] == nil {
+				products = append(products, e.Product)
+			}
+			idsByProduct[e.Product] = append(idsByProduct[e.Product], e.ExternalID)
 		}
 	}
-	if len(ids) == 0 {
-		return out, nil
-	}
-	var rows []auditEventRow
-	err := l.db.NewSelect().Model(&rows).
-		Where("tenant_id = ? AND external_id IN (?)", tenantID, bun.In(ids)).Scan(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for i := range rows {
-		out[rows[i].Product+"\x00"+rows[i].ExternalID] = rows[i].domain()
+	// One query per product (a batch usually has one) that probes the
+	// partial unique index (tenant_id, product, external_id) WHERE
+	// external_id <> '' once per id. Left to choose, PostgreSQL's planner
+	// scans the tenant's whole (tenant_id, product) range and filters it
+	// whenever its statistics think the tenant small: 20 ms for a batch of
+	// 100 on a chain of 20k events, 0.7 s at 1M (and without product in
+	// the query it always does). The lateral subquery, fenced by OFFSET 0,
+	// leaves it one plan: a unique index lookup per id.
+	for _, product := range products {
+		ids := idsByProduct[product]
+		var rows []auditEventRow
+		var err error
+		if isPostgres(l.db) {
+			err = l.db.NewRaw(`SELECT a.* FROM unnest(?::text[]) AS x(external_id) CROSS JOIN LATERAL (
+					SELECT * FROM audit_events
+					WHERE tenant_id = ? AND product = ? AND external_id = x.external_id AND external_id <> ''
+					OFFSET 0) AS a`, pgdialect.Array(ids), tenantID, product).Scan(ctx, &rows)
+		} else {
+			err = l.db.NewSelect().Model(&rows).
+				Where("tenant_id = ? AND product = ? AND external_id <> '' AND external_id IN (?)",
+					tenantID, product, bun.In(ids)).Scan(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for i := range rows {
+			out[rows[i].Product+"\x00"+rows[i].ExternalID] = rows[i].domain()
+		}
 	}
 	return out, nil
 }

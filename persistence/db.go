@@ -6,11 +6,17 @@ package persistence
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
 	"fmt"
+	"net"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -33,27 +39,61 @@ type DB struct {
 	subs *subscribers
 	// Embedded reports whether this is the embedded SQLite database.
 	Embedded bool
+	// auditAppended counts the audit events appended through this DB.
+	auditAppended atomic.Uint64
+	// statementTimeout is PostgreSQL's statement_timeout on every
+	// connection; zero when none is set.
+	statementTimeout time.Duration
 }
+
+// Option tunes the connection pool Open sets up.
+type Option func(*options)
+
+type options struct {
+	maxConns         int
+	statementTimeout time.Duration
+}
+
+// WithMaxConns bounds the pool to n connections (n > 0); by default it
+// holds a few per core. Callers beyond the bound wait for a connection, for
+// as long as their context allows.
+func WithMaxConns(n int) Option { return func(o *options) { o.maxConns = n } }
+
+// WithStatementTimeout makes PostgreSQL itself end any statement running
+// longer than d, and a statement in a transaction whose context has a
+// nearer deadline when that deadline passes: a request that gave up must
+// not leave its query waiting on a lock in the database. The driver gives
+// up at the context's deadline on its side; only the server can stop the
+// statement there. It does nothing on SQLite, where the driver interrupts
+// the statement itself.
+func WithStatementTimeout(d time.Duration) Option { return func(o *options) { o.statementTimeout = d } }
 
 // Open connects to the database named by url: empty for the embedded
 // default (a SQLite file under ./data), "postgres://…" for PostgreSQL, or
 // "sqlite:PATH" ("sqlite::memory:" for a throwaway database).
-func Open(ctx context.Context, url string) (*DB, error) {
+func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var db *DB
 	switch {
 	case url == "":
 		if err := os.MkdirAll(filepath.Dir(DefaultSQLitePath), 0o700); err != nil {
 			return nil, fmt.Errorf("create data directory: %w", err)
 		}
-		db = openSQLite(DefaultSQLitePath)
+		db = openSQLite(DefaultSQLitePath, o)
 	case strings.HasPrefix(url, "postgres://"), strings.HasPrefix(url, "postgresql://"):
-		db = openPostgres(url)
+		var err error
+		if db, err = openPostgres(url, o); err != nil {
+			return nil, fmt.Errorf("DATABASE_URL %s: %w", redact(url), err)
+		}
 	case strings.HasPrefix(url, "sqlite:"):
 		path := strings.TrimPrefix(url, "sqlite:")
 		if path == "" {
 			return nil, fmt.Errorf("DATABASE_URL: sqlite: needs a path, e.g. sqlite:data/registry.db or sqlite::memory:")
 		}
-		db = openSQLite(path)
+		db = openSQLite(path, o)
 	default:
 		return nil, fmt.Errorf("DATABASE_URL: want postgres://…, sqlite:PATH or empty for the embedded default, got %q", redact(url))
 	}
@@ -64,18 +104,76 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	return db, nil
 }
 
-func openPostgres(url string) *DB {
-	sqldb := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(url)))
+func openPostgres(dsn string, o options) (*DB, error) {
+	if o.statementTimeout > 0 {
+		dsn = withStatementTimeout(dsn, o.statementTimeout)
+	}
+	connector, err := newConnector(dsn, pgdriver.WithResetSessionFunc(checkAlive))
+	if err != nil {
+		return nil, err
+	}
+	sqldb := sql.OpenDB(connector)
 	// A bounded pool: replicas share one PostgreSQL, so each takes a few
 	// connections per core rather than as many as it can.
 	maxConns := 4 * runtime.GOMAXPROCS(0)
+	if o.maxConns > 0 {
+		maxConns = o.maxConns
+	}
 	sqldb.SetMaxOpenConns(maxConns)
 	sqldb.SetMaxIdleConns(maxConns)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{bun: bun.NewDB(sqldb, pgdialect.New()), subs: &subscribers{}}
+	return &DB{bun: bun.NewDB(sqldb, pgdialect.New()), subs: &subscribers{}, statementTimeout: o.statementTimeout}, nil
 }
 
-func openSQLite(path string) *DB {
+// newConnector is pgdriver.NewConnector, which panics on a URL it cannot
+// parse (a bad port, an unknown sslmode): a mistyped DATABASE_URL must stop
+// the start with an error, not a crash whose message holds the password.
+func newConnector(dsn string, opts ...pgdriver.Option) (c *pgdriver.Connector, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+			var urlErr *neturl.Error
+			if e, ok := p.(error); ok && errors.As(e, &urlErr) {
+				err = urlErr.Err // without the URL, which holds the password
+			}
+		}
+	}()
+	return pgdriver.NewConnector(append([]pgdriver.Option{pgdriver.WithDSN(dsn)}, opts...)...), nil
+}
+
+// checkAlive runs before a pooled connection is reused. An idle connection
+// has nothing to read: if it does (the server's goodbye) or its socket is
+// closed, the database restarted or something between closed it, and the
+// connection is discarded for a fresh one instead of failing the request
+// that drew it. Without this, every connection parked in the pool during
+// an outage failed one request after the database was back.
+func checkAlive(_ context.Context, cn *pgdriver.Conn) error {
+	nc := cn.Conn()
+	if tc, ok := nc.(interface{ NetConn() net.Conn }); ok { // TLS: look at the socket beneath
+		nc = tc.NetConn()
+	}
+	if idleConnBroken(nc) {
+		return driver.ErrBadConn
+	}
+	return nil
+}
+
+// withStatementTimeout adds statement_timeout to a PostgreSQL URL's
+// connection parameters, unless the URL sets one itself.
+func withStatementTimeout(dsn string, d time.Duration) string {
+	u, err := neturl.Parse(dsn)
+	if err != nil {
+		return dsn // the driver reports the bad URL
+	}
+	q := u.Query()
+	if q.Get("statement_timeout") == "" {
+		q.Set("statement_timeout", strconv.FormatInt(max(1, d.Milliseconds()), 10))
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+func openSQLite(path string, o options) *DB {
 	// WAL lets readers run beside the writer; immediate transactions take the
 	// write lock at BEGIN, so two writers queue on busy_timeout instead of
 	// failing when one upgrades a read lock.
@@ -85,10 +183,13 @@ func openSQLite(path string) *DB {
 	if err != nil {
 		panic(err) // sql.Open fails only for an unknown driver name
 	}
-	if path == ":memory:" {
+	switch {
+	case path == ":memory:":
 		// Every connection to :memory: is a database of its own: keep one.
 		sqldb.SetMaxOpenConns(1)
-	} else {
+	case o.maxConns > 0:
+		sqldb.SetMaxOpenConns(o.maxConns)
+	default:
 		sqldb.SetMaxOpenConns(2 * runtime.GOMAXPROCS(0))
 	}
 	sqldb.SetMaxIdleConns(2 * runtime.GOMAXPROCS(0))
@@ -106,6 +207,11 @@ func (db *DB) Ready(ctx context.Context) error {
 	defer cancel()
 	return db.bun.PingContext(ctx)
 }
+
+// AuditEventsAppended returns how many audit events this process has
+// appended (committed, idempotent repeats excluded), for the append-rate
+// metric.
+func (db *DB) AuditEventsAppended() uint64 { return db.auditAppended.Load() }
 
 // Close closes the connection pool.
 func (db *DB) Close() error { return db.bun.Close() }

@@ -57,13 +57,21 @@ func isUnavailable(err error) bool {
 	if errors.As(err, &pgErr) {
 		code := pgErr.Field('C')
 		// Class 08: connection exceptions; 57P0x: the server is shutting down
-		// or starting; 53300: too many connections.
-		return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "57P0") || code == "53300"
+		// or starting; 53300: too many connections; 57014: the statement was
+		// cancelled, by statement_timeout (see WithStatementTimeout) or by
+		// an operator: the database did not answer in time.
+		return strings.HasPrefix(code, "08") || strings.HasPrefix(code, "57P0") || code == "53300" || code == "57014"
 	}
 	var sqliteErr *sqlite.Error
 	if errors.As(err, &sqliteErr) {
 		code := sqliteErr.Code() & 0xff
 		return code == sqlite3.SQLITE_BUSY || code == sqlite3.SQLITE_LOCKED
+	}
+	// pgdriver reports a connection the server ended while a query was on
+	// its way (a restart, pg_terminate_backend) as a protocol error of its
+	// own instead of the server's FATAL: the connection is gone either way.
+	if msg := err.Error(); strings.Contains(msg, "pgdriver: ") && strings.Contains(msg, ": unexpected message ") {
+		return true
 	}
 	var netErr net.Error
 	return errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) ||

@@ -3,6 +3,9 @@ package persistence
 import (
 	"context"
 	"database/sql"
+	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -15,10 +18,15 @@ type repositories struct {
 	db      bun.IDB
 	pending *[]domain.Invalidation
 	subs    *subscribers
+	// auditTotal counts the audit events appended by this process;
+	// auditPending, in a transaction, the events it appended so far,
+	// added to auditTotal only when it commits.
+	auditTotal   *atomic.Uint64
+	auditPending *int
 }
 
 func (r repositories) Tenants() domain.TenantRepository { return TenantRepository{db: r.db} }
-func (r repositories) Audit() domain.AuditLog           { return AuditLog{db: r.db} }
+func (r repositories) Audit() domain.AuditLog           { return AuditLog{db: r.db, appended: r.countAudit} }
 func (r repositories) ApiKeys() domain.ApiKeyRepository { return ApiKeyRepository{db: r.db} }
 func (r repositories) Entitlements() domain.EntitlementRepository {
 	return EntitlementRepository{db: r.db}
@@ -32,31 +40,109 @@ func (r repositories) Invalidations() domain.Invalidations {
 	return invalidations{db: r.db, pending: r.pending, subs: r.subs}
 }
 
+// countAudit counts n appended audit events: at once outside a
+// transaction, at its commit inside one, so a rolled-back append is not
+// counted.
+func (r repositories) countAudit(n int) {
+	switch {
+	case r.auditPending != nil:
+		*r.auditPending += n
+	case r.auditTotal != nil:
+		r.auditTotal.Add(uint64(n))
+	}
+}
+
 // Store implements domain.Store.
 type Store struct {
 	repositories
 	db *bun.DB
+	// statementTimeout is the connections' statement_timeout (PostgreSQL
+	// with WithStatementTimeout); zero when none is set.
+	statementTimeout time.Duration
 }
 
 var _ domain.Store = (*Store)(nil)
 
 // Store returns the domain's persistence port on db.
 func (db *DB) Store() *Store {
-	return &Store{repositories: repositories{db: db.bun, subs: db.subs}, db: db.bun}
+	return &Store{repositories: repositories{db: db.bun, subs: db.subs, auditTotal: &db.auditAppended}, db: db.bun, statementTimeout: db.statementTimeout}
 }
 
 // Atomically runs fn in a transaction whose repositories it hands to fn.
 func (s *Store) Atomically(ctx context.Context, fn func(domain.Repositories) error) error {
 	var pending []domain.Invalidation
-	err := s.db.RunInTx(ctx, &sql.TxOptions{}, func(ctx context.Context, tx bun.Tx) error {
-		pending = pending[:0] // a retried callback starts afresh
-		return fn(repositories{db: tx, pending: &pending, subs: s.subs})
+	var audited int
+	err := s.runInTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		pending, audited = pending[:0], 0 // a retried callback starts afresh
+		if err := s.limitStatements(ctx, tx); err != nil {
+			return err
+		}
+		return fn(repositories{db: tx, pending: &pending, subs: s.subs, auditTotal: s.auditTotal, auditPending: &audited})
 	})
 	if err != nil {
 		return dbError(err, "not found", "already exists")
+	}
+	if s.auditTotal != nil {
+		s.auditTotal.Add(uint64(audited))
 	}
 	for _, inv := range pending {
 		s.subs.deliver(inv)
 	}
 	return nil
+}
+
+// deadlineSlack is how long after its context's deadline the database
+// stops a statement: the driver gives up at the deadline itself, so the
+// caller hears DeadlineExceeded rather than of a cancelled statement.
+const deadlineSlack = 100 * time.Millisecond
+
+// limitStatements lowers statement_timeout for the transaction when its
+// context ends more than a second sooner than the connection's timeout
+// would: a transaction waiting on a row lock then stops in PostgreSQL when
+// its request gives up, instead of holding a backend (and the locks it
+// took) until the lock is free. It costs a round trip, so only for such
+// short deadlines; a call with the full REQUEST_TIMEOUT is bounded by the
+// connection's statement_timeout.
+func (s *Store) limitStatements(ctx context.Context, tx bun.Tx) error {
+	deadline, ok := ctx.Deadline()
+	if s.statementTimeout <= 0 || !ok || !isPostgres(tx) {
+		return nil
+	}
+	left := time.Until(deadline)
+	if left+time.Second >= s.statementTimeout {
+		return nil
+	}
+	// SET takes no placeholders; the value is a number this code made, and
+	// at least 1 (0 would mean no timeout at all).
+	_, err := tx.ExecContext(ctx, "SET LOCAL statement_timeout = "+strconv.FormatInt(max(1, (left+deadlineSlack).Milliseconds()), 10))
+	return err
+}
+
+// sqliteBusyTimeout is the busy_timeout every SQLite connection opens with
+// (see openSQLite): how long a writer waits for another's lock.
+const sqliteBusyTimeout = 10 * time.Second
+
+// runInTx runs fn in a transaction. On SQLite a writer waits for another
+// writer's lock in SQLite's busy handler, which a cancelled context does
+// not interrupt: a transaction whose deadline is nearer than
+// busy_timeout waits no longer than its deadline, on a connection of its
+// own whose busy_timeout is put back afterwards.
+func (s *Store) runInTx(ctx context.Context, fn func(context.Context, bun.Tx) error) error {
+	deadline, ok := ctx.Deadline()
+	if isPostgres(s.db) || !ok || time.Until(deadline) >= sqliteBusyTimeout {
+		return s.db.RunInTx(ctx, &sql.TxOptions{}, fn)
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	left := time.Until(deadline) + deadlineSlack
+	if _, err := conn.ExecContext(ctx, "PRAGMA busy_timeout = "+strconv.FormatInt(max(1, left.Milliseconds()), 10)); err != nil {
+		return err
+	}
+	defer func() {
+		_, _ = conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA busy_timeout = "+strconv.FormatInt(sqliteBusyTimeout.Milliseconds(), 10))
+	}()
+	return conn.RunInTx(ctx, &sql.TxOptions{}, fn)
 }

@@ -169,5 +169,8 @@ func (i callerInterceptor) with(ctx context.Context, peer connect.Peer, h http.H
 			return ctx, err
 		}
 	}
+	if ri := requestInfoFrom(ctx); ri != nil {
+		ri.setPrincipal(p) // for the request's log lines, the per-RPC line included
+	}
 	return domain.WithCaller(ctx, domain.Caller{Principal: p, SourceIP: i.sources.sourceIP(peer.Addr, h)}), nil
 }

@@ -31,6 +31,15 @@ var codes = map[domain.Kind]connect.Code{
 func connectError(ctx context.Context, log *slog.Logger, procedure string, err error) error {
 	var ce *connect.Error
 	var de *domain.Error
+	if kind := domain.ErrorKind(err); (kind == domain.KindInternal || kind == domain.KindUnavailable) && !errors.As(err, &ce) {
+		// A request that ran out of time fails in whatever way the driver
+		// noticed first (a socket timeout, an interrupted statement, a
+		// cancelled query): it is the deadline, not a fault of the server
+		// or of the database, and the caller should hear so.
+		if cerr := expired(ctx); cerr != nil {
+			err = cerr
+		}
+	}
 	switch {
 	case errors.As(err, &ce):
 		return err // already meant for the caller (e.g. from Connect itself)

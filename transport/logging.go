@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"time"
@@ -10,12 +11,16 @@ import (
 )
 
 // logInterceptor writes one line per RPC: procedure, protocol, code and
-// duration. It never logs request bodies, which may hold secrets.
+// duration; LogHandler adds the request id, the principal and the tenant,
+// which callerInterceptor, running inside this one, records on the
+// request's log context. It never logs request bodies or headers, which
+// may hold secrets.
 type logInterceptor struct{ log *slog.Logger }
 
 func (i logInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		start := time.Now()
+		ctx = beginRPC(ctx, req.Spec().Procedure)
 		res, err := next(ctx, req)
 		i.done(ctx, req.Spec().Procedure, req.Peer().Protocol, start, err)
 		return res, err
@@ -29,10 +34,23 @@ func (i logInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) co
 func (i logInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
+		ctx = beginRPC(ctx, conn.Spec().Procedure)
 		err := next(ctx, conn)
 		i.done(ctx, conn.Spec().Procedure, conn.Peer().Protocol, start, err)
 		return err
 	}
+}
+
+// beginRPC records the procedure on the request's log context, so that
+// every line logged while serving it names the procedure.
+func beginRPC(ctx context.Context, procedure string) context.Context {
+	ri := requestInfoFrom(ctx)
+	if ri == nil { // served without Server's HTTP middleware
+		ri = &requestInfo{id: rand.Text()}
+		ctx = withRequestInfo(ctx, ri)
+	}
+	ri.setProcedure(procedure)
+	return ctx
 }
 
 func (i logInterceptor) done(ctx context.Context, procedure, protocol string, start time.Time, err error) {

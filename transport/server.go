@@ -44,10 +44,21 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// ShutdownGrace is how long in-flight requests may take after SIGTERM.
 	ShutdownGrace time.Duration
+	// ShutdownDelay is how long the server keeps serving, not ready, after
+	// SIGTERM before it closes its listener, so that load balancers see
+	// /readyz fail and stop sending traffic before connections are refused.
+	ShutdownDelay time.Duration
+	// RequestTimeout is the deadline of a unary RPC whose caller set none
+	// or a later one; zero leaves the caller's deadline alone.
+	RequestTimeout time.Duration
 	// Ready reports whether the server can serve: the database answers and
 	// its schema is current.
 	Ready  func(context.Context) error
 	Logger *slog.Logger
+	// Interceptors run around every RPC, outside the server's own (so
+	// that OpenTelemetry's span covers them and their log lines carry its
+	// trace id); empty when telemetry is off.
+	Interceptors []connect.Interceptor
 }
 
 // Services are the handlers of the five services of the contract.
@@ -90,13 +101,9 @@ var serviceNames = []string{
 // NewServer assembles the server: the services behind their interceptors,
 // gRPC health, reflection, /healthz and /readyz, all behind CORS.
 func NewServer(cfg Config, svc Services) *Server {
+	cfg.Logger = requestLogger(cfg.Logger)
 	s := &Server{cfg: cfg}
-	opts := connect.WithHandlerOptions(append(strictJSONCodecs,
-		connect.WithInterceptors(logInterceptor{cfg.Logger}, errorInterceptor{cfg.Logger},
-			callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}}),
-		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
-		connect.WithRecover(s.recovered),
-	)...)
+	opts := HandlerOptions(cfg)
 	mux := http.NewServeMux()
 	mux.Handle(tenantregistryv1connect.NewTenantServiceHandler(svc.Tenants, opts))
 	mux.Handle(tenantregistryv1connect.NewCatalogServiceHandler(svc.Catalog, opts))
@@ -111,39 +118,69 @@ func NewServer(cfg Config, svc Services) *Server {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	s.http = NewHTTPServer(cfg, mux)
+	return s
+}
 
+// HandlerOptions are the Connect options of every handler of the server:
+// codecs, interceptors, message limit, panic recovery. They are exported
+// so that the benchmark's baseline handlers get exactly the same.
+func HandlerOptions(cfg Config) connect.HandlerOption {
+	log := requestLogger(cfg.Logger)
+	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{log},
+		deadlineInterceptor{cfg.RequestTimeout}, // outside errorInterceptor, which must see the deadline
+		errorInterceptor{log}, callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}})
+	return connect.WithHandlerOptions(append(strictJSONCodecs,
+		connect.WithInterceptors(interceptors...),
+		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
+		compression(),
+		connect.WithRecover(recovered(log)),
+	)...)
+}
+
+// requestLogger returns log with LogHandler's request attributes.
+func requestLogger(log *slog.Logger) *slog.Logger {
+	if _, ok := log.Handler().(contextHandler); ok {
+		return log
+	}
+	return slog.New(LogHandler(log.Handler()))
+}
+
+// NewHTTPServer returns the http.Server that serves handler behind CORS,
+// with the server's protocols, timeouts and limits. It is exported so that
+// the benchmark's baseline server runs with exactly the same settings.
+func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS, on the same port
-	s.http = &http.Server{
-		Handler:           s.cors().Handler(mux),
+	return &http.Server{
+		Handler:           newCORS(cfg).Handler(requestIDs(requestLogger(cfg.Logger), guardWire(handler))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	return s
 }
 
 // Handler returns the server's root handler.
 func (s *Server) Handler() http.Handler { return s.http.Handler }
 
-// cors allows the configured browser origins to call every protocol, with
-// the header lists connect-es and gRPC-Web clients need, Authorization
+// newCORS allows the configured browser origins to call every protocol,
+// with the header lists connect-es and gRPC-Web clients need, Authorization
 // included for bearer tokens.
-func (s *Server) cors() *cors.Cors {
+func newCORS(cfg Config) *cors.Cors {
 	allowed := map[string]bool{}
-	for _, o := range s.cfg.AllowedOrigins {
+	for _, o := range cfg.AllowedOrigins {
 		allowed[o] = true
 	}
 	return cors.New(cors.Options{
 		AllowOriginFunc: func(origin string) bool {
-			return allowed[origin] || (s.cfg.AllowLocalhostOrigins && isLocalhostOrigin(origin))
+			return allowed[origin] || (cfg.AllowLocalhostOrigins && isLocalhostOrigin(origin))
 		},
 		AllowedMethods: connectcors.AllowedMethods(),
 		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
-		ExposedHeaders: connectcors.ExposedHeaders(),
+		ExposedHeaders: append(connectcors.ExposedHeaders(), RequestIDHeader),
 		MaxAge:         7200,
 	})
 }
@@ -189,13 +226,16 @@ func (h healthChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) 
 }
 
 // recovered turns a handler panic into Internal for the caller and a log line.
-func (s *Server) recovered(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
-	s.cfg.Logger.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", p)
-	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+func recovered(log *slog.Logger) func(context.Context, connect.Spec, http.Header, any) error {
+	return func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "procedure", spec.Procedure, "panic", p)
+		return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+	}
 }
 
 // Serve serves on ln until ctx is done, then stops taking new work: /readyz
-// and health turn not-ready, and in-flight requests get ShutdownGrace to
+// and health turn not-ready, requests are still served for ShutdownDelay,
+// then the listener closes and in-flight requests get ShutdownGrace to
 // finish. It returns nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
@@ -206,6 +246,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
+	if s.cfg.ShutdownDelay > 0 {
+		// HTTP/1.1 answers now carry "Connection: close", so keep-alive
+		// clients reconnect, through the load balancer, to another replica.
+		s.http.SetKeepAlivesEnabled(false)
+		s.cfg.Logger.Info("draining: not ready, closing the listener after the shutdown delay", "delay", s.cfg.ShutdownDelay)
+		select {
+		case <-time.After(s.cfg.ShutdownDelay):
+		case err := <-errc:
+			return err
+		}
+	}
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownGrace)
 	defer cancel()
 	if err := s.http.Shutdown(shutdownCtx); err != nil {

@@ -26,7 +26,18 @@ type Config struct {
 	LogFormat       string // text or json
 	MaxMessageBytes int
 	ShutdownGrace   time.Duration
-	KeyCache        bool // KEY_CACHE: cache verified keys (on) or read the database every time (off)
+	KeyCache        bool   // KEY_CACHE: cache verified keys (on) or read the database every time (off)
+	PprofAddr       string // PPROF_ADDR: where net/http/pprof listens; empty: nowhere
+	MetricsAddr     string // METRICS_ADDR: where Prometheus scrapes /metrics; empty: nowhere
+	OTLPTraces      bool   // export spans over OTLP (OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT is set)
+	OTLPMetrics     bool   // export metrics over OTLP (OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT is set)
+	OTLPProtocol    string // OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf or grpc
+
+	// Limits that keep a replica alive under bad clients and a bad database.
+	ReadHeaderTimeout time.Duration // READ_HEADER_TIMEOUT
+	RequestTimeout    time.Duration // REQUEST_TIMEOUT: deadline of a unary call, down to the database
+	DBMaxConns        int           // DB_MAX_CONNS: pool bound; 0: a few per core
+	ShutdownDelay     time.Duration // SHUTDOWN_DELAY: serving while not ready after SIGTERM
 }
 
 // LoadConfig reads the configuration through getenv. Every bad value is
@@ -119,12 +130,57 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.ShutdownGrace = d
 	}
+	duration := func(name string, def, min, max time.Duration) time.Duration {
+		v := get(name, "")
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < min || d > max {
+			bad(name, "want a duration from %s to %s, like %s, got %q", min, max, def, v)
+			return def
+		}
+		return d
+	}
+	c.ReadHeaderTimeout = duration("READ_HEADER_TIMEOUT", 10*time.Second, 100*time.Millisecond, 5*time.Minute)
+	c.RequestTimeout = duration("REQUEST_TIMEOUT", 30*time.Second, 100*time.Millisecond, time.Hour)
+	// Outside dev a load balancer decides where traffic goes: it needs a
+	// few probes of a failing /readyz before the listener may close.
+	defaultDelay := 5 * time.Second
+	if c.Env == "dev" {
+		defaultDelay = 0
+	}
+	c.ShutdownDelay = duration("SHUTDOWN_DELAY", defaultDelay, 0, 5*time.Minute)
+	if v := get("DB_MAX_CONNS", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			bad("DB_MAX_CONNS", "want a number of connections from 1 to 1000, got %q", v)
+		}
+		c.DBMaxConns = n
+	}
 	switch v := get("KEY_CACHE", "on"); v {
 	case "on", "off":
 		c.KeyCache = v == "on"
 	default:
 		bad("KEY_CACHE", "want on or off, got %q", v)
 	}
+	// Profiles reveal internals, so they get a listener of their own that
+	// is off unless asked for, and never share the public port.
+	if c.PprofAddr = get("PPROF_ADDR", ""); c.PprofAddr != "" {
+		if _, port, err := net.SplitHostPort(c.PprofAddr); err != nil {
+			bad("PPROF_ADDR", "want host:port, e.g. 127.0.0.1:6060, got %q", c.PprofAddr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad("PPROF_ADDR", "want host:port with a port from 0 to 65535, got %q", c.PprofAddr)
+		}
+	}
+	if c.MetricsAddr = get("METRICS_ADDR", ""); c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("METRICS_ADDR", "want host:port or :port, e.g. :9090, got %q", c.MetricsAddr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad("METRICS_ADDR", "want host:port with a port from 0 to 65535, got %q", c.MetricsAddr)
+		}
+	}
+	loadOTLP(&c, get, bad)
 	if c.Env != "dev" && c.Issuer == "" {
 		bad("KEYCLOAK_ISSUER", "is required with APP_ENV=%s: only dev may run without authentication", c.Env)
 	}
@@ -132,6 +188,53 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		bad("OIDC_AUDIENCE", "is required with KEYCLOAK_ISSUER: the audience access tokens must carry")
 	}
 	return c, errors.Join(errs...)
+}
+
+// loadOTLP decides which signals go to an OpenTelemetry collector. The
+// OTLP exporters read the standard OTEL_* variables themselves (endpoint,
+// headers, timeouts, TLS); here they are only checked, so that a mistyped
+// endpoint stops the server instead of exporting nowhere, and a signal
+// with no endpoint costs nothing.
+func loadOTLP(c *Config, get func(name, def string) string, bad func(name, format string, args ...any)) {
+	endpoint := func(name string) bool {
+		v := get(name, "")
+		if v == "" {
+			return false
+		}
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(name, "want the collector's URL, e.g. http://otel-collector:4318, got %q", v)
+			return false
+		}
+		return true
+	}
+	exporter := func(name string) bool {
+		switch v := get(name, "otlp"); v {
+		case "otlp":
+			return true
+		case "none":
+			return false
+		default:
+			bad(name, "want otlp or none, got %q", v)
+			return false
+		}
+	}
+	common := endpoint("OTEL_EXPORTER_OTLP_ENDPOINT")
+	traces := endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	metrics := endpoint("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+	c.OTLPTraces = exporter("OTEL_TRACES_EXPORTER") && (common || traces)
+	c.OTLPMetrics = exporter("OTEL_METRICS_EXPORTER") && (common || metrics)
+	switch v := strings.ToLower(get("OTEL_SDK_DISABLED", "false")); v {
+	case "true":
+		c.OTLPTraces, c.OTLPMetrics = false, false
+	case "false":
+	default:
+		bad("OTEL_SDK_DISABLED", "want true or false, got %q", v)
+	}
+	switch c.OTLPProtocol = get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"); c.OTLPProtocol {
+	case "http/protobuf", "grpc":
+	default:
+		bad("OTEL_EXPORTER_OTLP_PROTOCOL", "want http/protobuf or grpc, got %q", c.OTLPProtocol)
+	}
 }
 
 func splitList(s string) []string {

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/tenant-registry/tenant-registry/domain"
 	"github.com/tenant-registry/tenant-registry/persistence"
 	"github.com/tenant-registry/tenant-registry/transport"
@@ -80,16 +82,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("ADDR: listen on %s: %w", cfg.Addr, err)
 	}
+	if cfg.PprofAddr != "" {
+		stopPprof, err := servePprof(cfg.PprofAddr, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopPprof()
+	}
 	log.Info("serving Connect, gRPC and gRPC-Web", "addr", ln.Addr().String(), "env", cfg.Env, "database", m.DB.Dialect())
 	return m.Serve(ctx, ln)
 }
 
+// newLogger logs in cfg's format; every line logged while serving a
+// request carries the request's id, procedure, principal and tenant (and
+// trace id when traced), whichever package logs it.
 func newLogger(cfg Config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(transport.LogHandler(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(transport.LogHandler(slog.NewTextHandler(w, opts)))
 }
 
 // Main wires the service together: database, domain services, transport.
@@ -102,6 +115,13 @@ type Main struct {
 	Server   *transport.Server
 	KeyCache *domain.KeyCache
 	Verifier *domain.KeyVerifier
+
+	// SpanExporter, when set, receives every span as it ends, beside any
+	// OTLP export: a test's in-memory exporter sees the real wiring's spans.
+	SpanExporter sdktrace.SpanExporter
+
+	telemetry *telemetry
+	metricsLn net.Listener // METRICS_ADDR's listener, until Serve serves it
 }
 
 // Open connects to the database, brings or checks its schema, seeds dev
@@ -110,7 +130,18 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if m.Clock == nil {
 		m.Clock = domain.SystemClock
 	}
-	db, err := persistence.Open(ctx, m.Config.DatabaseURL)
+	tel, err := newTelemetry(ctx, m.Config, m.SpanExporter)
+	if err != nil {
+		return err
+	}
+	m.telemetry = tel
+	defer func() {
+		if err != nil {
+			_ = tel.shutdown(context.WithoutCancel(ctx)) // the setup error is the one to report
+			m.telemetry = nil
+		}
+	}()
+	db, err := persistence.Open(ctx, m.Config.DatabaseURL, m.dbOptions()...)
 	if err != nil {
 		return err
 	}
@@ -121,6 +152,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			m.DB = nil
 		}
 	}()
+	tel.instrumentDB(db)
 	migrator, err := db.Migrator()
 	if err != nil {
 		return err
@@ -149,6 +181,13 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	}
 	db.OnInvalidation(m.KeyCache.Invalidate)
 	m.Verifier = domain.NewKeyVerifier(db.Store(), m.Clock, m.KeyCache)
+	if err := tel.observe(m.KeyCache, db.AuditEventsAppended); err != nil {
+		return err
+	}
+	interceptors, err := tel.interceptors()
+	if err != nil {
+		return err
+	}
 	var auth *transport.Authenticator // nil: authentication off
 	if m.Config.Issuer != "" {
 		auth = transport.NewAuthenticator(transport.OIDCConfig{
@@ -163,12 +202,42 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		AllowLocalhostOrigins: m.Config.Env == "dev" && len(m.Config.CORSOrigins) == 0,
 		TrustedProxies:        m.Config.TrustedProxies,
 		MaxMessageBytes:       m.Config.MaxMessageBytes,
-		ReadHeaderTimeout:     10 * time.Second,
+		ReadHeaderTimeout:     m.Config.ReadHeaderTimeout,
+		RequestTimeout:        m.Config.RequestTimeout,
 		ShutdownGrace:         m.Config.ShutdownGrace,
+		ShutdownDelay:         m.Config.ShutdownDelay,
 		Ready:                 func(ctx context.Context) error { return ready(ctx, db, migrator) },
 		Logger:                m.Logger,
+		Interceptors:          interceptors,
 	}, transport.NewServices(db.Store(), m.Clock, m.Verifier))
+	if tel.metrics != nil {
+		// Listened on here, not in Serve, so that a taken port stops the
+		// start like a bad ADDR does.
+		if m.metricsLn, err = net.Listen("tcp", m.Config.MetricsAddr); err != nil {
+			return fmt.Errorf("METRICS_ADDR: listen on %s: %w", m.Config.MetricsAddr, err)
+		}
+	}
 	return nil
+}
+
+// dbOptions bound the connection pool, and let no statement outlive the
+// longest request it can serve (REQUEST_TIMEOUT, and a second for the
+// driver to notice the deadline first and answer DeadlineExceeded).
+func (m *Main) dbOptions() []persistence.Option {
+	opts := []persistence.Option{persistence.WithMaxConns(m.Config.DBMaxConns)}
+	if m.Config.RequestTimeout > 0 {
+		opts = append(opts, persistence.WithStatementTimeout(m.Config.RequestTimeout+time.Second))
+	}
+	return opts
+}
+
+// MetricsAddr returns the address /metrics is served on, or "" without
+// METRICS_ADDR.
+func (m *Main) MetricsAddr() string {
+	if m.metricsLn == nil {
+		return ""
+	}
+	return m.metricsLn.Addr().String()
 }
 
 // Serve runs the server on ln, with the key cache's invalidation listener
@@ -180,18 +249,36 @@ func (m *Main) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() {
 		m.Verifier.Run(bg, 5*time.Second, func(err error) { m.Logger.Warn("record key last use", "error", err) })
 	})
+	if m.metricsLn != nil {
+		// Scrapes go on while the server drains; they stop with bg.
+		wg.Go(func() {
+			if err := m.telemetry.serveMetrics(bg, m.metricsLn, m.Logger); err != nil {
+				m.Logger.Warn("metrics listener stopped", "error", err)
+			}
+		})
+	}
 	err := m.Server.Serve(ctx, ln)
 	stop() // after the server drained: the last uses of its requests get written
 	wg.Wait()
 	return err
 }
 
-// Close releases the database.
+// Close flushes telemetry and releases the database.
 func (m *Main) Close() error {
-	if m.DB != nil {
-		return m.DB.Close()
+	var errs []error
+	if m.metricsLn != nil {
+		m.metricsLn.Close() // closed already when Serve ran; else it is released here
 	}
-	return nil
+	if m.telemetry != nil {
+		if err := m.telemetry.shutdown(context.Background()); err != nil {
+			errs = append(errs, fmt.Errorf("flush telemetry: %w", err))
+		}
+		m.telemetry = nil
+	}
+	if m.DB != nil {
+		errs = append(errs, m.DB.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // schemaCurrent refuses a database whose schema is behind this binary.
@@ -294,6 +381,7 @@ func keysCommand(ctx context.Context, cfg Config, log *slog.Logger, args []strin
 	if len(args) != 1 || args[0] != "bootstrap" {
 		return errors.New("usage: tenant-registry keys bootstrap")
 	}
+	cfg.MetricsAddr = "" // a one-shot command: nothing to scrape, and the server may hold the port
 	m := &Main{Config: cfg, Logger: log}
 	if err := m.Open(ctx); err != nil {
 		return err

@@ -509,6 +509,10 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"LogFormat", c.LogFormat, "text"},
 		{"MaxMessageBytes", c.MaxMessageBytes, 4 << 20},
 		{"ShutdownGrace", c.ShutdownGrace, 20 * time.Second},
+		{"ShutdownDelay", c.ShutdownDelay, time.Duration(0)}, // dev: no load balancer to tell
+		{"ReadHeaderTimeout", c.ReadHeaderTimeout, 10 * time.Second},
+		{"RequestTimeout", c.RequestTimeout, 30 * time.Second},
+		{"DBMaxConns", c.DBMaxConns, 0},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -546,6 +550,12 @@ func TestLoadConfigValid(t *testing.T) {
 		{"prod with an issuer", map[string]string{"APP_ENV": "prod", "KEYCLOAK_ISSUER": "https://keycloak.example.com/realms/platform", "OIDC_AUDIENCE": "tenant-registry"},
 			func(c Config) bool { return c.Env == "prod" && c.LogFormat == "json" }},
 		{"tenant claim", map[string]string{"OIDC_TENANT_CLAIM": "org"}, func(c Config) bool { return c.TenantClaim == "org" }},
+		{"limits", map[string]string{"READ_HEADER_TIMEOUT": "2s", "REQUEST_TIMEOUT": "1m", "DB_MAX_CONNS": "16", "SHUTDOWN_DELAY": "0s"},
+			func(c Config) bool {
+				return c.ReadHeaderTimeout == 2*time.Second && c.RequestTimeout == time.Minute && c.DBMaxConns == 16 && c.ShutdownDelay == 0
+			}},
+		{"shutdown delay outside dev", map[string]string{"APP_ENV": "prod", "KEYCLOAK_ISSUER": "https://keycloak.example.com/realms/platform", "OIDC_AUDIENCE": "tenant-registry"},
+			func(c Config) bool { return c.ShutdownDelay == 5*time.Second }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -583,6 +593,13 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"issuer without audience", map[string]string{"KEYCLOAK_ISSUER": "https://keycloak.example.com/realms/platform"}, []string{"OIDC_AUDIENCE"}},
 		{"trusted proxy not an address", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}, []string{"TRUSTED_PROXIES"}},
 		{"key cache neither on nor off", map[string]string{"KEY_CACHE": "maybe"}, []string{"KEY_CACHE"}},
+		{"pprof address without a port", map[string]string{"PPROF_ADDR": "localhost"}, []string{"PPROF_ADDR"}},
+		{"read header timeout without unit", map[string]string{"READ_HEADER_TIMEOUT": "10"}, []string{"READ_HEADER_TIMEOUT"}},
+		{"request timeout zero", map[string]string{"REQUEST_TIMEOUT": "0s"}, []string{"REQUEST_TIMEOUT"}},
+		{"request timeout over an hour", map[string]string{"REQUEST_TIMEOUT": "2h"}, []string{"REQUEST_TIMEOUT"}},
+		{"pool of zero connections", map[string]string{"DB_MAX_CONNS": "0"}, []string{"DB_MAX_CONNS"}},
+		{"pool size not a number", map[string]string{"DB_MAX_CONNS": "many"}, []string{"DB_MAX_CONNS"}},
+		{"negative shutdown delay", map[string]string{"SHUTDOWN_DELAY": "-1s"}, []string{"SHUTDOWN_DELAY"}},
 		{"prod without issuer", map[string]string{"APP_ENV": "prod"}, []string{"KEYCLOAK_ISSUER"}},
 		{"stage without issuer", map[string]string{"APP_ENV": "stage"}, []string{"KEYCLOAK_ISSUER"}},
 		{"several at once", map[string]string{"ADDR": "nope", "LOG_LEVEL": "loud", "LOG_FORMAT": "xml"},

@@ -1,0 +1,243 @@
+package transport
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tenant-registry/tenant-registry/domain"
+)
+
+// RequestIDHeader carries a request's id. A caller may send one (a proxy
+// or another service passing its own along); the server answers with the
+// id it used, so a caller can quote it when asking about a request.
+const RequestIDHeader = "X-Request-Id"
+
+// maxRequestIDLen bounds a caller's request id: it lands on every log line
+// of the request, so it must stay short and harmless.
+const maxRequestIDLen = 64
+
+// requestInfo is what every log line of one request says about it. The
+// HTTP middleware creates it before any interceptor runs, and the
+// interceptors fill it in as they learn more (the procedure, then who is
+// calling). It is shared through the context by pointer so that lines
+// logged by outer layers, above all the per-RPC line of logInterceptor,
+// carry what the inner callerInterceptor established.
+type requestInfo struct {
+	id string
+
+	mu        sync.Mutex
+	procedure string
+	principal *domain.Principal
+}
+
+type requestInfoKey struct{}
+
+func withRequestInfo(ctx context.Context, ri *requestInfo) context.Context {
+	return context.WithValue(ctx, requestInfoKey{}, ri)
+}
+
+func requestInfoFrom(ctx context.Context) *requestInfo {
+	ri, _ := ctx.Value(requestInfoKey{}).(*requestInfo)
+	return ri
+}
+
+// RequestID returns the id of the request ctx belongs to, or "" outside a
+// request.
+func RequestID(ctx context.Context) string {
+	if ri := requestInfoFrom(ctx); ri != nil {
+		return ri.id
+	}
+	return ""
+}
+
+func (ri *requestInfo) setProcedure(procedure string) {
+	ri.mu.Lock()
+	ri.procedure = procedure
+	ri.mu.Unlock()
+}
+
+func (ri *requestInfo) setPrincipal(p domain.Principal) {
+	ri.mu.Lock()
+	ri.principal = &p
+	ri.mu.Unlock()
+}
+
+func (ri *requestInfo) snapshot() (procedure string, p *domain.Principal) {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	return ri.procedure, ri.principal
+}
+
+// validRequestID accepts at most 64 characters of [A-Za-z0-9._-]: enough
+// for UUIDs and the ids of common proxies, and nothing that could forge a
+// log line or a header.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// isProbe reports whether path is a health or readiness probe: probes come
+// every few seconds and would drown the log, so they get no "http" line.
+func isProbe(path string) bool {
+	return path == "/healthz" || path == "/readyz" || strings.HasPrefix(path, "/grpc.health.v1.Health/")
+}
+
+// requestIDs gives every request an id: the caller's X-Request-Id when it
+// is sane, a new random one otherwise. The id is returned in the response
+// header and put into the context, where the log handler picks it up for
+// every line of the request. Requests that no RPC line describes (unknown
+// paths, requests Connect refuses before any interceptor runs,
+// reflection) get an "http" line of their own, probes excepted.
+func requestIDs(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(RequestIDHeader)
+		if !validRequestID(id) {
+			id = rand.Text()
+		}
+		w.Header().Set(RequestIDHeader, id)
+		ri := &requestInfo{id: id}
+		r = r.WithContext(withRequestInfo(r.Context(), ri))
+		if isProbe(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if procedure, _ := ri.snapshot(); procedure != "" {
+			return // logInterceptor wrote the RPC's line
+		}
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "status", status,
+			"duration_ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}
+
+// statusWriter remembers the status of a response. It passes Flush on,
+// which Connect's streaming needs, and Unwrap, which
+// http.ResponseController uses to reach the connection's other features.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// LogHandler wraps h so that every record logged with a request's context
+// carries the request's id and, once known, its procedure, the principal
+// (id and type only: never a credential) and the principal's tenant, plus
+// the trace and span ids when the request is traced, so that logs and
+// traces can be joined. Attributes a record already has are not repeated.
+// Wrapping twice is harmless.
+func LogHandler(h slog.Handler) slog.Handler {
+	if _, ok := h.(contextHandler); ok {
+		return h
+	}
+	return contextHandler{h}
+}
+
+type contextHandler struct{ next slog.Handler }
+
+// contextKeys are the attributes contextHandler adds.
+var contextKeys = [...]string{"request_id", "procedure", "principal", "tenant", "trace_id", "span_id"}
+
+func (h contextHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	return h.next.Enabled(ctx, level)
+}
+
+func (h contextHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return contextHandler{h.next.WithAttrs(attrs)}
+}
+
+func (h contextHandler) WithGroup(name string) slog.Handler {
+	return contextHandler{h.next.WithGroup(name)}
+}
+
+func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
+	ri := requestInfoFrom(ctx)
+	sc := trace.SpanContextFromContext(ctx)
+	if ri == nil && !sc.IsValid() {
+		return h.next.Handle(ctx, r)
+	}
+	// Only the few keys this handler adds are looked for; a record names
+	// them itself when it knows better (or when logged without a request).
+	var has [len(contextKeys)]bool
+	r.Attrs(func(a slog.Attr) bool {
+		for i, k := range contextKeys {
+			if a.Key == k {
+				has[i] = true
+			}
+		}
+		return true
+	})
+	// Clone: the record may be shared with other handlers, and adding to a
+	// shared record's attributes could overwrite theirs.
+	r = r.Clone()
+	add := func(a slog.Attr) {
+		for i, k := range contextKeys {
+			if a.Key == k && has[i] {
+				return
+			}
+		}
+		r.AddAttrs(a)
+	}
+	if ri != nil {
+		add(slog.String("request_id", ri.id))
+		procedure, p := ri.snapshot()
+		if procedure != "" {
+			add(slog.String("procedure", procedure))
+		}
+		if p != nil {
+			add(slog.Group("principal", "id", p.ID, "type", p.Type))
+			add(slog.String("tenant", p.TenantID))
+		}
+	}
+	if sc.IsValid() {
+		add(slog.String("trace_id", sc.TraceID().String()))
+		add(slog.String("span_id", sc.SpanID().String()))
+	}
+	return h.next.Handle(ctx, r)
+}
