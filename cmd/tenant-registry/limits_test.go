@@ -86,13 +86,14 @@ func TestRequestDeadlineReachesTheDatabase(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
+					// The clock starts before the caller's deadline is set.
+					start := time.Now()
 					callCtx := ctx
 					if dl.client > 0 {
 						var cancel context.CancelFunc
 						callCtx, cancel = context.WithTimeout(ctx, dl.client)
 						defer cancel()
 					}
-					start := time.Now()
 					_, err = tenants.UpdateTenant(callCtx, &v1.UpdateTenantRequest{Id: id, DisplayName: &after})
 					took := time.Since(start)
 					if connect.CodeOf(err) != connect.CodeDeadlineExceeded {
