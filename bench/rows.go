@@ -22,8 +22,7 @@ import (
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 )
 
-// Server kinds a row runs against; each row gets a fresh process of its
-// own, so its peak RSS is its own.
+// Server kinds a row runs against.
 const (
 	serviceWarm = "tenant-registry"                 // KEY_CACHE=on, the default
 	serviceCold = "tenant-registry (KEY_CACHE=off)" // every verification reads the database
@@ -115,7 +114,11 @@ func run(ctx context.Context, o options) error {
 
 	var rows []*row
 	specs := h.specs()
-	for phase := 0; ; phase++ {
+	phases := 0
+	for _, spec := range specs {
+		phases = max(phases, spec.phase+1)
+	}
+	for phase := range phases {
 		var group []rowSpec
 		for _, spec := range specs {
 			if spec.phase == phase && o.wants(spec.group) {
@@ -123,9 +126,6 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 		if len(group) == 0 {
-			if phase > 3 {
-				break
-			}
 			continue
 		}
 		measured, err := h.measure(ctx, group)

@@ -77,7 +77,8 @@ func run(ctx context.Context) error {
 	var db *persistence.DB
 	if url := os.Getenv("DATABASE_URL"); url != "" {
 		var err error
-		if db, err = persistence.Open(ctx, url); err != nil {
+		// The pool cmd/tenant-registry opens with its default REQUEST_TIMEOUT.
+		if db, err = persistence.Open(ctx, url, persistence.WithStatementTimeout(31*time.Second)); err != nil {
 			return err
 		}
 		defer db.Close()
