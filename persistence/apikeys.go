@@ -179,6 +179,11 @@ type verificationRow struct {
 // verification hot path.
 func (r ApiKeyRepository) GetForVerification(ctx context.Context, hash string) (*domain.KeyRecord, error) {
 	var rows []verificationRow
+	if isPostgres(r.db) {
+		// The same query inside a function, whose plan PostgreSQL keeps.
+		err := r.db.NewRaw("SELECT * FROM api_key_verification(?)", hash).Scan(ctx, &rows)
+		return verificationRecord(rows, err)
+	}
 	err := r.db.NewRaw(`SELECT k.id, k.tenant_id, k.name, k.prefix, k.hash, k.scopes, k.create_time, k.update_time,
 			k.expire_time, k.revoke_time, k.last_used_time, t.slug AS tenant_slug, t.status AS tenant_status,
 			e.product AS e_product, e.status AS e_status, e.source AS e_source,
@@ -187,6 +192,11 @@ func (r ApiKeyRepository) GetForVerification(ctx context.Context, hash string) (
 		JOIN tenants AS t ON t.id = k.tenant_id
 		LEFT JOIN entitlements AS e ON e.tenant_id = k.tenant_id
 		WHERE k.hash = ?`, hash).Scan(ctx, &rows)
+	return verificationRecord(rows, err)
+}
+
+// verificationRecord assembles the rows of the verification query.
+func verificationRecord(rows []verificationRow, err error) (*domain.KeyRecord, error) {
 	if err != nil {
 		return nil, dbError(err, apiKeyNotFound, "")
 	}

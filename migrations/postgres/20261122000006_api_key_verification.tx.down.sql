@@ -1,0 +1,1 @@
+DROP FUNCTION api_key_verification(text);
