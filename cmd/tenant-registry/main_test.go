@@ -81,6 +81,7 @@ func (r *methodRecorder) methods(path string) []string {
 // running is a Main serving on a free loopback port.
 type running struct {
 	m       *Main
+	logs    *syncBuffer
 	baseURL string
 	http1   *http.Transport
 	h2c     *http.Transport
@@ -92,12 +93,21 @@ type running struct {
 // or the test ends.
 func serve(t *testing.T, env map[string]string) *running {
 	t.Helper()
+	return serveWith(t, env, nil)
+}
+
+// serveWith is serve with setup applied to the Main before it opens.
+func serveWith(t *testing.T, env map[string]string, setup func(*Main)) *running {
+	t.Helper()
 	cfg, err := LoadConfig(envOf(env))
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
 	logs := &syncBuffer{}
 	m := &Main{Config: cfg, Logger: newLogger(cfg, logs)}
+	if setup != nil {
+		setup(m)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := m.Open(ctx); err != nil {
 		cancel()
@@ -115,6 +125,7 @@ func serve(t *testing.T, env map[string]string) *running {
 	h2cProtocols.SetUnencryptedHTTP2(true)
 	r := &running{
 		m:       m,
+		logs:    logs,
 		baseURL: "http://" + ln.Addr().String(),
 		http1:   &http.Transport{},
 		h2c:     &http.Transport{Protocols: h2cProtocols},
@@ -123,10 +134,13 @@ func serve(t *testing.T, env map[string]string) *running {
 	var serveErr error
 	r.stop = func() error {
 		once.Do(func() {
-			cancel()
-			serveErr = <-served
+			// A connection dialled but never used counts as busy for five
+			// seconds during shutdown: drop idle ones first.
 			r.http1.CloseIdleConnections()
 			r.h2c.CloseIdleConnections()
+			http.DefaultClient.CloseIdleConnections()
+			cancel()
+			serveErr = <-served
 		})
 		return serveErr
 	}

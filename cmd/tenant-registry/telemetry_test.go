@@ -41,37 +41,8 @@ type observed struct {
 // through LoadConfig and newLogger, with spans going to spans (when set).
 func serveObserved(t *testing.T, env map[string]string, spans sdktrace.SpanExporter) *observed {
 	t.Helper()
-	cfg, err := LoadConfig(envOf(env))
-	if err != nil {
-		t.Fatalf("LoadConfig: %v", err)
-	}
-	logs := &syncBuffer{}
-	m := &Main{Config: cfg, Logger: newLogger(cfg, logs), SpanExporter: spans}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := m.Open(ctx); err != nil {
-		cancel()
-		t.Fatalf("Open: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- m.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		http.DefaultClient.CloseIdleConnections()
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		if err := m.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
-	})
-	return &observed{m: m, url: "http://" + ln.Addr().String(), logs: logs}
+	r := serveWith(t, env, func(m *Main) { m.SpanExporter = spans })
+	return &observed{m: r.m, url: r.baseURL, logs: r.logs}
 }
 
 // TestTelemetry runs the real wiring with an in-memory span exporter and
