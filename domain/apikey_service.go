@@ -173,7 +173,11 @@ func (s *ApiKeyService) Revoke(ctx context.Context, id string) (*ApiKey, error) 
 		}
 		out = k
 		if !k.RevokeTime.IsZero() {
-			return nil
+			// A concurrent first revocation may have committed without
+			// having reached this replica's cache yet: answering before it
+			// has would let a verification that starts after this answer
+			// see the key as valid.
+			return invalidateKey(ctx, r, k)
 		}
 		now := s.now()
 		k.RevokeTime, k.UpdateTime = now, now

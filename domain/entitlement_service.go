@@ -160,7 +160,9 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 			from = string(prev.StatusAt(now))
 			if prev.Source == SourceGrant && from == string(EntitlementActive) && prev.ExpireTime.Equal(expire) {
 				out = prev.ReadAt(now)
-				return nil // a retry: nothing changes, no event
+				// A retry: nothing changes and no event, but the answer
+				// waits until this replica's cache feels the grant.
+				return r.Invalidations().Tenant(ctx, t.ID)
 			}
 		}
 		e := &Entitlement{
@@ -217,7 +219,7 @@ func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product strin
 		}
 		if e.Status == EntitlementRevoked {
 			out = e.ReadAt(now)
-			return nil // already revoked: a safe retry
+			return r.Invalidations().Tenant(ctx, t.ID) // already revoked: a safe retry, felt here before it answers
 		}
 		from := e.StatusAt(now)
 		e.Status, e.UpdateTime = EntitlementRevoked, now

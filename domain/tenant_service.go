@@ -220,7 +220,10 @@ func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus, 
 		}
 		out = t
 		if t.Status == to {
-			return nil // already there: a safe retry changes nothing
+			// Already there: a safe retry changes nothing, but it answers
+			// only once the change it repeats is felt by this replica's
+			// cache (a concurrent first call may not have got that far).
+			return r.Invalidations().Tenant(ctx, t.ID)
 		}
 		from := t.Status
 		t.Status = to
