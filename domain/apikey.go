@@ -183,6 +183,43 @@ func checkScopes(v *Violations, field string, scopes []string) []string {
 	return slices.Compact(out)
 }
 
+// checkKeyScopes is checkScopes for a key of tenantID: registry scopes must
+// be known ones, product:<key> must be well formed, and tenant scopes are
+// for tenant keys only. Platform scopes on a tenant key are refused later,
+// as a permission (see ApiKeyService.grantable).
+func checkKeyScopes(v *Violations, field, tenantID string, scopes []string) []string {
+	out := checkScopes(v, field, scopes)
+	for _, s := range out {
+		switch product, isProduct := strings.CutPrefix(s, ScopeProductPrefix); {
+		case isProduct:
+			checkProductKey(v, field, product)
+		case strings.HasPrefix(s, registryScopePrefix) && !IsPlatformScope(s) && !isTenantScope(s):
+			v.Add(field, "%q is not a registry scope; platform keys carry %s and product:<key>, tenant keys %s",
+				s, strings.Join(platformScopes, ", "), strings.Join(tenantScopes, ", "))
+		case tenantID == PlatformTenantID && isTenantScope(s):
+			v.Add(field, "%s is a scope of tenant keys; a platform key holds %s", s, strings.Join(platformScopes, ", "))
+		}
+	}
+	return out
+}
+
+// productScopesExist refuses product:<key> scopes naming no product of the
+// catalog.
+func productScopesExist(ctx context.Context, r Repositories, field string, scopes []string) error {
+	var v Violations
+	for _, s := range scopes {
+		if product, ok := strings.CutPrefix(s, ScopeProductPrefix); ok {
+			_, err := r.Products().Get(ctx, product)
+			if ErrorKind(err) == KindNotFound {
+				v.Add(field, "%s names no product of the catalog", s)
+			} else if err != nil {
+				return err
+			}
+		}
+	}
+	return v.Err()
+}
+
 // ApiKeyRepository stores API keys.
 type ApiKeyRepository interface {
 	Create(ctx context.Context, k *ApiKey) error

@@ -13,38 +13,59 @@ import (
 // ApiKeyService issues, lists, rotates, revokes, imports and verifies API
 // keys.
 type ApiKeyService struct {
-	store    Store
-	now      Clock
+	guard
 	verifier *KeyVerifier
 }
 
 // NewApiKeyService returns an ApiKeyService on store, verifying keys
 // through verifier.
 func NewApiKeyService(store Store, now Clock, verifier *KeyVerifier) *ApiKeyService {
-	return &ApiKeyService{store: store, now: now, verifier: verifier}
+	return &ApiKeyService{guard: newGuard(store, now), verifier: verifier}
 }
 
 // Verify checks a presented key for a product (see KeyVerifier.Verify).
 func (s *ApiKeyService) Verify(ctx context.Context, key, product string, requiredScopes []string) (*Verification, error) {
-	if err := authorize(ctx, s.store, s.now, PermKeysVerify, "", nil); err != nil {
+	if err := s.allow(ctx, PermKeysVerify, "", nil); err != nil {
 		return nil, err
 	}
 	return s.verifier.Verify(ctx, key, product, requiredScopes)
 }
 
-// authorizeKey loads key id and checks the caller may manage its tenant's
-// keys; a refused change is recorded as action.
-func (s *ApiKeyService) authorizeKey(ctx context.Context, id, action string) error {
+// loadKey reads key id for a caller that may manage its tenant's keys: a
+// key of a tenant the caller may not see is answered like a missing one.
+// A refused change (action not empty) is recorded.
+func (s *ApiKeyService) loadKey(ctx context.Context, id, action string) (*ApiKey, error) {
 	k, err := s.store.ApiKeys().Get(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var denied *change
+	var a *attempt
 	if action != "" {
-		c := keyChange(k, action, "u", "")
-		denied = &c
+		a = tried(action, "u", "api_key", k.ID)
 	}
-	return authorize(ctx, s.store, s.now, PermKeysManage, k.TenantID, denied)
+	if err := s.allowKey(ctx, PermKeysManage, k, a); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// grantable refuses, with PermissionDenied naming the scope, a credential
+// of tenantID that would carry a scope its kind of key may not carry, or
+// one the caller does not hold itself: a principal hands out only what it
+// holds, where it holds it.
+func (s *ApiKeyService) grantable(ctx context.Context, tenantID string, scopes []string, a *attempt) error {
+	p := CallerFrom(ctx).Principal
+	for _, scope := range scopes {
+		switch {
+		case tenantID != PlatformTenantID && IsPlatformScope(scope):
+			return s.refuse(ctx, PermKeysManage, tenantID, a,
+				fmt.Sprintf("scope %s is carried by platform keys only (keys of tenant %s)", scope, PlatformTenantID))
+		case !p.Holds(scope):
+			return s.refuse(ctx, PermKeysManage, tenantID, a,
+				fmt.Sprintf("the caller does not hold scope %s and so cannot grant it", scope))
+		}
+	}
+	return nil
 }
 
 // CreateApiKey is the input of ApiKeyService.Create.
@@ -61,21 +82,24 @@ func (s *ApiKeyService) Create(ctx context.Context, in CreateApiKey) (*ApiKey, s
 	now := s.now()
 	var v Violations
 	tenantID := checkID(&v, "tenant_id", in.TenantID)
-	checkRequiredText(&v, "name", in.Name, MaxKeyNameLen)
-	scopes := checkScopes(&v, "scopes", in.Scopes)
+	name := checkName(&v, "name", in.Name, MaxKeyNameLen)
+	scopes := checkKeyScopes(&v, "scopes", tenantID, in.Scopes)
 	if !in.ExpireTime.IsZero() && !in.ExpireTime.After(now) {
 		v.Add("expire_time", "must be in the future")
 	}
 	if err := v.Err(); err != nil {
 		return nil, "", err
 	}
-	denied := &change{Action: "api_key.created", CRUD: "c", Target: AuditTarget{Type: "api_key", Name: in.Name}}
-	if err := authorize(ctx, s.store, s.now, PermKeysManage, tenantID, denied); err != nil {
+	a := tried("api_key.created", "c", "api_key", "")
+	if err := s.allow(ctx, PermKeysManage, tenantID, a); err != nil {
+		return nil, "", err
+	}
+	if err := s.grantable(ctx, tenantID, scopes, a); err != nil {
 		return nil, "", err
 	}
 	plaintext := NewPlaintextKey()
 	k := &ApiKey{
-		ID: NewID(), TenantID: tenantID, Name: strings.TrimSpace(in.Name), Prefix: displayPrefix(plaintext),
+		ID: NewID(), TenantID: tenantID, Name: name, Prefix: displayPrefix(plaintext),
 		Hash: storedHash(keyDigest(plaintext)), Scopes: scopes, CreateTime: now, UpdateTime: now,
 		ExpireTime: in.ExpireTime.UTC().Truncate(time.Microsecond),
 	}
@@ -100,6 +124,9 @@ func (s *ApiKeyService) issue(ctx context.Context, r Repositories, k *ApiKey, di
 	if t.Status == TenantFrozen {
 		return Errorf(KindFailedPrecondition, "tenant %s is FROZEN: activate it before issuing keys", t.ID)
 	}
+	if err := productScopesExist(ctx, r, "scopes", k.Scopes); err != nil {
+		return err
+	}
 	if err := r.ApiKeys().Create(ctx, k); err != nil {
 		return err
 	}
@@ -113,10 +140,7 @@ func (s *ApiKeyService) Get(ctx context.Context, id string) (*ApiKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorizeKey(ctx, id, ""); err != nil {
-		return nil, err
-	}
-	return s.store.ApiKeys().Get(ctx, id)
+	return s.loadKey(ctx, id, "")
 }
 
 // ApiKeyPage is one page of a tenant's keys.
@@ -138,7 +162,7 @@ func (s *ApiKeyService) List(ctx context.Context, tenantID string, p PageRequest
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	if err := authorize(ctx, s.store, s.now, PermKeysManage, tenantID, nil); err != nil {
+	if err := s.allow(ctx, PermKeysManage, tenantID, nil); err != nil {
 		return nil, err
 	}
 	if _, err := s.store.Tenants().Get(ctx, tenantID); err != nil {
@@ -162,7 +186,7 @@ func (s *ApiKeyService) Revoke(ctx context.Context, id string) (*ApiKey, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := s.authorizeKey(ctx, id, "api_key.revoked"); err != nil {
+	if _, err := s.loadKey(ctx, id, "api_key.revoked"); err != nil {
 		return nil, err
 	}
 	var out *ApiKey
@@ -207,12 +231,18 @@ func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Durati
 	if err := v.Err(); err != nil {
 		return nil, "", nil, err
 	}
-	if err := s.authorizeKey(ctx, id, "api_key.rotated"); err != nil {
+	// A rotation hands out a new key with the old one's scopes: the
+	// caller must hold every one of them.
+	k, err := s.loadKey(ctx, id, "api_key.rotated")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := s.grantable(ctx, k.TenantID, k.Scopes, tried("api_key.rotated", "u", "api_key", k.ID)); err != nil {
 		return nil, "", nil, err
 	}
 	plaintext := NewPlaintextKey()
 	var fresh, old *ApiKey
-	err := s.store.Atomically(ctx, func(r Repositories) error {
+	err = s.store.Atomically(ctx, func(r Repositories) error {
 		k, err := r.ApiKeys().GetForUpdate(ctx, id)
 		if err != nil {
 			return err
@@ -281,33 +311,41 @@ func (s *ApiKeyService) Import(ctx context.Context, in []ImportedApiKey) ([]*Api
 		}
 		f := "keys[" + strconv.Itoa(i) + "]."
 		tenantID := checkID(&v, f+"tenant_id", k.TenantID)
-		checkRequiredText(&v, f+"name", k.Name, MaxKeyNameLen)
+		name := checkName(&v, f+"name", k.Name, MaxKeyNameLen)
 		if !legacyPrefixPattern.MatchString(k.Prefix) {
 			v.Add(f+"prefix", "must be bp_ and 8 base64 characters")
 		}
 		if _, err := parseArgon2Hash(k.Hash); err != nil {
 			v.Add(f+"hash", "%s", err.Error())
 		}
-		scopes := checkScopes(&v, f+"scopes", k.Scopes)
+		scopes := checkKeyScopes(&v, f+"scopes", tenantID, k.Scopes)
 		created := k.CreateTime
 		if created.IsZero() {
 			created = now
 		}
 		keys = append(keys, &ApiKey{
-			ID: NewID(), TenantID: tenantID, Name: strings.TrimSpace(k.Name), Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
+			ID: NewID(), TenantID: tenantID, Name: name, Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
 			CreateTime: created.UTC().Truncate(time.Microsecond), UpdateTime: now, ExpireTime: k.ExpireTime.UTC().Truncate(time.Microsecond),
 		})
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	denied := &change{Action: "api_key.imported", CRUD: "c", Target: AuditTarget{Type: "api_key"}}
-	if err := authorize(ctx, s.store, s.now, PermKeysImport, "", denied); err != nil {
+	a := tried("api_key.imported", "c", "api_key", "")
+	if err := s.allow(ctx, PermKeysImport, "", a); err != nil {
 		return nil, err
 	}
+	for _, k := range keys {
+		if err := s.grantable(ctx, k.TenantID, k.Scopes, a); err != nil {
+			return nil, err
+		}
+	}
 	err := s.store.Atomically(ctx, func(r Repositories) error {
-		for _, k := range keys {
+		for i, k := range keys {
 			if _, err := r.Tenants().Get(ctx, k.TenantID); err != nil {
+				return err
+			}
+			if err := productScopesExist(ctx, r, "keys["+strconv.Itoa(i)+"].scopes", k.Scopes); err != nil {
 				return err
 			}
 			if err := r.ApiKeys().Create(ctx, k); err != nil {

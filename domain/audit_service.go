@@ -9,14 +9,11 @@ import (
 )
 
 // AuditService records, lists, exports and verifies audit events.
-type AuditService struct {
-	store Store
-	now   Clock
-}
+type AuditService struct{ guard }
 
 // NewAuditService returns an AuditService on store.
 func NewAuditService(store Store, now Clock) *AuditService {
-	return &AuditService{store: store, now: now}
+	return &AuditService{guard: newGuard(store, now)}
 }
 
 // Record appends one event a product sends. It is idempotent by (tenant,
@@ -70,15 +67,17 @@ func (s *AuditService) record(ctx context.Context, events []*AuditEvent, prefix 
 }
 
 // authorizeRecord lets a caller append events to the tenants it may
-// write for, and a service key only events of the product it acts for.
+// write for, and a platform key only events of the product it acts for.
 func (s *AuditService) authorizeRecord(ctx context.Context, events []*AuditEvent) error {
 	p := CallerFrom(ctx).Principal
 	product, bound := p.Product()
 	for _, e := range events {
-		ownProduct := p.IsPlatformAdmin() || (bound && e.Product == product)
-		if !ownProduct || !p.Can(PermAuditWrite, e.TenantID) {
-			denied := &change{Action: "audit_event.recorded", CRUD: "c", Target: AuditTarget{Type: "audit_event", Name: e.Action}}
-			return deny(ctx, s.store, s.now, PermAuditWrite, e.TenantID, denied)
+		a := tried("audit_event.recorded", "c", "audit_event", "")
+		if err := s.allow(ctx, PermAuditWrite, e.TenantID, a); err != nil {
+			return err
+		}
+		if !p.IsPlatformAdmin() && (!bound || e.Product != product) {
+			return s.refuse(ctx, PermAuditWrite, e.TenantID, a, "a platform key records events of the product its product:<key> scope names only")
 		}
 	}
 	return nil
@@ -110,11 +109,6 @@ func (s *AuditService) List(ctx context.Context, f AuditFilter, p PageRequest) (
 	var v Violations
 	f = checkAuditFilter(&v, f)
 	size := p.pageSize(&v)
-	if len(v) == 0 {
-		if err := authorize(ctx, s.store, s.now, PermAuditRead, f.TenantID, nil); err != nil {
-			return nil, err
-		}
-	}
 	query := auditQuery(f)
 	var before int64
 	if pos := decodeCursor(&v, p.Token, query, 1); pos != nil {
@@ -125,6 +119,9 @@ func (s *AuditService) List(ctx context.Context, f AuditFilter, p PageRequest) (
 		before = n
 	}
 	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, PermAuditRead, f.TenantID, nil); err != nil {
 		return nil, err
 	}
 	events, err := s.store.Audit().List(ctx, f, before, size+1)
@@ -150,7 +147,7 @@ func (s *AuditService) Export(ctx context.Context, f AuditFilter, send func(*Aud
 	if err := v.Err(); err != nil {
 		return err
 	}
-	if err := authorize(ctx, s.store, s.now, PermAuditRead, f.TenantID, nil); err != nil {
+	if err := s.allow(ctx, PermAuditRead, f.TenantID, nil); err != nil {
 		return err
 	}
 	var before int64
@@ -186,14 +183,16 @@ const chainPageSize = 1000
 // id) from the start, recomputing every hash: an edited event breaks its
 // hash, a deleted one leaves a gap or a short chain.
 func (s *AuditService) VerifyChain(ctx context.Context, tenantID string) (*ChainReport, error) {
-	if err := authorize(ctx, s.store, s.now, PermAuditVerify, tenantID, nil); err != nil {
-		return nil, err
-	}
 	if tenantID != "" {
 		var err error
 		if tenantID, err = ParseID("tenant_id", tenantID); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.allow(ctx, PermAuditVerify, tenantID, nil); err != nil {
+		return nil, err
+	}
+	if tenantID != "" {
 		if _, err := s.store.Tenants().Get(ctx, tenantID); err != nil {
 			return nil, err
 		}

@@ -9,22 +9,19 @@ import (
 
 // CatalogService runs the catalog use cases: the products, the requests
 // tenants make for them, and self-serve trials.
-type CatalogService struct {
-	store Store
-	now   Clock
-}
+type CatalogService struct{ guard }
 
 // NewCatalogService returns a CatalogService persisting to store and
 // telling time by now.
 func NewCatalogService(store Store, now Clock) *CatalogService {
-	return &CatalogService{store: store, now: now}
+	return &CatalogService{guard: newGuard(store, now)}
 }
 
 // ListProducts returns the whole catalog, by key.
 func (s *CatalogService) ListProducts(ctx context.Context) ([]*Product, error) {
 	// Every tenant's users may read the catalog: it is checked against
 	// the caller's own tenant.
-	if err := authorize(ctx, s.store, s.now, PermCatalogRead, CallerFrom(ctx).Principal.TenantID, nil); err != nil {
+	if err := s.allow(ctx, PermCatalogRead, CallerFrom(ctx).Principal.OwnTenant(), nil); err != nil {
 		return nil, err
 	}
 	return s.store.Products().List(ctx)
@@ -43,7 +40,7 @@ type CreateProduct struct {
 func (s *CatalogService) CreateProduct(ctx context.Context, in CreateProduct) (*Product, error) {
 	var v Violations
 	checkProductKey(&v, "key", in.Key)
-	checkRequiredText(&v, "display_name", in.DisplayName, MaxDisplayNameLen)
+	name := checkName(&v, "display_name", in.DisplayName, MaxDisplayNameLen)
 	checkText(&v, "description", in.Description, MaxProductDescriptionLen, true)
 	days := DefaultTrialDays
 	if in.TrialDays != nil {
@@ -53,13 +50,12 @@ func (s *CatalogService) CreateProduct(ctx context.Context, in CreateProduct) (*
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	denied := &change{Action: "product.created", CRUD: "c", Target: AuditTarget{ID: in.Key, Type: "product"}}
-	if err := authorize(ctx, s.store, s.now, PermCatalogWrite, "", denied); err != nil {
+	if err := s.allow(ctx, PermCatalogWrite, "", tried("product.created", "c", "product", in.Key)); err != nil {
 		return nil, err
 	}
 	now := s.now()
 	p := &Product{
-		Key: in.Key, DisplayName: strings.TrimSpace(in.DisplayName), Description: in.Description,
+		Key: in.Key, DisplayName: name, Description: in.Description,
 		TrialDays: days, CreateTime: now, UpdateTime: now,
 	}
 	err := s.store.Atomically(ctx, func(r Repositories) error {
@@ -89,7 +85,8 @@ func (s *CatalogService) UpdateProduct(ctx context.Context, in UpdateProduct) (*
 	var v Violations
 	checkProductKey(&v, "key", in.Key)
 	if in.DisplayName != nil {
-		checkRequiredText(&v, "display_name", *in.DisplayName, MaxDisplayNameLen)
+		name := checkName(&v, "display_name", *in.DisplayName, MaxDisplayNameLen)
+		in.DisplayName = &name
 	}
 	if in.Description != nil {
 		checkText(&v, "description", *in.Description, MaxProductDescriptionLen, true)
@@ -100,8 +97,7 @@ func (s *CatalogService) UpdateProduct(ctx context.Context, in UpdateProduct) (*
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	denied := &change{Action: "product.updated", CRUD: "u", Target: AuditTarget{ID: in.Key, Type: "product"}}
-	if err := authorize(ctx, s.store, s.now, PermCatalogWrite, "", denied); err != nil {
+	if err := s.allow(ctx, PermCatalogWrite, "", tried("product.updated", "u", "product", in.Key)); err != nil {
 		return nil, err
 	}
 	var out *Product
@@ -112,8 +108,8 @@ func (s *CatalogService) UpdateProduct(ctx context.Context, in UpdateProduct) (*
 		}
 		out = p
 		var changed []string
-		if in.DisplayName != nil && strings.TrimSpace(*in.DisplayName) != p.DisplayName {
-			p.DisplayName, changed = strings.TrimSpace(*in.DisplayName), append(changed, "display_name")
+		if in.DisplayName != nil && *in.DisplayName != p.DisplayName {
+			p.DisplayName, changed = *in.DisplayName, append(changed, "display_name")
 		}
 		if in.Description != nil && *in.Description != p.Description {
 			p.Description, changed = *in.Description, append(changed, "description")
@@ -154,8 +150,7 @@ func (s *CatalogService) RequestProduct(ctx context.Context, in RequestProduct) 
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	denied := &change{Action: "product.requested", CRUD: "c", Target: AuditTarget{ID: in.Product, Type: "product"}}
-	if err := authorize(ctx, s.store, s.now, PermProductRequest, tenantID, denied); err != nil {
+	if err := s.allow(ctx, PermProductRequest, tenantID, tried("product.requested", "c", "product", in.Product)); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -222,7 +217,7 @@ func (s *CatalogService) ListProductRequests(ctx context.Context, status Product
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	if err := authorize(ctx, s.store, s.now, PermProductRequestsList, "", nil); err != nil {
+	if err := s.allow(ctx, PermProductRequestsList, "", nil); err != nil {
 		return nil, err
 	}
 	// One row more than asked tells whether another page exists without a COUNT.
@@ -247,8 +242,7 @@ func (s *CatalogService) StartTrial(ctx context.Context, tenantID, product strin
 	if err != nil {
 		return nil, err
 	}
-	denied := &change{Action: "trial.started", CRUD: "c", Target: AuditTarget{ID: product, Type: "entitlement"}}
-	if err := authorize(ctx, s.store, s.now, PermTrialStart, tenantID, denied); err != nil {
+	if err := s.allow(ctx, PermTrialStart, tenantID, tried("trial.started", "c", "entitlement", product)); err != nil {
 		return nil, err
 	}
 	now := s.now()

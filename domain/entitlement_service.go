@@ -8,15 +8,12 @@ import (
 
 // EntitlementService runs the entitlement use cases: listing, checking,
 // granting and revoking a tenant's products.
-type EntitlementService struct {
-	store Store
-	now   Clock
-}
+type EntitlementService struct{ guard }
 
 // NewEntitlementService returns an EntitlementService persisting to store
 // and telling time by now.
 func NewEntitlementService(store Store, now Clock) *EntitlementService {
-	return &EntitlementService{store: store, now: now}
+	return &EntitlementService{guard: newGuard(store, now)}
 }
 
 // List returns every entitlement of a tenant as read now (EXPIRED
@@ -27,7 +24,7 @@ func (s *EntitlementService) List(ctx context.Context, tenantID string) ([]*Enti
 	if err != nil {
 		return nil, err
 	}
-	if err := authorize(ctx, s.store, s.now, PermEntitlementsRead, tenantID, nil); err != nil {
+	if err := s.allow(ctx, PermEntitlementsRead, tenantID, nil); err != nil {
 		return nil, err
 	}
 	if _, err := s.store.Tenants().Get(ctx, tenantID); err != nil {
@@ -72,7 +69,7 @@ func (s *EntitlementService) Check(ctx context.Context, tenantID, product string
 	if err != nil {
 		return nil, err
 	}
-	if err := authorize(ctx, s.store, s.now, PermEntitlementsCheck, tenantID, nil); err != nil {
+	if err := s.allow(ctx, PermEntitlementsCheck, tenantID, nil); err != nil {
 		return nil, err
 	}
 	t, err := s.store.Tenants().Get(ctx, tenantID)
@@ -137,8 +134,7 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	denied := &change{Action: "entitlement.granted", CRUD: "u", Target: AuditTarget{ID: in.Product, Type: "entitlement"}}
-	if err := authorize(ctx, s.store, s.now, PermEntitlementsWrite, tenantID, denied); err != nil {
+	if err := s.allow(ctx, PermEntitlementsWrite, tenantID, tried("entitlement.granted", "u", "entitlement", in.Product)); err != nil {
 		return nil, err
 	}
 	var out *Entitlement
@@ -200,8 +196,7 @@ func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product strin
 	if err != nil {
 		return nil, err
 	}
-	denied := &change{Action: "entitlement.revoked", CRUD: "u", Target: AuditTarget{ID: product, Type: "entitlement"}}
-	if err := authorize(ctx, s.store, s.now, PermEntitlementsWrite, tenantID, denied); err != nil {
+	if err := s.allow(ctx, PermEntitlementsWrite, tenantID, tried("entitlement.revoked", "u", "entitlement", product)); err != nil {
 		return nil, err
 	}
 	now := s.now()

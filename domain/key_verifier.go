@@ -76,16 +76,29 @@ func NewKeyVerifier(store Store, now Clock, cache *KeyCache) *KeyVerifier {
 // with the key are answered by the code; an error means the check could
 // not be made (the database is unavailable).
 func (v *KeyVerifier) Verify(ctx context.Context, key, product string, requiredScopes []string) (*Verification, error) {
+	return v.verify(ctx, key, product, requiredScopes, true)
+}
+
+// Authenticate verifies a service key presented to the registry itself.
+// It never takes the legacy argon2 path: the registry's own callers hold
+// keys of the current format, and a stranger must not be able to make
+// the server hash at its request. Keys of the previous format are
+// MALFORMED here.
+func (v *KeyVerifier) Authenticate(ctx context.Context, key string) (*Verification, error) {
+	return v.verify(ctx, key, "", nil, false)
+}
+
+func (v *KeyVerifier) verify(ctx context.Context, key, product string, requiredScopes []string, legacy bool) (*Verification, error) {
 	now := v.now()
 	var rec *KeyRecord
 	var err error
-	switch parseKey(key) {
-	case keyMalformed:
-		return &Verification{Code: VerifyMalformed}, nil
-	case keyCurrent:
+	switch shape := parseKey(key); {
+	case shape == keyCurrent:
 		rec, err = v.lookup(ctx, keyDigest(key), "", now)
-	case keyLegacy:
+	case shape == keyLegacy && legacy:
 		rec, err = v.lookup(ctx, keyDigest(key), key, now)
+	default:
+		return &Verification{Code: VerifyMalformed}, nil
 	}
 	if err != nil {
 		return nil, err

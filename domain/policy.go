@@ -1,8 +1,8 @@
 package domain
 
 import (
-	"context"
 	"slices"
+	"strings"
 )
 
 // Permission is something a principal may be allowed to do.
@@ -35,65 +35,115 @@ const (
 	PermAuditVerify Permission = "audit.verify"
 )
 
-// Roles and scopes that name registry permissions.
+// Roles of OIDC users that name registry permissions.
 const (
 	RolePlatformAdmin = "platform-admin"
 	RoleTenantAdmin   = "tenant-admin"
-
-	ScopeAdmin            = "registry:admin"
-	ScopeVerify           = "registry:verify"
-	ScopeAuditWrite       = "registry:audit.write"
-	ScopeEntitlementsRead = "registry:entitlements.read"
-	ScopeProductPrefix    = "product:" // product:<key> names the product a service key acts for
-	PrincipalUser         = "user"
-	PrincipalServiceKey   = "service_key"
-	PrincipalDev          = "dev"
 )
+
+// Scopes that name registry permissions. Platform scopes act on every
+// tenant and count only on platform keys; tenant scopes act on the key's
+// own tenant only and count only on tenant keys. Every other scope that
+// does not start with "registry:" is a product's own, free-form.
+const (
+	ScopeAdmin            = "registry:admin"             // platform: everything
+	ScopeVerify           = "registry:verify"            // platform: VerifyApiKey
+	ScopeAuditWrite       = "registry:audit.write"       // platform: append events of its product:<key>
+	ScopeEntitlementsRead = "registry:entitlements.read" // platform: CheckEntitlement for any tenant
+	ScopeProductPrefix    = "product:"                   // platform: product:<key> names the product a key acts for
+	ScopeTenantRead       = "registry:tenant.read"       // tenant: read its tenant, entitlements and the catalog
+	ScopeKeysManage       = "registry:keys.manage"       // tenant: manage its tenant's keys, within what it holds
+	ScopeAuditRead        = "registry:audit.read"        // tenant: list and export its tenant's audit events
+	registryScopePrefix   = "registry:"
+)
+
+var (
+	platformScopes = []string{ScopeAdmin, ScopeVerify, ScopeAuditWrite, ScopeEntitlementsRead}
+	tenantScopes   = []string{ScopeTenantRead, ScopeKeysManage, ScopeAuditRead}
+)
+
+// IsPlatformScope reports whether only platform keys may carry scope.
+func IsPlatformScope(scope string) bool {
+	return slices.Contains(platformScopes, scope) || strings.HasPrefix(scope, ScopeProductPrefix)
+}
+
+// isTenantScope reports whether scope is a registry scope of tenant keys.
+func isTenantScope(scope string) bool { return slices.Contains(tenantScopes, scope) }
+
+// Principal types (Principal.Type), which also go into audit events as the
+// actor's type.
+const (
+	PrincipalUser        = "user"         // a person, by an OIDC access token
+	PrincipalTenantKey   = "tenant_key"   // an API key of an ordinary tenant
+	PrincipalPlatformKey = "platform_key" // an API key of the platform tenant
+	PrincipalDev         = "dev"          // every caller while authentication is off
+)
+
+// PlatformTenantID is the reserved tenant (slug "platform") that holds the
+// platform keys: the only keys whose platform scopes count.
+const PlatformTenantID = "00000000-0000-0000-0000-000000000000"
 
 // grant says who holds a permission besides platform admins, who hold all.
 type grant struct {
-	tenantAdmin  bool   // tenant admins, for their own tenant
-	tenantMember bool   // any user of the tenant, for their own tenant
-	scope        string // service keys with this scope, for any tenant
+	tenantAdmin   bool   // users with role tenant-admin, on their own tenant
+	tenantMember  bool   // every user of the tenant, on their own tenant
+	tenantScope   string // tenant keys with this scope, on their own tenant
+	platformScope string // platform keys with this scope, on every tenant
 }
 
-// policy is the one table of who may do what (DESIGN.md, "Who may do
-// what"). A permission missing here is granted to platform admins only.
+// policy is the one table of who may do what. A permission missing here
+// is held by platform admins only: a platform-admin user, or a platform key
+// with registry:admin.
 var policy = map[Permission]grant{
-	PermTenantRead:        {tenantAdmin: true, tenantMember: true},
-	PermTenantUpdate:      {tenantAdmin: true},
-	PermCatalogRead:       {tenantAdmin: true, tenantMember: true},
-	PermProductRequest:    {tenantAdmin: true},
-	PermTrialStart:        {tenantAdmin: true},
-	PermEntitlementsRead:  {tenantAdmin: true, tenantMember: true},
-	PermEntitlementsCheck: {tenantAdmin: true, tenantMember: true, scope: ScopeEntitlementsRead},
-	PermKeysManage:        {tenantAdmin: true},
-	PermKeysVerify:        {scope: ScopeVerify},
-	PermAuditWrite:        {scope: ScopeAuditWrite},
-	PermAuditRead:         {tenantAdmin: true},
+	//                     tenant admin, member, tenant key scope, platform key scope
+	PermTenantRead:        {true, true, ScopeTenantRead, ""},
+	PermTenantUpdate:      {true, false, "", ""},
+	PermCatalogRead:       {true, true, ScopeTenantRead, ""},
+	PermProductRequest:    {true, false, "", ""},
+	PermTrialStart:        {true, false, "", ""},
+	PermEntitlementsRead:  {true, true, ScopeTenantRead, ""},
+	PermEntitlementsCheck: {true, true, ScopeTenantRead, ScopeEntitlementsRead},
+	PermKeysManage:        {true, false, ScopeKeysManage, ""},
+	PermKeysVerify:        {false, false, "", ScopeVerify},
+	PermAuditWrite:        {false, false, "", ScopeAuditWrite},
+	PermAuditRead:         {true, false, ScopeAuditRead, ""},
 }
 
-// IsPlatformAdmin reports whether p may do everything.
+func (p Principal) isKey() bool {
+	return p.Type == PrincipalTenantKey || p.Type == PrincipalPlatformKey
+}
+
+// IsPlatformAdmin reports whether p may do everything: a user (not a key)
+// with the platform-admin role, or a platform key with registry:admin.
 func (p Principal) IsPlatformAdmin() bool {
-	return slices.Contains(p.Roles, RolePlatformAdmin) || slices.Contains(p.Scopes, ScopeAdmin)
+	if p.isKey() {
+		return p.Type == PrincipalPlatformKey && slices.Contains(p.Scopes, ScopeAdmin)
+	}
+	return slices.Contains(p.Roles, RolePlatformAdmin)
 }
 
-// Product returns the product a service key acts for (its product:<key>
-// scope), if any.
+// Product returns the product a platform key acts for (its product:<key>
+// scope), if any. Product scopes on any other principal mean nothing.
 func (p Principal) Product() (string, bool) {
+	if p.Type != PrincipalPlatformKey {
+		return "", false
+	}
 	for _, s := range p.Scopes {
-		if product, ok := cutPrefix(s, ScopeProductPrefix); ok && product != "" {
+		if product, ok := strings.CutPrefix(s, ScopeProductPrefix); ok && product != "" {
 			return product, true
 		}
 	}
 	return "", false
 }
 
-func cutPrefix(s, prefix string) (string, bool) {
-	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
-		return s[len(prefix):], true
+// OwnTenant returns the ordinary tenant p belongs to, or "" for principals
+// of no tenant and of the platform tenant, which has no tenant-scoped
+// grants: only platform admins act on it.
+func (p Principal) OwnTenant() string {
+	if p.TenantID == PlatformTenantID || p.Type == PrincipalPlatformKey {
+		return ""
 	}
-	return "", false
+	return p.TenantID
 }
 
 // Can reports whether p may use perm on tenantID's data ("" for data of no
@@ -103,45 +153,39 @@ func (p Principal) Can(perm Permission, tenantID string) bool {
 		return true
 	}
 	g := policy[perm]
-	if g.scope != "" && p.Type == PrincipalServiceKey && slices.Contains(p.Scopes, g.scope) {
+	own := tenantID != "" && tenantID == p.OwnTenant()
+	switch p.Type {
+	case PrincipalPlatformKey:
+		return g.platformScope != "" && slices.Contains(p.Scopes, g.platformScope)
+	case PrincipalTenantKey:
+		return own && g.tenantScope != "" && slices.Contains(p.Scopes, g.tenantScope)
+	case PrincipalUser:
+		return own && (g.tenantMember || (g.tenantAdmin && slices.Contains(p.Roles, RoleTenantAdmin)))
+	}
+	return false
+}
+
+// Sees reports whether p may learn that tenantID's data exists. To
+// everyone else another tenant's data and data that does not exist look
+// the same: not found.
+func (p Principal) Sees(tenantID string) bool {
+	return p.IsPlatformAdmin() || (tenantID != "" && tenantID == p.OwnTenant())
+}
+
+// Holds reports whether p may put scope on a credential it creates: a
+// principal hands out only what it holds. Platform admins hold every
+// scope; a tenant admin every scope a tenant key may carry; a tenant key
+// its own scopes (platform scopes excepted, which mean nothing on it).
+func (p Principal) Holds(scope string) bool {
+	switch {
+	case p.IsPlatformAdmin():
 		return true
-	}
-	if p.Type != PrincipalUser || p.TenantID == "" || tenantID != p.TenantID {
+	case IsPlatformScope(scope):
 		return false
+	case p.Type == PrincipalUser:
+		return p.OwnTenant() != "" && slices.Contains(p.Roles, RoleTenantAdmin)
+	case p.Type == PrincipalTenantKey:
+		return slices.Contains(p.Scopes, scope)
 	}
-	return g.tenantMember || (g.tenantAdmin && slices.Contains(p.Roles, RoleTenantAdmin))
-}
-
-// authorize returns nil when the caller may use perm on tenantID's data,
-// and a KindPermissionDenied error otherwise. A refused state change
-// (denied is not nil) is written to the audit log as a failure, in its own
-// transaction since the change itself never happens.
-func authorize(ctx context.Context, store Store, now Clock, perm Permission, tenantID string, denied *change) error {
-	if CallerFrom(ctx).Principal.Can(perm, tenantID) {
-		return nil
-	}
-	return deny(ctx, store, now, perm, tenantID, denied)
-}
-
-// deny returns the KindPermissionDenied error for perm, first recording a
-// refused state change (denied not nil) as a failure event.
-func deny(ctx context.Context, store Store, now Clock, perm Permission, tenantID string, denied *change) error {
-	err := Errorf(KindPermissionDenied, "permission denied: the caller may not %s here", perm)
-	if denied == nil {
-		return err
-	}
-	c := *denied
-	c.TenantID, c.Failure, c.Description = tenantID, true, "refused: "+string(perm)
-	werr := store.Atomically(ctx, func(r Repositories) error {
-		if c.TenantID != "" {
-			if _, err := r.Tenants().Get(ctx, c.TenantID); err != nil {
-				c.TenantID = "" // no such tenant: the platform's chain records the attempt
-			}
-		}
-		return recordChange(ctx, r, now(), c)
-	})
-	if werr != nil {
-		return werr
-	}
-	return err
+	return false
 }

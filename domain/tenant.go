@@ -130,7 +130,8 @@ type TenantRepository interface {
 	// concurrent writers of the same tenant out until the transaction ends.
 	GetForUpdate(ctx context.Context, id string) (*Tenant, error)
 	// List returns up to limit tenants matching f with ids greater than
-	// afterID (all when empty), in id order, which is creation order.
+	// afterID (all when empty), in id order, which is creation order. The
+	// platform tenant is not a customer's and is not listed.
 	List(ctx context.Context, f TenantFilter, afterID string, limit int) ([]*Tenant, error)
 	Update(ctx context.Context, t *Tenant) error
 }

@@ -4,20 +4,16 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"strings"
 )
 
 // TenantService runs the tenant use cases: creation, lookup, listing,
 // updates and the lifecycle.
-type TenantService struct {
-	store Store
-	now   Clock
-}
+type TenantService struct{ guard }
 
 // NewTenantService returns a TenantService persisting to store and telling
 // time by now.
 func NewTenantService(store Store, now Clock) *TenantService {
-	return &TenantService{store: store, now: now}
+	return &TenantService{guard: newGuard(store, now)}
 }
 
 // CreateTenant is the input of TenantService.Create.
@@ -32,21 +28,20 @@ type CreateTenant struct {
 func (s *TenantService) Create(ctx context.Context, in CreateTenant) (*Tenant, error) {
 	var v Violations
 	checkSlug(&v, "slug", in.Slug)
-	checkRequiredText(&v, "display_name", in.DisplayName, MaxDisplayNameLen)
+	name := checkName(&v, "display_name", in.DisplayName, MaxDisplayNameLen)
 	checkText(&v, "external_id", in.ExternalID, MaxExternalIDLen, false)
 	checkMetadata(&v, in.Metadata)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	denied := &change{Action: "tenant.created", CRUD: "c", Target: AuditTarget{Type: "tenant", Name: in.Slug}}
-	if err := authorize(ctx, s.store, s.now, PermTenantCreate, "", denied); err != nil {
+	if err := s.allow(ctx, PermTenantCreate, "", tried("tenant.created", "c", "tenant", "")); err != nil {
 		return nil, err
 	}
 	now := s.now()
 	t := &Tenant{
 		ID:          NewID(),
 		Slug:        in.Slug,
-		DisplayName: strings.TrimSpace(in.DisplayName),
+		DisplayName: name,
 		Status:      TenantTrial,
 		ExternalID:  in.ExternalID,
 		Metadata:    nonNil(in.Metadata),
@@ -71,7 +66,7 @@ func (s *TenantService) Get(ctx context.Context, id string) (*Tenant, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := authorize(ctx, s.store, s.now, PermTenantRead, id, nil); err != nil {
+	if err := s.allow(ctx, PermTenantRead, id, nil); err != nil {
 		return nil, err
 	}
 	return s.store.Tenants().Get(ctx, id)
@@ -86,11 +81,13 @@ func (s *TenantService) GetBySlug(ctx context.Context, slug string) (*Tenant, er
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
+	// A slug names no tenant until it is looked up: look, then check,
+	// answering a tenant the caller may not see as a missing one.
 	t, err := s.store.Tenants().GetBySlug(ctx, slug)
 	if err != nil {
 		return nil, err
 	}
-	if err := authorize(ctx, s.store, s.now, PermTenantRead, t.ID, nil); err != nil {
+	if err := s.allow(ctx, PermTenantRead, t.ID, nil); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -118,7 +115,7 @@ func (s *TenantService) List(ctx context.Context, f TenantFilter, p PageRequest)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	if err := authorize(ctx, s.store, s.now, PermTenantList, "", nil); err != nil {
+	if err := s.allow(ctx, PermTenantList, "", nil); err != nil {
 		return nil, err
 	}
 	// One row more than asked tells whether another page exists without a COUNT.
@@ -148,15 +145,15 @@ func (s *TenantService) Update(ctx context.Context, in UpdateTenant) (*Tenant, e
 	var v Violations
 	id := checkID(&v, "id", in.ID)
 	if in.DisplayName != nil {
-		checkRequiredText(&v, "display_name", *in.DisplayName, MaxDisplayNameLen)
+		name := checkName(&v, "display_name", *in.DisplayName, MaxDisplayNameLen)
+		in.DisplayName = &name
 	}
 	// Removals (empty values) are checked like the keys they name.
 	checkMetadata(&v, in.Metadata)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	denied := &change{Action: "tenant.updated", CRUD: "u", Target: AuditTarget{ID: id, Type: "tenant"}}
-	if err := authorize(ctx, s.store, s.now, PermTenantUpdate, id, denied); err != nil {
+	if err := s.allow(ctx, PermTenantUpdate, id, tried("tenant.updated", "u", "tenant", id)); err != nil {
 		return nil, err
 	}
 	var out *Tenant
@@ -167,7 +164,7 @@ func (s *TenantService) Update(ctx context.Context, in UpdateTenant) (*Tenant, e
 		}
 		before := *t
 		if in.DisplayName != nil {
-			t.DisplayName = strings.TrimSpace(*in.DisplayName)
+			t.DisplayName = *in.DisplayName
 		}
 		t.Metadata = mergeMetadata(t.Metadata, in.Metadata)
 		if len(t.Metadata) > MaxMetadataKeys {
@@ -205,9 +202,12 @@ func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus, 
 	if err != nil {
 		return nil, err
 	}
-	denied := &change{Action: action, CRUD: "u", Target: AuditTarget{ID: id, Type: "tenant"}}
-	if err := authorize(ctx, s.store, s.now, PermTenantLifecycle, id, denied); err != nil {
+	if err := s.allow(ctx, PermTenantLifecycle, id, tried(action, "u", "tenant", id)); err != nil {
 		return nil, err
+	}
+	if id == PlatformTenantID {
+		// Freezing it would stop every platform key, the products' included.
+		return nil, Errorf(KindFailedPrecondition, "the platform tenant's lifecycle cannot change")
 	}
 	var out *Tenant
 	err = s.store.Atomically(ctx, func(r Repositories) error {

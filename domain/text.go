@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"golang.org/x/text/unicode/norm"
 )
 
 // checkText records a violation when s is not acceptable free text: invalid
@@ -29,13 +30,29 @@ func checkText(v *Violations, field, s string, max int, multiline bool) {
 	}
 }
 
-// checkRequiredText is checkText for a field that must not be blank.
-func checkRequiredText(v *Violations, field, s string, max int) {
+// checkName checks a name people read (a display name, a key's name) and
+// returns it as it is stored: trimmed and NFC-normalised, so that one name
+// has one spelling. Besides checkText's rules it must not be blank and
+// must not hold Unicode format characters (category Cf: bidi controls
+// such as U+202E, zero-width characters such as U+200B), which make
+// different names look alike or read in another order than stored.
+func checkName(v *Violations, field, s string, max int) string {
 	if strings.TrimSpace(s) == "" {
 		v.Add(field, "is required")
-		return
+		return s
 	}
+	before := len(*v)
 	checkText(v, field, s, max, false)
+	if len(*v) > before {
+		return s
+	}
+	for _, r := range s {
+		if unicode.Is(unicode.Cf, r) {
+			v.Add(field, "must not contain invisible formatting characters (found U+%04X)", r)
+			return s
+		}
+	}
+	return norm.NFC.String(strings.TrimSpace(s))
 }
 
 // NewID returns a new UUIDv7: unique, and ordered by creation time, which

@@ -36,18 +36,3 @@ func (db *DB) SeedDev(ctx context.Context, now time.Time) error {
 		return err
 	})
 }
-
-// PlatformTenantID is the id of the platform's own tenant, which holds the
-// registry's administrative service keys. Its slug, platform, is reserved,
-// so no customer can take it.
-const PlatformTenantID = "00000000-0000-0000-0000-000000000000"
-
-// EnsurePlatformTenant creates the platform tenant unless it exists.
-func (db *DB) EnsurePlatformTenant(ctx context.Context, now time.Time) error {
-	t := newTenantRow(&domain.Tenant{
-		ID: PlatformTenantID, Slug: "platform", DisplayName: "Platform", Status: domain.TenantActive,
-		Metadata: map[string]string{}, CreateTime: now, UpdateTime: now,
-	})
-	_, err := db.bun.NewInsert().Model(t).On("CONFLICT DO NOTHING").Exec(ctx)
-	return err
-}

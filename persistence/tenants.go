@@ -90,7 +90,7 @@ func (r TenantRepository) one(ctx context.Context, q *bun.SelectQuery) (*domain.
 // List returns up to limit tenants matching f after afterID, in id order.
 func (r TenantRepository) List(ctx context.Context, f domain.TenantFilter, afterID string, limit int) ([]*domain.Tenant, error) {
 	var rows []tenantRow
-	q := r.db.NewSelect().Model(&rows).OrderExpr("id ASC").Limit(limit)
+	q := r.db.NewSelect().Model(&rows).Where("id <> ?", domain.PlatformTenantID).OrderExpr("id ASC").Limit(limit)
 	if f.Status != "" {
 		q = q.Where("status = ?", f.Status)
 	}

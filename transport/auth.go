@@ -21,8 +21,9 @@ type OIDCConfig struct {
 }
 
 // Authenticator turns the bearer token of a request into a principal: an
-// OIDC access token of the configured issuer, or a service key of this
-// registry verified through the same cached path as VerifyApiKey.
+// OIDC access token of the configured issuer, or an API key of this
+// registry verified through the same cache as VerifyApiKey (but never by
+// the legacy argon2 path, which only VerifyApiKey's callers may ask for).
 type Authenticator struct {
 	cfg  OIDCConfig
 	keys *domain.KeyVerifier
@@ -61,17 +62,14 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (domain
 }
 
 func (a *Authenticator) serviceKey(ctx context.Context, key string) (domain.Principal, error) {
-	v, err := a.keys.Verify(ctx, key, "", nil)
+	v, err := a.keys.Authenticate(ctx, key)
 	if err != nil {
 		return domain.Principal{}, err
 	}
 	if !v.Valid() {
 		return domain.Principal{}, errInvalidToken
 	}
-	return domain.Principal{
-		ID: v.KeyID, Name: "service key of " + v.TenantSlug, Type: domain.PrincipalServiceKey,
-		TenantID: v.TenantID, Scopes: v.Scopes,
-	}, nil
+	return domain.KeyPrincipal(v), nil
 }
 
 // accessTokenClaims are the claims read from an access token, as Keycloak

@@ -16,6 +16,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc/oidctest"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/tenant-registry/tenant-registry/domain"
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
@@ -129,133 +130,140 @@ const (
 var validPrincipals = []string{pAdmin, pAdminA, pMemberA, pAdminB, pProductKey, pNoScopeKey}
 var invalidPrincipals = []string{pExpired, pOtherIss, pWrongAud, pNone}
 
-// rpc is one row of the matrix: a call aimed at tenant A's data, and who
-// may make it. Everyone else with good credentials gets PermissionDenied;
-// bad credentials get Unauthenticated.
+// rpc is one row of the matrix: a call, and who may make it. Everyone else
+// with good credentials gets PermissionDenied, or NotFound when the call
+// names a tenant's data and the caller may not even see that tenant
+// (another tenant's admin, the platform's keys); bad credentials get
+// Unauthenticated.
 type rpc struct {
 	allowed []string
-	call    func(ctx context.Context, c clients, f fixture) error
+	// seenBy are the callers who may see the tenant whose data the call
+	// names (nil: it names none); other refused callers get NotFound.
+	seenBy []string
+	call   func(ctx context.Context, c clients, f fixture) error
 }
 
 func matrix() map[string]rpc {
 	admins := []string{pAdmin, pAdminA}
 	readers := []string{pAdmin, pAdminA, pMemberA}
 	only := []string{pAdmin}
+	seenByA := []string{pAdminA, pMemberA} // A's own principals see A
+	seenByNone := []string{}               // tenant A2: only the platform admin sees it
 	return map[string]rpc{
-		tenantregistryv1connect.TenantServiceCreateTenantProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.TenantServiceCreateTenantProcedure: {only, nil, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.tenants.CreateTenant(ctx, &v1.CreateTenantRequest{Slug: fmt.Sprint("new-", time.Now().UnixNano()), DisplayName: "New"})
 			return err
 		}},
-		tenantregistryv1connect.TenantServiceGetTenantProcedure: {readers, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.TenantServiceGetTenantProcedure: {readers, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.tenants.GetTenant(ctx, &v1.GetTenantRequest{Id: f.tenantA})
 			return err
 		}},
-		tenantregistryv1connect.TenantServiceGetTenantBySlugProcedure: {readers, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.TenantServiceGetTenantBySlugProcedure: {readers, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.tenants.GetTenantBySlug(ctx, &v1.GetTenantBySlugRequest{Slug: f.slugA})
 			return err
 		}},
-		tenantregistryv1connect.TenantServiceListTenantsProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.TenantServiceListTenantsProcedure: {only, nil, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.tenants.ListTenants(ctx, &v1.ListTenantsRequest{})
 			return err
 		}},
-		tenantregistryv1connect.TenantServiceUpdateTenantProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.TenantServiceUpdateTenantProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			name := "Tenant A"
 			_, err := c.tenants.UpdateTenant(ctx, &v1.UpdateTenantRequest{Id: f.tenantA, DisplayName: &name})
 			return err
 		}},
-		tenantregistryv1connect.TenantServiceActivateTenantProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.TenantServiceActivateTenantProcedure: {only, seenByNone, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.tenants.ActivateTenant(ctx, &v1.ActivateTenantRequest{Id: f.tenantA2})
 			return err
 		}},
-		tenantregistryv1connect.TenantServiceCancelTenantProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.TenantServiceCancelTenantProcedure: {only, seenByNone, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.tenants.CancelTenant(ctx, &v1.CancelTenantRequest{Id: f.tenantA2})
 			return err
 		}},
-		tenantregistryv1connect.CatalogServiceListProductsProcedure: {[]string{pAdmin, pAdminA, pMemberA, pAdminB}, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.CatalogServiceListProductsProcedure: {[]string{pAdmin, pAdminA, pMemberA, pAdminB}, nil, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.catalog.ListProducts(ctx, &v1.ListProductsRequest{})
 			return err
 		}},
-		tenantregistryv1connect.CatalogServiceCreateProductProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.CatalogServiceCreateProductProcedure: {only, nil, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.catalog.CreateProduct(ctx, &v1.CreateProductRequest{Key: fmt.Sprint("p-", time.Now().UnixNano()), DisplayName: "P"})
 			return err
 		}},
-		tenantregistryv1connect.CatalogServiceUpdateProductProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.CatalogServiceUpdateProductProcedure: {only, nil, func(ctx context.Context, c clients, f fixture) error {
 			d := "updated"
 			_, err := c.catalog.UpdateProduct(ctx, &v1.UpdateProductRequest{Key: "analytics", Description: &d})
 			return err
 		}},
-		tenantregistryv1connect.CatalogServiceRequestProductProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.CatalogServiceRequestProductProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.catalog.RequestProduct(ctx, &v1.RequestProductRequest{TenantId: f.tenantA, Product: "data-warehouse", Note: "call us"})
 			return err
 		}},
-		tenantregistryv1connect.CatalogServiceListProductRequestsProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.CatalogServiceListProductRequestsProcedure: {only, nil, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.catalog.ListProductRequests(ctx, &v1.ListProductRequestsRequest{})
 			return err
 		}},
-		tenantregistryv1connect.CatalogServiceStartTrialProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.CatalogServiceStartTrialProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.catalog.StartTrial(ctx, &v1.StartTrialRequest{TenantId: f.tenantA, Product: "helpdesk"})
 			return err
 		}},
-		tenantregistryv1connect.EntitlementServiceListEntitlementsProcedure: {readers, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.EntitlementServiceListEntitlementsProcedure: {readers, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.entitlements.ListEntitlements(ctx, &v1.ListEntitlementsRequest{TenantId: f.tenantA})
 			return err
 		}},
-		tenantregistryv1connect.EntitlementServiceCheckEntitlementProcedure: {append(readers, pProductKey), func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.EntitlementServiceCheckEntitlementProcedure: {append(readers, pProductKey), seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.entitlements.CheckEntitlement(ctx, &v1.CheckEntitlementRequest{TenantId: f.tenantA, Product: "analytics"})
 			return err
 		}},
-		tenantregistryv1connect.EntitlementServiceGrantEntitlementProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.EntitlementServiceGrantEntitlementProcedure: {only, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.entitlements.GrantEntitlement(ctx, &v1.GrantEntitlementRequest{TenantId: f.tenantA, Product: "analytics"})
 			return err
 		}},
-		tenantregistryv1connect.EntitlementServiceRevokeEntitlementProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.EntitlementServiceRevokeEntitlementProcedure: {only, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.entitlements.RevokeEntitlement(ctx, &v1.RevokeEntitlementRequest{TenantId: f.tenantA, Product: "analytics"})
 			return err
 		}},
-		tenantregistryv1connect.ApiKeyServiceCreateApiKeyProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.ApiKeyServiceCreateApiKeyProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.keys.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: f.tenantA, Name: "k"})
 			return err
 		}},
-		tenantregistryv1connect.ApiKeyServiceListApiKeysProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.ApiKeyServiceListApiKeysProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.keys.ListApiKeys(ctx, &v1.ListApiKeysRequest{TenantId: f.tenantA})
 			return err
 		}},
-		tenantregistryv1connect.ApiKeyServiceGetApiKeyProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.ApiKeyServiceGetApiKeyProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.keys.GetApiKey(ctx, &v1.GetApiKeyRequest{Id: f.keyA})
 			return err
 		}},
-		tenantregistryv1connect.ApiKeyServiceRevokeApiKeyProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.ApiKeyServiceRevokeApiKeyProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.keys.RevokeApiKey(ctx, &v1.RevokeApiKeyRequest{Id: f.keyA})
 			return err
 		}},
-		tenantregistryv1connect.ApiKeyServiceRotateApiKeyProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.ApiKeyServiceRotateApiKeyProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.keys.RotateApiKey(ctx, &v1.RotateApiKeyRequest{Id: f.rotateA})
 			return err
 		}},
-		tenantregistryv1connect.ApiKeyServiceVerifyApiKeyProcedure: {[]string{pAdmin, pProductKey}, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.ApiKeyServiceVerifyApiKeyProcedure: {[]string{pAdmin, pProductKey}, nil, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.keys.VerifyApiKey(ctx, &v1.VerifyApiKeyRequest{Key: f.productKey})
 			return err
 		}},
-		tenantregistryv1connect.ApiKeyServiceImportApiKeysProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.ApiKeyServiceImportApiKeysProcedure: {only, nil, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.keys.ImportApiKeys(ctx, &v1.ImportApiKeysRequest{Keys: []*v1.ImportedApiKey{{
 				TenantId: f.tenantA, Name: "old", Prefix: "bp_" + fmt.Sprintf("%08d", time.Now().UnixNano()%1e8),
 				Hash: "argon2id|c2FsdHNhbHRzYWx0|" + strings.Repeat("A", 43),
 			}}})
 			return err
 		}},
-		tenantregistryv1connect.AuditServiceRecordAuditEventProcedure: {[]string{pAdmin, pProductKey}, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.AuditServiceRecordAuditEventProcedure: {[]string{pAdmin, pProductKey}, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.audit.RecordAuditEvent(ctx, &v1.RecordAuditEventRequest{Event: productEvent(f.tenantA, "report.viewed")})
 			return err
 		}},
-		tenantregistryv1connect.AuditServiceRecordAuditEventsProcedure: {[]string{pAdmin, pProductKey}, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.AuditServiceRecordAuditEventsProcedure: {[]string{pAdmin, pProductKey}, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.audit.RecordAuditEvents(ctx, &v1.RecordAuditEventsRequest{Events: []*v1.AuditEvent{productEvent(f.tenantA, "report.viewed")}})
 			return err
 		}},
-		tenantregistryv1connect.AuditServiceListAuditEventsProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.AuditServiceListAuditEventsProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.audit.ListAuditEvents(ctx, &v1.ListAuditEventsRequest{TenantId: f.tenantA})
 			return err
 		}},
-		tenantregistryv1connect.AuditServiceExportAuditEventsProcedure: {admins, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.AuditServiceExportAuditEventsProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			stream, err := c.audit.ExportAuditEvents(ctx, &v1.ExportAuditEventsRequest{TenantId: f.tenantA})
 			if err != nil {
 				return err
@@ -264,7 +272,7 @@ func matrix() map[string]rpc {
 			}
 			return stream.Err()
 		}},
-		tenantregistryv1connect.AuditServiceVerifyAuditChainProcedure: {only, func(ctx context.Context, c clients, f fixture) error {
+		tenantregistryv1connect.AuditServiceVerifyAuditChainProcedure: {only, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.audit.VerifyAuditChain(ctx, &v1.VerifyAuditChainRequest{TenantId: f.tenantA})
 			return err
 		}},
@@ -318,7 +326,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return res.GetTenant().GetId()
 		}
 		f := fixture{tenantA: mk("tenant-a"), tenantA2: mk("tenant-a2"), slugA: "tenant-a"}
-		tenantB, platform := mk("tenant-b"), mk("products")
+		tenantB, platform := mk("tenant-b"), domain.PlatformTenantID
+		for _, product := range []string{"analytics", "helpdesk", "data-warehouse"} {
+			if _, err := c.catalog.CreateProduct(as(admin), &v1.CreateProductRequest{Key: product, DisplayName: product}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		key := func(tenant string, scopes ...string) (string, string) {
 			res, err := c.keys.CreateApiKey(as(admin), &v1.CreateApiKeyRequest{TenantId: tenant, Name: "k", Scopes: scopes})
 			if err != nil {
@@ -353,8 +366,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 				}
 				err := row.call(as(tokens[p]), c, f)
 				want := connect.CodePermissionDenied
-				if contains(invalidPrincipals, p) {
+				switch {
+				case contains(invalidPrincipals, p):
 					want = connect.CodeUnauthenticated
+				case row.seenBy != nil && !contains(row.seenBy, p):
+					want = connect.CodeNotFound
 				}
 				if connect.CodeOf(err) != want {
 					t.Errorf("%s as %s: got %v, want %v", proc, p, err, want)
@@ -371,22 +387,31 @@ func TestAuthorizationMatrix(t *testing.T) {
 			}
 		}
 
-		// Refused state changes are in the audit log as failures.
-		res, err := c.audit.ListAuditEvents(as(admin), &v1.ListAuditEventsRequest{TenantId: f.tenantA, Action: "api_key.created", PageSize: 100})
-		if err != nil {
-			t.Fatal(err)
-		}
-		failures := 0
-		for _, e := range res.GetEvents() {
-			if e.GetIsFailure() {
-				failures++
-				if e.GetActor().GetId() == "" {
-					t.Errorf("failure event without its actor: %v", e)
+		// Refused state changes are in the audit log as failures: in the
+		// caller's own chain when it was told it may not (the member of A),
+		// in the platform chain when it was told "not found" (B's admin and
+		// both platform keys), never in A's for a caller of another tenant.
+		failures := func(tenant string) []string {
+			res, err := c.audit.ListAuditEvents(as(admin), &v1.ListAuditEventsRequest{TenantId: tenant, Action: "api_key.created", PageSize: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var actors []string
+			for _, e := range res.GetEvents() {
+				if e.GetIsFailure() {
+					actors = append(actors, e.GetActor().GetType())
+					if e.GetActor().GetId() == "" {
+						t.Errorf("failure event without its actor: %v", e)
+					}
 				}
 			}
+			return actors
 		}
-		if failures != 4 { // member of A, admin of B, both service keys
-			t.Errorf("%d refused key creations recorded, want 4", failures)
+		if got := failures(f.tenantA); len(got) != 1 || got[0] != "user" {
+			t.Errorf("refused key creations in A's chain by %v, want one by A's member", got)
+		}
+		if got := failures(""); len(got) != 3 {
+			t.Errorf("refused key creations in the platform chain by %v, want 3 (B's admin, two platform keys)", got)
 		}
 	})
 }

@@ -11,7 +11,7 @@ import (
 
 // DevPrincipal is who every call acts as when authentication is off (dev
 // mode without an issuer).
-var DevPrincipal = domain.Principal{ID: "dev", Name: "dev platform admin", Type: "dev", Roles: []string{"platform-admin"}}
+var DevPrincipal = domain.Principal{ID: "dev", Name: "dev platform admin", Type: domain.PrincipalDev, Roles: []string{domain.RolePlatformAdmin}}
 
 // sourceResolver finds a request's source address: the peer's, or from
 // X-Forwarded-For when the peer is a trusted proxy.

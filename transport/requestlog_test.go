@@ -43,7 +43,7 @@ func TestLogHandler(t *testing.T) {
 	ri := &requestInfo{id: "req-1"}
 	ctx := withRequestInfo(context.Background(), ri)
 	ri.setProcedure("/svc/Method")
-	ri.setPrincipal(domain.Principal{ID: "key-1", Type: domain.PrincipalServiceKey, TenantID: "t-1", Name: "secret name"})
+	ri.setPrincipal(domain.Principal{ID: "key-1", Type: domain.PrincipalTenantKey, TenantID: "t-1", Name: "secret name"})
 	log.InfoContext(ctx, "one", "procedure", "/own/Value")
 	log.Info("outside a request")
 
@@ -60,7 +60,7 @@ func TestLogHandler(t *testing.T) {
 	}
 	want := map[string]any{
 		"request_id": "req-1", "procedure": "/own/Value", "tenant": "t-1",
-		"principal": map[string]any{"id": "key-1", "type": "service_key"},
+		"principal": map[string]any{"id": "key-1", "type": "tenant_key"},
 	}
 	for k, v := range want {
 		gotJSON, _ := json.Marshal(got[k])

@@ -10,7 +10,6 @@ import (
 
 	"github.com/tenant-registry/tenant-registry/domain"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
-	"github.com/tenant-registry/tenant-registry/persistence"
 )
 
 // TestKeysBootstrap runs "keys bootstrap" and checks the printed key is a
@@ -35,10 +34,10 @@ func TestKeysBootstrap(t *testing.T) {
 
 	db := testdb.MustOpenURL(t, dbURL)
 	v, err := domain.NewKeyVerifier(db.Store(), domain.SystemClock, domain.NewKeyCache(domain.DefaultKeyCacheConfig)).Verify(ctx, key, "", []string{domain.ScopeAdmin})
-	if err != nil || !v.Valid() || v.TenantID != persistence.PlatformTenantID || !slices.Equal(v.Scopes, []string{domain.ScopeAdmin}) {
+	if err != nil || !v.Valid() || v.TenantID != domain.PlatformTenantID || !slices.Equal(v.Scopes, []string{domain.ScopeAdmin}) {
 		t.Fatalf("the bootstrap key does not verify as a platform admin key: %+v %v", v, err)
 	}
-	events, err := db.Store().Audit().List(ctx, domain.AuditFilter{TenantID: persistence.PlatformTenantID, Action: "api_key.created"}, 0, 10)
+	events, err := db.Store().Audit().List(ctx, domain.AuditFilter{TenantID: domain.PlatformTenantID, Action: "api_key.created"}, 0, 10)
 	if err != nil || len(events) != 2 || events[0].Actor.ID != "bootstrap" {
 		t.Fatalf("bootstrap keys not audited: %v %v", events, err)
 	}

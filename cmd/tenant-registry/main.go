@@ -375,8 +375,8 @@ var bootstrapPrincipal = domain.Principal{
 	ID: "bootstrap", Name: "tenant-registry keys bootstrap", Type: "bootstrap", Roles: []string{domain.RolePlatformAdmin},
 }
 
-// keysCommand runs "keys bootstrap": it creates a service key with the
-// registry:admin scope in the platform's own tenant and prints it once.
+// keysCommand runs "keys bootstrap": it creates a platform key (a key of
+// the platform tenant) with the registry:admin scope and prints it once.
 func keysCommand(ctx context.Context, cfg Config, log *slog.Logger, args []string, stdout, stderr io.Writer) error {
 	if len(args) != 1 || args[0] != "bootstrap" {
 		return errors.New("usage: tenant-registry keys bootstrap")
@@ -387,13 +387,10 @@ func keysCommand(ctx context.Context, cfg Config, log *slog.Logger, args []strin
 		return err
 	}
 	defer m.Close()
-	if err := m.DB.EnsurePlatformTenant(ctx, m.Clock()); err != nil {
-		return fmt.Errorf("create the platform tenant: %w", err)
-	}
 	keys := domain.NewApiKeyService(m.DB.Store(), m.Clock, m.Verifier)
 	ctx = domain.WithCaller(ctx, domain.Caller{Principal: bootstrapPrincipal})
 	k, plaintext, err := keys.Create(ctx, domain.CreateApiKey{
-		TenantID: persistence.PlatformTenantID, Name: "bootstrap admin key", Scopes: []string{domain.ScopeAdmin},
+		TenantID: domain.PlatformTenantID, Name: "bootstrap admin key", Scopes: []string{domain.ScopeAdmin},
 	})
 	if err != nil {
 		return err

@@ -25,6 +25,7 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tenant-registry/tenant-registry/domain"
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 	"github.com/tenant-registry/tenant-registry/transport"
@@ -70,7 +71,7 @@ func TestTelemetry(t *testing.T) {
 	if _, err := tenants.GetTenant(ctx, &v1.GetTenantRequest{Id: tn.GetTenant().GetId()}); err != nil {
 		t.Fatalf("GetTenant: %v", err)
 	}
-	key, err := keys.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: tn.GetTenant().GetId(), Name: "robot", Scopes: []string{"registry:verify"}})
+	key, err := keys.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: tn.GetTenant().GetId(), Name: "robot", Scopes: []string{"reports:read"}})
 	if err != nil {
 		t.Fatalf("CreateApiKey: %v", err)
 	}
@@ -363,7 +364,7 @@ func TestRequestLog(t *testing.T) {
 		})
 	}
 	asAdmin := tenantregistryv1connect.NewApiKeyServiceClient(http.DefaultClient, srv.url, connect.WithInterceptors(bearer(admin)))
-	created, err := asAdmin.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: seedTenantID, Name: "verifier", Scopes: []string{"registry:verify"}})
+	created, err := asAdmin.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: domain.PlatformTenantID, Name: "verifier", Scopes: []string{"registry:verify"}})
 	if err != nil {
 		t.Fatalf("CreateApiKey: %v", err)
 	}
@@ -415,8 +416,8 @@ func TestRequestLog(t *testing.T) {
 	}
 	for field, want := range map[string]any{
 		"procedure": tenantregistryv1connect.ApiKeyServiceVerifyApiKeyProcedure, "protocol": "connect",
-		"code": "ok", "tenant": seedTenantID,
-		"principal": map[string]any{"id": created.GetApiKey().GetId(), "type": "service_key"},
+		"code": "ok", "tenant": domain.PlatformTenantID,
+		"principal": map[string]any{"id": created.GetApiKey().GetId(), "type": "platform_key"},
 	} {
 		if got, _ := json.Marshal(ok[field]); string(got) != mustJSON(t, want) {
 			t.Errorf("rpc line %s = %s, want %s", field, got, mustJSON(t, want))
