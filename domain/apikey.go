@@ -144,6 +144,10 @@ type ApiKey struct {
 	LastUsedTime time.Time // zero: never used; updated at most once a minute
 }
 
+// IsPlatform reports whether k is a platform key: a key of the platform
+// tenant, the only kind whose platform scopes count.
+func (k *ApiKey) IsPlatform() bool { return k.TenantID == PlatformTenantID }
+
 // StatusAt is the key's status at now.
 func (k *ApiKey) StatusAt(now time.Time) ApiKeyStatus {
 	switch {

@@ -39,7 +39,7 @@ type CreateProduct struct {
 // CreateProduct validates in and adds it to the catalog.
 func (s *CatalogService) CreateProduct(ctx context.Context, in CreateProduct) (*Product, error) {
 	var v Violations
-	checkProductKey(&v, "key", in.Key)
+	checkNewProductKey(&v, "key", in.Key)
 	name := checkName(&v, "display_name", in.DisplayName, MaxDisplayNameLen)
 	checkText(&v, "description", in.Description, MaxProductDescriptionLen, true)
 	days := DefaultTrialDays

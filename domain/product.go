@@ -40,6 +40,16 @@ func checkProductKey(v *Violations, field, key string) {
 	}
 }
 
+// checkNewProductKey is checkProductKey for a product being created: the
+// registry's own product name is reserved, so that no platform key can act
+// for it and write events that look like the registry's own.
+func checkNewProductKey(v *Violations, field, key string) {
+	checkProductKey(v, field, key)
+	if key == RegistryProduct {
+		v.Add(field, "%q is reserved: it names the registry's own audit events", key)
+	}
+}
+
 func checkTrialDays(v *Violations, field string, days int) {
 	if days < 0 || days > MaxTrialDays {
 		v.Add(field, "must be between 0 and %d, got %d", MaxTrialDays, days)

@@ -146,8 +146,13 @@ var apiKeyStatuses = map[domain.ApiKeyStatus]v1.ApiKeyStatus{
 
 // apiKeyOut converts a key's metadata; the hash never leaves the server.
 func (s *ApiKeyServer) apiKeyOut(k *domain.ApiKey) *v1.ApiKey {
+	kind := v1.ApiKeyKind_API_KEY_KIND_TENANT
+	if k.IsPlatform() {
+		kind = v1.ApiKeyKind_API_KEY_KIND_PLATFORM
+	}
 	return &v1.ApiKey{
-		Id: k.ID, TenantId: k.TenantID, Name: k.Name, Prefix: k.Prefix, Scopes: k.Scopes,
+		Kind: kind,
+		Id:   k.ID, TenantId: k.TenantID, Name: k.Name, Prefix: k.Prefix, Scopes: k.Scopes,
 		Status: apiKeyStatuses[k.StatusAt(s.now())], CreateTime: timeOut(k.CreateTime), ExpireTime: timeOut(k.ExpireTime),
 		RevokeTime: timeOut(k.RevokeTime), LastUsedTime: timeOut(k.LastUsedTime),
 	}

@@ -25,6 +25,9 @@ function operations(path: string): string[] {
   }
   const ops: string[] = [];
   for (const line of lines.slice(start + 1)) {
+    if (line.trim() === "") {
+      continue; // a blank line inside a multi-line description
+    }
     if (!line.startsWith("    ")) {
       break; // the next path
     }

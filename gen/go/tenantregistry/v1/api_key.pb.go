@@ -23,6 +23,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// The kind of an API key, which decides which registry scopes count on it.
+type ApiKeyKind int32
+
+const (
+	// Not set; never returned.
+	ApiKeyKind_API_KEY_KIND_UNSPECIFIED ApiKeyKind = 0
+	// A key of an ordinary tenant: product scopes, and the tenant scopes acting
+	// on its own tenant only.
+	ApiKeyKind_API_KEY_KIND_TENANT ApiKeyKind = 1
+	// A key of the platform tenant: the only kind whose platform scopes
+	// (`registry:admin`, `registry:verify`, `registry:audit.write`,
+	// `registry:entitlements.read`, `product:<key>`) count.
+	ApiKeyKind_API_KEY_KIND_PLATFORM ApiKeyKind = 2
+)
+
+// Enum value maps for ApiKeyKind.
+var (
+	ApiKeyKind_name = map[int32]string{
+		0: "API_KEY_KIND_UNSPECIFIED",
+		1: "API_KEY_KIND_TENANT",
+		2: "API_KEY_KIND_PLATFORM",
+	}
+	ApiKeyKind_value = map[string]int32{
+		"API_KEY_KIND_UNSPECIFIED": 0,
+		"API_KEY_KIND_TENANT":      1,
+		"API_KEY_KIND_PLATFORM":    2,
+	}
+)
+
+func (x ApiKeyKind) Enum() *ApiKeyKind {
+	p := new(ApiKeyKind)
+	*p = x
+	return p
+}
+
+func (x ApiKeyKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ApiKeyKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_tenantregistry_v1_api_key_proto_enumTypes[0].Descriptor()
+}
+
+func (ApiKeyKind) Type() protoreflect.EnumType {
+	return &file_tenantregistry_v1_api_key_proto_enumTypes[0]
+}
+
+func (x ApiKeyKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ApiKeyKind.Descriptor instead.
+func (ApiKeyKind) EnumDescriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{0}
+}
+
 // The state of an API key.
 type ApiKeyStatus int32
 
@@ -65,11 +121,11 @@ func (x ApiKeyStatus) String() string {
 }
 
 func (ApiKeyStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_tenantregistry_v1_api_key_proto_enumTypes[0].Descriptor()
+	return file_tenantregistry_v1_api_key_proto_enumTypes[1].Descriptor()
 }
 
 func (ApiKeyStatus) Type() protoreflect.EnumType {
-	return &file_tenantregistry_v1_api_key_proto_enumTypes[0]
+	return &file_tenantregistry_v1_api_key_proto_enumTypes[1]
 }
 
 func (x ApiKeyStatus) Number() protoreflect.EnumNumber {
@@ -78,7 +134,7 @@ func (x ApiKeyStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApiKeyStatus.Descriptor instead.
 func (ApiKeyStatus) EnumDescriptor() ([]byte, []int) {
-	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{0}
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{1}
 }
 
 // The outcome of VerifyApiKey. The checks run in the order of the values
@@ -144,11 +200,11 @@ func (x ApiKeyVerificationCode) String() string {
 }
 
 func (ApiKeyVerificationCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_tenantregistry_v1_api_key_proto_enumTypes[1].Descriptor()
+	return file_tenantregistry_v1_api_key_proto_enumTypes[2].Descriptor()
 }
 
 func (ApiKeyVerificationCode) Type() protoreflect.EnumType {
-	return &file_tenantregistry_v1_api_key_proto_enumTypes[1]
+	return &file_tenantregistry_v1_api_key_proto_enumTypes[2]
 }
 
 func (x ApiKeyVerificationCode) Number() protoreflect.EnumNumber {
@@ -157,7 +213,7 @@ func (x ApiKeyVerificationCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApiKeyVerificationCode.Descriptor instead.
 func (ApiKeyVerificationCode) EnumDescriptor() ([]byte, []int) {
-	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{1}
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{2}
 }
 
 // An API key's metadata. The plaintext is never part of it.
@@ -172,7 +228,8 @@ type ApiKey struct {
 	// The first characters of the plaintext (`bp_` and 8 characters), to
 	// recognise a key in lists and logs. Output only.
 	Prefix string `protobuf:"bytes,4,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	// The permissions granted to the key.
+	// The permissions granted to the key: product scopes, and the registry
+	// scopes of its kind (see ApiKeyService).
 	Scopes []string `protobuf:"bytes,5,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// Current state, computed when read. Output only.
 	Status ApiKeyStatus `protobuf:"varint,6,opt,name=status,proto3,enum=tenantregistry.v1.ApiKeyStatus" json:"status,omitempty"`
@@ -184,7 +241,9 @@ type ApiKey struct {
 	RevokeTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
 	// When the key last verified successfully, to within a minute (writes are
 	// coalesced). Absent if never used. Output only.
-	LastUsedTime  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
+	LastUsedTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
+	// Platform key or tenant key, by its tenant. Output only.
+	Kind          ApiKeyKind `protobuf:"varint,11,opt,name=kind,proto3,enum=tenantregistry.v1.ApiKeyKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -287,6 +346,13 @@ func (x *ApiKey) GetLastUsedTime() *timestamppb.Timestamp {
 		return x.LastUsedTime
 	}
 	return nil
+}
+
+func (x *ApiKey) GetKind() ApiKeyKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ApiKeyKind_API_KEY_KIND_UNSPECIFIED
 }
 
 // A key of the previous REST implementation, for ImportApiKeys.
@@ -1207,7 +1273,7 @@ var File_tenantregistry_v1_api_key_proto protoreflect.FileDescriptor
 
 const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftenantregistry/v1/api_key.proto\x12\x11tenantregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xab\x03\n" +
+	"\x1ftenantregistry/v1/api_key.proto\x12\x11tenantregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x03\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x12\n" +
@@ -1222,7 +1288,8 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"\vrevoke_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"revokeTime\x12@\n" +
 	"\x0elast_used_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\flastUsedTime\"\xff\x01\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\flastUsedTime\x121\n" +
+	"\x04kind\x18\v \x01(\x0e2\x1d.tenantregistry.v1.ApiKeyKindR\x04kind\"\xff\x01\n" +
 	"\x0eImportedApiKey\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1281,7 +1348,12 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"\x14ImportApiKeysRequest\x125\n" +
 	"\x04keys\x18\x01 \x03(\v2!.tenantregistry.v1.ImportedApiKeyR\x04keys\"M\n" +
 	"\x15ImportApiKeysResponse\x124\n" +
-	"\bapi_keys\x18\x01 \x03(\v2\x19.tenantregistry.v1.ApiKeyR\aapiKeys*\x81\x01\n" +
+	"\bapi_keys\x18\x01 \x03(\v2\x19.tenantregistry.v1.ApiKeyR\aapiKeys*^\n" +
+	"\n" +
+	"ApiKeyKind\x12\x1c\n" +
+	"\x18API_KEY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13API_KEY_KIND_TENANT\x10\x01\x12\x19\n" +
+	"\x15API_KEY_KIND_PLATFORM\x10\x02*\x81\x01\n" +
 	"\fApiKeyStatus\x12\x1e\n" +
 	"\x1aAPI_KEY_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15API_KEY_STATUS_ACTIVE\x10\x01\x12\x1a\n" +
@@ -1319,68 +1391,70 @@ func file_tenantregistry_v1_api_key_proto_rawDescGZIP() []byte {
 	return file_tenantregistry_v1_api_key_proto_rawDescData
 }
 
-var file_tenantregistry_v1_api_key_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_tenantregistry_v1_api_key_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_tenantregistry_v1_api_key_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_tenantregistry_v1_api_key_proto_goTypes = []any{
-	(ApiKeyStatus)(0),             // 0: tenantregistry.v1.ApiKeyStatus
-	(ApiKeyVerificationCode)(0),   // 1: tenantregistry.v1.ApiKeyVerificationCode
-	(*ApiKey)(nil),                // 2: tenantregistry.v1.ApiKey
-	(*ImportedApiKey)(nil),        // 3: tenantregistry.v1.ImportedApiKey
-	(*CreateApiKeyRequest)(nil),   // 4: tenantregistry.v1.CreateApiKeyRequest
-	(*CreateApiKeyResponse)(nil),  // 5: tenantregistry.v1.CreateApiKeyResponse
-	(*ListApiKeysRequest)(nil),    // 6: tenantregistry.v1.ListApiKeysRequest
-	(*ListApiKeysResponse)(nil),   // 7: tenantregistry.v1.ListApiKeysResponse
-	(*GetApiKeyRequest)(nil),      // 8: tenantregistry.v1.GetApiKeyRequest
-	(*GetApiKeyResponse)(nil),     // 9: tenantregistry.v1.GetApiKeyResponse
-	(*RevokeApiKeyRequest)(nil),   // 10: tenantregistry.v1.RevokeApiKeyRequest
-	(*RevokeApiKeyResponse)(nil),  // 11: tenantregistry.v1.RevokeApiKeyResponse
-	(*RotateApiKeyRequest)(nil),   // 12: tenantregistry.v1.RotateApiKeyRequest
-	(*RotateApiKeyResponse)(nil),  // 13: tenantregistry.v1.RotateApiKeyResponse
-	(*VerifyApiKeyRequest)(nil),   // 14: tenantregistry.v1.VerifyApiKeyRequest
-	(*VerifyApiKeyResponse)(nil),  // 15: tenantregistry.v1.VerifyApiKeyResponse
-	(*ImportApiKeysRequest)(nil),  // 16: tenantregistry.v1.ImportApiKeysRequest
-	(*ImportApiKeysResponse)(nil), // 17: tenantregistry.v1.ImportApiKeysResponse
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(ApiKeyKind)(0),               // 0: tenantregistry.v1.ApiKeyKind
+	(ApiKeyStatus)(0),             // 1: tenantregistry.v1.ApiKeyStatus
+	(ApiKeyVerificationCode)(0),   // 2: tenantregistry.v1.ApiKeyVerificationCode
+	(*ApiKey)(nil),                // 3: tenantregistry.v1.ApiKey
+	(*ImportedApiKey)(nil),        // 4: tenantregistry.v1.ImportedApiKey
+	(*CreateApiKeyRequest)(nil),   // 5: tenantregistry.v1.CreateApiKeyRequest
+	(*CreateApiKeyResponse)(nil),  // 6: tenantregistry.v1.CreateApiKeyResponse
+	(*ListApiKeysRequest)(nil),    // 7: tenantregistry.v1.ListApiKeysRequest
+	(*ListApiKeysResponse)(nil),   // 8: tenantregistry.v1.ListApiKeysResponse
+	(*GetApiKeyRequest)(nil),      // 9: tenantregistry.v1.GetApiKeyRequest
+	(*GetApiKeyResponse)(nil),     // 10: tenantregistry.v1.GetApiKeyResponse
+	(*RevokeApiKeyRequest)(nil),   // 11: tenantregistry.v1.RevokeApiKeyRequest
+	(*RevokeApiKeyResponse)(nil),  // 12: tenantregistry.v1.RevokeApiKeyResponse
+	(*RotateApiKeyRequest)(nil),   // 13: tenantregistry.v1.RotateApiKeyRequest
+	(*RotateApiKeyResponse)(nil),  // 14: tenantregistry.v1.RotateApiKeyResponse
+	(*VerifyApiKeyRequest)(nil),   // 15: tenantregistry.v1.VerifyApiKeyRequest
+	(*VerifyApiKeyResponse)(nil),  // 16: tenantregistry.v1.VerifyApiKeyResponse
+	(*ImportApiKeysRequest)(nil),  // 17: tenantregistry.v1.ImportApiKeysRequest
+	(*ImportApiKeysResponse)(nil), // 18: tenantregistry.v1.ImportApiKeysResponse
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
 }
 var file_tenantregistry_v1_api_key_proto_depIdxs = []int32{
-	0,  // 0: tenantregistry.v1.ApiKey.status:type_name -> tenantregistry.v1.ApiKeyStatus
-	18, // 1: tenantregistry.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	18, // 2: tenantregistry.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	18, // 3: tenantregistry.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	18, // 4: tenantregistry.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
-	18, // 5: tenantregistry.v1.ImportedApiKey.create_time:type_name -> google.protobuf.Timestamp
-	18, // 6: tenantregistry.v1.ImportedApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	18, // 7: tenantregistry.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 8: tenantregistry.v1.CreateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
-	2,  // 9: tenantregistry.v1.ListApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
-	2,  // 10: tenantregistry.v1.GetApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
-	2,  // 11: tenantregistry.v1.RevokeApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
-	19, // 12: tenantregistry.v1.RotateApiKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	2,  // 13: tenantregistry.v1.RotateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
-	2,  // 14: tenantregistry.v1.RotateApiKeyResponse.previous_api_key:type_name -> tenantregistry.v1.ApiKey
-	1,  // 15: tenantregistry.v1.VerifyApiKeyResponse.code:type_name -> tenantregistry.v1.ApiKeyVerificationCode
-	3,  // 16: tenantregistry.v1.ImportApiKeysRequest.keys:type_name -> tenantregistry.v1.ImportedApiKey
-	2,  // 17: tenantregistry.v1.ImportApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
-	4,  // 18: tenantregistry.v1.ApiKeyService.CreateApiKey:input_type -> tenantregistry.v1.CreateApiKeyRequest
-	6,  // 19: tenantregistry.v1.ApiKeyService.ListApiKeys:input_type -> tenantregistry.v1.ListApiKeysRequest
-	8,  // 20: tenantregistry.v1.ApiKeyService.GetApiKey:input_type -> tenantregistry.v1.GetApiKeyRequest
-	10, // 21: tenantregistry.v1.ApiKeyService.RevokeApiKey:input_type -> tenantregistry.v1.RevokeApiKeyRequest
-	12, // 22: tenantregistry.v1.ApiKeyService.RotateApiKey:input_type -> tenantregistry.v1.RotateApiKeyRequest
-	14, // 23: tenantregistry.v1.ApiKeyService.VerifyApiKey:input_type -> tenantregistry.v1.VerifyApiKeyRequest
-	16, // 24: tenantregistry.v1.ApiKeyService.ImportApiKeys:input_type -> tenantregistry.v1.ImportApiKeysRequest
-	5,  // 25: tenantregistry.v1.ApiKeyService.CreateApiKey:output_type -> tenantregistry.v1.CreateApiKeyResponse
-	7,  // 26: tenantregistry.v1.ApiKeyService.ListApiKeys:output_type -> tenantregistry.v1.ListApiKeysResponse
-	9,  // 27: tenantregistry.v1.ApiKeyService.GetApiKey:output_type -> tenantregistry.v1.GetApiKeyResponse
-	11, // 28: tenantregistry.v1.ApiKeyService.RevokeApiKey:output_type -> tenantregistry.v1.RevokeApiKeyResponse
-	13, // 29: tenantregistry.v1.ApiKeyService.RotateApiKey:output_type -> tenantregistry.v1.RotateApiKeyResponse
-	15, // 30: tenantregistry.v1.ApiKeyService.VerifyApiKey:output_type -> tenantregistry.v1.VerifyApiKeyResponse
-	17, // 31: tenantregistry.v1.ApiKeyService.ImportApiKeys:output_type -> tenantregistry.v1.ImportApiKeysResponse
-	25, // [25:32] is the sub-list for method output_type
-	18, // [18:25] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	1,  // 0: tenantregistry.v1.ApiKey.status:type_name -> tenantregistry.v1.ApiKeyStatus
+	19, // 1: tenantregistry.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	19, // 2: tenantregistry.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 3: tenantregistry.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	19, // 4: tenantregistry.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	0,  // 5: tenantregistry.v1.ApiKey.kind:type_name -> tenantregistry.v1.ApiKeyKind
+	19, // 6: tenantregistry.v1.ImportedApiKey.create_time:type_name -> google.protobuf.Timestamp
+	19, // 7: tenantregistry.v1.ImportedApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 8: tenantregistry.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	3,  // 9: tenantregistry.v1.CreateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	3,  // 10: tenantregistry.v1.ListApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
+	3,  // 11: tenantregistry.v1.GetApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	3,  // 12: tenantregistry.v1.RevokeApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	20, // 13: tenantregistry.v1.RotateApiKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	3,  // 14: tenantregistry.v1.RotateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	3,  // 15: tenantregistry.v1.RotateApiKeyResponse.previous_api_key:type_name -> tenantregistry.v1.ApiKey
+	2,  // 16: tenantregistry.v1.VerifyApiKeyResponse.code:type_name -> tenantregistry.v1.ApiKeyVerificationCode
+	4,  // 17: tenantregistry.v1.ImportApiKeysRequest.keys:type_name -> tenantregistry.v1.ImportedApiKey
+	3,  // 18: tenantregistry.v1.ImportApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
+	5,  // 19: tenantregistry.v1.ApiKeyService.CreateApiKey:input_type -> tenantregistry.v1.CreateApiKeyRequest
+	7,  // 20: tenantregistry.v1.ApiKeyService.ListApiKeys:input_type -> tenantregistry.v1.ListApiKeysRequest
+	9,  // 21: tenantregistry.v1.ApiKeyService.GetApiKey:input_type -> tenantregistry.v1.GetApiKeyRequest
+	11, // 22: tenantregistry.v1.ApiKeyService.RevokeApiKey:input_type -> tenantregistry.v1.RevokeApiKeyRequest
+	13, // 23: tenantregistry.v1.ApiKeyService.RotateApiKey:input_type -> tenantregistry.v1.RotateApiKeyRequest
+	15, // 24: tenantregistry.v1.ApiKeyService.VerifyApiKey:input_type -> tenantregistry.v1.VerifyApiKeyRequest
+	17, // 25: tenantregistry.v1.ApiKeyService.ImportApiKeys:input_type -> tenantregistry.v1.ImportApiKeysRequest
+	6,  // 26: tenantregistry.v1.ApiKeyService.CreateApiKey:output_type -> tenantregistry.v1.CreateApiKeyResponse
+	8,  // 27: tenantregistry.v1.ApiKeyService.ListApiKeys:output_type -> tenantregistry.v1.ListApiKeysResponse
+	10, // 28: tenantregistry.v1.ApiKeyService.GetApiKey:output_type -> tenantregistry.v1.GetApiKeyResponse
+	12, // 29: tenantregistry.v1.ApiKeyService.RevokeApiKey:output_type -> tenantregistry.v1.RevokeApiKeyResponse
+	14, // 30: tenantregistry.v1.ApiKeyService.RotateApiKey:output_type -> tenantregistry.v1.RotateApiKeyResponse
+	16, // 31: tenantregistry.v1.ApiKeyService.VerifyApiKey:output_type -> tenantregistry.v1.VerifyApiKeyResponse
+	18, // 32: tenantregistry.v1.ApiKeyService.ImportApiKeys:output_type -> tenantregistry.v1.ImportApiKeysResponse
+	26, // [26:33] is the sub-list for method output_type
+	19, // [19:26] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_tenantregistry_v1_api_key_proto_init() }
@@ -1393,7 +1467,7 @@ func file_tenantregistry_v1_api_key_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tenantregistry_v1_api_key_proto_rawDesc), len(file_tenantregistry_v1_api_key_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -57,35 +57,46 @@ const (
 
 // ApiKeyServiceClient is a client for the tenantregistry.v1.ApiKeyService service.
 type ApiKeyServiceClient interface {
-	// Creates a key for a tenant and returns its plaintext, once.
+	// Creates a key for a tenant and returns its plaintext, once. A key of the
+	// platform tenant is a platform key.
 	//
-	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound for an unknown tenant; InvalidArgument for an empty name
-	// or an expire_time in the past.
+	// Callers: platform admins; admins of that tenant and its keys with
+	// `registry:keys.manage`, for tenant keys only, and only with scopes they
+	// hold.
+	// Errors: NotFound for an unknown tenant or one the caller may not see;
+	// InvalidArgument for an empty name, an expire_time in the past, an unknown
+	// `registry:` scope, a tenant scope on a platform key or a `product:<key>`
+	// naming no catalog product; PermissionDenied naming a scope the key's kind
+	// may not carry or the caller does not hold.
 	CreateApiKey(context.Context, *v1.CreateApiKeyRequest) (*v1.CreateApiKeyResponse, error)
 	// Lists a tenant's keys (active, revoked and expired), one page at a time.
 	// Never returns plaintexts.
 	//
-	// Callers: platform admins; admins of that tenant.
+	// Callers: platform admins; admins of that tenant and its keys with
+	// `registry:keys.manage`.
+	// Errors: NotFound for an unknown tenant or one the caller may not see.
 	ListApiKeys(context.Context, *v1.ListApiKeysRequest) (*v1.ListApiKeysResponse, error)
 	// Returns one key's metadata by id. Never returns the plaintext.
 	//
-	// Callers: platform admins; admins of the key's tenant.
-	// Errors: NotFound.
+	// Callers: as ListApiKeys, for the key's tenant.
+	// Errors: NotFound, also for a key of a tenant the caller may not see.
 	GetApiKey(context.Context, *v1.GetApiKeyRequest) (*v1.GetApiKeyResponse, error)
 	// Revokes a key: it stops verifying. Revoking a revoked key returns it
 	// unchanged.
 	//
-	// Callers: platform admins; admins of the key's tenant.
-	// Errors: NotFound.
+	// Callers: as ListApiKeys, for the key's tenant.
+	// Errors: NotFound, also for a key of a tenant the caller may not see.
 	RevokeApiKey(context.Context, *v1.RevokeApiKeyRequest) (*v1.RevokeApiKeyResponse, error)
 	// Replaces a key: creates a new key with the same tenant, name, scopes and
 	// expiry, returns its plaintext once, and makes the old key expire after
 	// the grace period.
 	//
-	// Callers: platform admins; admins of the key's tenant.
-	// Errors: NotFound; FailedPrecondition when the key is revoked or expired;
-	// InvalidArgument for a negative grace period.
+	// Callers: as CreateApiKey, for the key's tenant and its scopes: rotating
+	// hands out a new key, so the caller must hold every scope of the old one.
+	// Errors: NotFound, also for a key of a tenant the caller may not see;
+	// FailedPrecondition when the key is revoked or expired; InvalidArgument for
+	// a negative grace period; PermissionDenied naming a scope the caller does
+	// not hold.
 	RotateApiKey(context.Context, *v1.RotateApiKeyRequest) (*v1.RotateApiKeyResponse, error)
 	// Verifies an inbound API key for a product, in one call: the key, its
 	// tenant's status, the required scopes and the tenant's entitlement.
@@ -94,16 +105,17 @@ type ApiKeyServiceClient interface {
 	// code, not in an error. Not free of side effects: it records the key's
 	// last use (coalesced) and may upgrade an imported key's hash.
 	//
-	// Callers: platform admins; product service keys with scope
-	// `registry:verify`.
+	// Callers: platform admins; platform keys with scope `registry:verify`.
 	VerifyApiKey(context.Context, *v1.VerifyApiKeyRequest) (*v1.VerifyApiKeyResponse, error)
 	// Imports keys of the previous REST implementation, so they keep verifying
 	// with their existing plaintexts. All or nothing: when one key is refused,
 	// none is imported. At most 500 keys per call.
 	//
-	// Callers: platform admins.
+	// Callers: platform admins. The kind rules of CreateApiKey apply to the
+	// imported keys' scopes.
 	// Errors: InvalidArgument naming each bad key; NotFound for an unknown
-	// tenant; AlreadyExists when a hash was already imported.
+	// tenant; AlreadyExists when a hash was already imported; PermissionDenied
+	// naming a platform scope on a tenant key.
 	ImportApiKeys(context.Context, *v1.ImportApiKeysRequest) (*v1.ImportApiKeysResponse, error)
 }
 
@@ -241,35 +253,46 @@ func (c *apiKeyServiceClient) ImportApiKeys(ctx context.Context, req *v1.ImportA
 
 // ApiKeyServiceHandler is an implementation of the tenantregistry.v1.ApiKeyService service.
 type ApiKeyServiceHandler interface {
-	// Creates a key for a tenant and returns its plaintext, once.
+	// Creates a key for a tenant and returns its plaintext, once. A key of the
+	// platform tenant is a platform key.
 	//
-	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound for an unknown tenant; InvalidArgument for an empty name
-	// or an expire_time in the past.
+	// Callers: platform admins; admins of that tenant and its keys with
+	// `registry:keys.manage`, for tenant keys only, and only with scopes they
+	// hold.
+	// Errors: NotFound for an unknown tenant or one the caller may not see;
+	// InvalidArgument for an empty name, an expire_time in the past, an unknown
+	// `registry:` scope, a tenant scope on a platform key or a `product:<key>`
+	// naming no catalog product; PermissionDenied naming a scope the key's kind
+	// may not carry or the caller does not hold.
 	CreateApiKey(context.Context, *v1.CreateApiKeyRequest) (*v1.CreateApiKeyResponse, error)
 	// Lists a tenant's keys (active, revoked and expired), one page at a time.
 	// Never returns plaintexts.
 	//
-	// Callers: platform admins; admins of that tenant.
+	// Callers: platform admins; admins of that tenant and its keys with
+	// `registry:keys.manage`.
+	// Errors: NotFound for an unknown tenant or one the caller may not see.
 	ListApiKeys(context.Context, *v1.ListApiKeysRequest) (*v1.ListApiKeysResponse, error)
 	// Returns one key's metadata by id. Never returns the plaintext.
 	//
-	// Callers: platform admins; admins of the key's tenant.
-	// Errors: NotFound.
+	// Callers: as ListApiKeys, for the key's tenant.
+	// Errors: NotFound, also for a key of a tenant the caller may not see.
 	GetApiKey(context.Context, *v1.GetApiKeyRequest) (*v1.GetApiKeyResponse, error)
 	// Revokes a key: it stops verifying. Revoking a revoked key returns it
 	// unchanged.
 	//
-	// Callers: platform admins; admins of the key's tenant.
-	// Errors: NotFound.
+	// Callers: as ListApiKeys, for the key's tenant.
+	// Errors: NotFound, also for a key of a tenant the caller may not see.
 	RevokeApiKey(context.Context, *v1.RevokeApiKeyRequest) (*v1.RevokeApiKeyResponse, error)
 	// Replaces a key: creates a new key with the same tenant, name, scopes and
 	// expiry, returns its plaintext once, and makes the old key expire after
 	// the grace period.
 	//
-	// Callers: platform admins; admins of the key's tenant.
-	// Errors: NotFound; FailedPrecondition when the key is revoked or expired;
-	// InvalidArgument for a negative grace period.
+	// Callers: as CreateApiKey, for the key's tenant and its scopes: rotating
+	// hands out a new key, so the caller must hold every scope of the old one.
+	// Errors: NotFound, also for a key of a tenant the caller may not see;
+	// FailedPrecondition when the key is revoked or expired; InvalidArgument for
+	// a negative grace period; PermissionDenied naming a scope the caller does
+	// not hold.
 	RotateApiKey(context.Context, *v1.RotateApiKeyRequest) (*v1.RotateApiKeyResponse, error)
 	// Verifies an inbound API key for a product, in one call: the key, its
 	// tenant's status, the required scopes and the tenant's entitlement.
@@ -278,16 +301,17 @@ type ApiKeyServiceHandler interface {
 	// code, not in an error. Not free of side effects: it records the key's
 	// last use (coalesced) and may upgrade an imported key's hash.
 	//
-	// Callers: platform admins; product service keys with scope
-	// `registry:verify`.
+	// Callers: platform admins; platform keys with scope `registry:verify`.
 	VerifyApiKey(context.Context, *v1.VerifyApiKeyRequest) (*v1.VerifyApiKeyResponse, error)
 	// Imports keys of the previous REST implementation, so they keep verifying
 	// with their existing plaintexts. All or nothing: when one key is refused,
 	// none is imported. At most 500 keys per call.
 	//
-	// Callers: platform admins.
+	// Callers: platform admins. The kind rules of CreateApiKey apply to the
+	// imported keys' scopes.
 	// Errors: InvalidArgument naming each bad key; NotFound for an unknown
-	// tenant; AlreadyExists when a hash was already imported.
+	// tenant; AlreadyExists when a hash was already imported; PermissionDenied
+	// naming a platform scope on a tenant key.
 	ImportApiKeys(context.Context, *v1.ImportApiKeysRequest) (*v1.ImportApiKeysResponse, error)
 }
 

@@ -56,8 +56,10 @@ type AuditServiceClient interface {
 	// an event with the same three already exists, that stored event is
 	// returned and nothing is appended.
 	//
-	// Callers: platform admins; product service keys with scope
-	// `registry:audit.write`, for their own product.
+	// Callers: platform admins; platform keys with scope `registry:audit.write`,
+	// for every tenant, for the product named by their `product:<key>` scope
+	// only. A repeated external_id returns the stored event, which is always
+	// one of the same product.
 	// Errors: InvalidArgument for a missing action or bad crud.
 	RecordAuditEvent(context.Context, *v1.RecordAuditEventRequest) (*v1.RecordAuditEventResponse, error)
 	// Appends up to 500 events, all or nothing, each idempotent as in
@@ -69,12 +71,14 @@ type AuditServiceClient interface {
 	// Lists the events of one tenant (or the platform events), newest first,
 	// one page at a time.
 	//
-	// Callers: platform admins; admins of that tenant.
+	// Callers: platform admins; admins of that tenant; its keys with
+	// `registry:audit.read`.
+	// Errors: NotFound for a tenant the caller may not see.
 	ListAuditEvents(context.Context, *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error)
 	// Streams every event matching the filters, in the order of
 	// ListAuditEvents, in constant memory on the server.
 	//
-	// Callers: platform admins; admins of that tenant.
+	// Callers: as ListAuditEvents.
 	ExportAuditEvents(context.Context, *v1.ExportAuditEventsRequest) (*connect.ServerStreamForClient[v1.ExportAuditEventsResponse], error)
 	// Checks the hash chain of one tenant's events (or of the platform events)
 	// and reports the first break: an event edited, inserted or deleted in the
@@ -187,8 +191,10 @@ type AuditServiceHandler interface {
 	// an event with the same three already exists, that stored event is
 	// returned and nothing is appended.
 	//
-	// Callers: platform admins; product service keys with scope
-	// `registry:audit.write`, for their own product.
+	// Callers: platform admins; platform keys with scope `registry:audit.write`,
+	// for every tenant, for the product named by their `product:<key>` scope
+	// only. A repeated external_id returns the stored event, which is always
+	// one of the same product.
 	// Errors: InvalidArgument for a missing action or bad crud.
 	RecordAuditEvent(context.Context, *v1.RecordAuditEventRequest) (*v1.RecordAuditEventResponse, error)
 	// Appends up to 500 events, all or nothing, each idempotent as in
@@ -200,12 +206,14 @@ type AuditServiceHandler interface {
 	// Lists the events of one tenant (or the platform events), newest first,
 	// one page at a time.
 	//
-	// Callers: platform admins; admins of that tenant.
+	// Callers: platform admins; admins of that tenant; its keys with
+	// `registry:audit.read`.
+	// Errors: NotFound for a tenant the caller may not see.
 	ListAuditEvents(context.Context, *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error)
 	// Streams every event matching the filters, in the order of
 	// ListAuditEvents, in constant memory on the server.
 	//
-	// Callers: platform admins; admins of that tenant.
+	// Callers: as ListAuditEvents.
 	ExportAuditEvents(context.Context, *v1.ExportAuditEventsRequest, *connect.ServerStream[v1.ExportAuditEventsResponse]) error
 	// Checks the hash chain of one tenant's events (or of the platform events)
 	// and reports the first break: an event edited, inserted or deleted in the

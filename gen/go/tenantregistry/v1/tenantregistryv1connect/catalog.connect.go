@@ -57,13 +57,14 @@ const (
 type CatalogServiceClient interface {
 	// Lists every product of the catalog.
 	//
-	// Callers: any authenticated caller (platform admins, tenant admins and
-	// members).
+	// Callers: platform admins; the users of every tenant; tenant keys with
+	// `registry:tenant.read`.
 	ListProducts(context.Context, *v1.ListProductsRequest) (*v1.ListProductsResponse, error)
 	// Adds a product to the catalog.
 	//
 	// Callers: platform admins.
-	// Errors: InvalidArgument for a malformed key or out-of-range trial_days;
+	// Errors: InvalidArgument for a malformed or reserved key (`tenant-registry`
+	// names the registry's own audit events) or out-of-range trial_days;
 	// AlreadyExists when the key is taken.
 	CreateProduct(context.Context, *v1.CreateProductRequest) (*v1.CreateProductResponse, error)
 	// Changes a product's display name, description and/or trial length. Fields
@@ -76,7 +77,8 @@ type CatalogServiceClient interface {
 	// is stored as OPEN, audited, and listed by ListProductRequests.
 	//
 	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound for an unknown tenant or product.
+	// Errors: NotFound for an unknown tenant or one the caller may not see, or
+	// an unknown product.
 	RequestProduct(context.Context, *v1.RequestProductRequest) (*v1.RequestProductResponse, error)
 	// Lists product requests, one page at a time.
 	//
@@ -87,7 +89,8 @@ type CatalogServiceClient interface {
 	// product, ever, even under concurrent requests.
 	//
 	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound for an unknown tenant or product; FailedPrecondition when
+	// Errors: NotFound for an unknown tenant or one the caller may not see, or
+	// an unknown product; FailedPrecondition when
 	// the tenant is FROZEN, already has (or had) an entitlement for the
 	// product, or the product offers no trial (trial_days = 0).
 	StartTrial(context.Context, *v1.StartTrialRequest) (*v1.StartTrialResponse, error)
@@ -213,13 +216,14 @@ func (c *catalogServiceClient) StartTrial(ctx context.Context, req *v1.StartTria
 type CatalogServiceHandler interface {
 	// Lists every product of the catalog.
 	//
-	// Callers: any authenticated caller (platform admins, tenant admins and
-	// members).
+	// Callers: platform admins; the users of every tenant; tenant keys with
+	// `registry:tenant.read`.
 	ListProducts(context.Context, *v1.ListProductsRequest) (*v1.ListProductsResponse, error)
 	// Adds a product to the catalog.
 	//
 	// Callers: platform admins.
-	// Errors: InvalidArgument for a malformed key or out-of-range trial_days;
+	// Errors: InvalidArgument for a malformed or reserved key (`tenant-registry`
+	// names the registry's own audit events) or out-of-range trial_days;
 	// AlreadyExists when the key is taken.
 	CreateProduct(context.Context, *v1.CreateProductRequest) (*v1.CreateProductResponse, error)
 	// Changes a product's display name, description and/or trial length. Fields
@@ -232,7 +236,8 @@ type CatalogServiceHandler interface {
 	// is stored as OPEN, audited, and listed by ListProductRequests.
 	//
 	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound for an unknown tenant or product.
+	// Errors: NotFound for an unknown tenant or one the caller may not see, or
+	// an unknown product.
 	RequestProduct(context.Context, *v1.RequestProductRequest) (*v1.RequestProductResponse, error)
 	// Lists product requests, one page at a time.
 	//
@@ -243,7 +248,8 @@ type CatalogServiceHandler interface {
 	// product, ever, even under concurrent requests.
 	//
 	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound for an unknown tenant or product; FailedPrecondition when
+	// Errors: NotFound for an unknown tenant or one the caller may not see, or
+	// an unknown product; FailedPrecondition when
 	// the tenant is FROZEN, already has (or had) an entitlement for the
 	// product, or the product offers no trial (trial_days = 0).
 	StartTrial(context.Context, *v1.StartTrialRequest) (*v1.StartTrialResponse, error)

@@ -51,15 +51,20 @@ const (
 type EntitlementServiceClient interface {
 	// Lists all entitlements of a tenant, whatever their status.
 	//
-	// Callers: platform admins; admins and members of that tenant.
-	// Errors: NotFound when the tenant does not exist.
+	// Callers: platform admins; admins and members of that tenant; its keys
+	// with `registry:tenant.read`.
+	// Errors: NotFound when the tenant does not exist or the caller may not see
+	// it.
 	ListEntitlements(context.Context, *v1.ListEntitlementsRequest) (*v1.ListEntitlementsResponse, error)
 	// Says whether a tenant may use a product now. The outcome is in entitled
 	// and reason, not in an error: an unknown product answers
 	// UNKNOWN_PRODUCT, a frozen tenant TENANT_FROZEN.
 	//
-	// Callers: platform admins; admins and members of that tenant; product
-	// service keys with scope `registry:entitlements.read`.
+	// Callers: platform admins; admins and members of that tenant; its keys
+	// with `registry:tenant.read`; platform keys with
+	// `registry:entitlements.read`, for every tenant.
+	// Errors: NotFound when the tenant does not exist or the caller may not see
+	// it.
 	CheckEntitlement(context.Context, *v1.CheckEntitlementRequest) (*v1.CheckEntitlementResponse, error)
 	// Grants a product to a tenant: the tenant's entitlement for the product
 	// becomes ACTIVE with source GRANT, starting now, replacing any earlier one
@@ -166,15 +171,20 @@ func (c *entitlementServiceClient) RevokeEntitlement(ctx context.Context, req *v
 type EntitlementServiceHandler interface {
 	// Lists all entitlements of a tenant, whatever their status.
 	//
-	// Callers: platform admins; admins and members of that tenant.
-	// Errors: NotFound when the tenant does not exist.
+	// Callers: platform admins; admins and members of that tenant; its keys
+	// with `registry:tenant.read`.
+	// Errors: NotFound when the tenant does not exist or the caller may not see
+	// it.
 	ListEntitlements(context.Context, *v1.ListEntitlementsRequest) (*v1.ListEntitlementsResponse, error)
 	// Says whether a tenant may use a product now. The outcome is in entitled
 	// and reason, not in an error: an unknown product answers
 	// UNKNOWN_PRODUCT, a frozen tenant TENANT_FROZEN.
 	//
-	// Callers: platform admins; admins and members of that tenant; product
-	// service keys with scope `registry:entitlements.read`.
+	// Callers: platform admins; admins and members of that tenant; its keys
+	// with `registry:tenant.read`; platform keys with
+	// `registry:entitlements.read`, for every tenant.
+	// Errors: NotFound when the tenant does not exist or the caller may not see
+	// it.
 	CheckEntitlement(context.Context, *v1.CheckEntitlementRequest) (*v1.CheckEntitlementResponse, error)
 	// Grants a product to a tenant: the tenant's entitlement for the product
 	// becomes ACTIVE with source GRANT, starting now, replacing any earlier one

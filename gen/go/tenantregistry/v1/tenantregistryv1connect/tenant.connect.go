@@ -65,37 +65,41 @@ type TenantServiceClient interface {
 	CreateTenant(context.Context, *v1.CreateTenantRequest) (*v1.CreateTenantResponse, error)
 	// Returns one tenant by id.
 	//
-	// Callers: platform admins; admins and members of that tenant.
-	// Errors: NotFound.
+	// Callers: platform admins; admins and members of that tenant; its keys
+	// with `registry:tenant.read`.
+	// Errors: NotFound, also for a tenant the caller may not see.
 	GetTenant(context.Context, *v1.GetTenantRequest) (*v1.GetTenantResponse, error)
 	// Returns one tenant by slug.
 	//
-	// Callers: platform admins; admins and members of that tenant.
-	// Errors: NotFound.
+	// Callers: as GetTenant.
+	// Errors: NotFound, also for a tenant the caller may not see.
 	GetTenantBySlug(context.Context, *v1.GetTenantBySlugRequest) (*v1.GetTenantBySlugResponse, error)
 	// Lists tenants, one page at a time, optionally filtered by status and by a
 	// search string.
+	//
+	// The platform tenant, which holds the platform keys, is not listed.
 	//
 	// Callers: platform admins.
 	ListTenants(context.Context, *v1.ListTenantsRequest) (*v1.ListTenantsResponse, error)
 	// Changes a tenant's display name and/or metadata.
 	//
 	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound; InvalidArgument when a value or the merged metadata is
+	// Errors: NotFound, also for a tenant the caller may not see; InvalidArgument when a value or the merged metadata is
 	// out of bounds.
 	UpdateTenant(context.Context, *v1.UpdateTenantRequest) (*v1.UpdateTenantResponse, error)
 	// Moves a TRIAL or FROZEN tenant to ACTIVE. An ACTIVE tenant is returned
 	// unchanged.
 	//
 	// Callers: platform admins.
-	// Errors: NotFound.
+	// Errors: NotFound; FailedPrecondition for the platform tenant.
 	ActivateTenant(context.Context, *v1.ActivateTenantRequest) (*v1.ActivateTenantResponse, error)
 	// Moves a TRIAL or ACTIVE tenant to FROZEN: its API keys stop verifying and
 	// its entitlements stop counting, nothing is deleted. A FROZEN tenant is
 	// returned unchanged.
 	//
 	// Callers: platform admins.
-	// Errors: NotFound.
+	// Errors: NotFound; FailedPrecondition for the platform tenant, whose
+	// freezing would stop every platform key.
 	CancelTenant(context.Context, *v1.CancelTenantRequest) (*v1.CancelTenantResponse, error)
 }
 
@@ -242,37 +246,41 @@ type TenantServiceHandler interface {
 	CreateTenant(context.Context, *v1.CreateTenantRequest) (*v1.CreateTenantResponse, error)
 	// Returns one tenant by id.
 	//
-	// Callers: platform admins; admins and members of that tenant.
-	// Errors: NotFound.
+	// Callers: platform admins; admins and members of that tenant; its keys
+	// with `registry:tenant.read`.
+	// Errors: NotFound, also for a tenant the caller may not see.
 	GetTenant(context.Context, *v1.GetTenantRequest) (*v1.GetTenantResponse, error)
 	// Returns one tenant by slug.
 	//
-	// Callers: platform admins; admins and members of that tenant.
-	// Errors: NotFound.
+	// Callers: as GetTenant.
+	// Errors: NotFound, also for a tenant the caller may not see.
 	GetTenantBySlug(context.Context, *v1.GetTenantBySlugRequest) (*v1.GetTenantBySlugResponse, error)
 	// Lists tenants, one page at a time, optionally filtered by status and by a
 	// search string.
+	//
+	// The platform tenant, which holds the platform keys, is not listed.
 	//
 	// Callers: platform admins.
 	ListTenants(context.Context, *v1.ListTenantsRequest) (*v1.ListTenantsResponse, error)
 	// Changes a tenant's display name and/or metadata.
 	//
 	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound; InvalidArgument when a value or the merged metadata is
+	// Errors: NotFound, also for a tenant the caller may not see; InvalidArgument when a value or the merged metadata is
 	// out of bounds.
 	UpdateTenant(context.Context, *v1.UpdateTenantRequest) (*v1.UpdateTenantResponse, error)
 	// Moves a TRIAL or FROZEN tenant to ACTIVE. An ACTIVE tenant is returned
 	// unchanged.
 	//
 	// Callers: platform admins.
-	// Errors: NotFound.
+	// Errors: NotFound; FailedPrecondition for the platform tenant.
 	ActivateTenant(context.Context, *v1.ActivateTenantRequest) (*v1.ActivateTenantResponse, error)
 	// Moves a TRIAL or ACTIVE tenant to FROZEN: its API keys stop verifying and
 	// its entitlements stop counting, nothing is deleted. A FROZEN tenant is
 	// returned unchanged.
 	//
 	// Callers: platform admins.
-	// Errors: NotFound.
+	// Errors: NotFound; FailedPrecondition for the platform tenant, whose
+	// freezing would stop every platform key.
 	CancelTenant(context.Context, *v1.CancelTenantRequest) (*v1.CancelTenantResponse, error)
 }
 

@@ -47,7 +47,8 @@ export declare type ApiKey = Message<"tenantregistry.v1.ApiKey"> & {
   prefix: string;
 
   /**
-   * The permissions granted to the key.
+   * The permissions granted to the key: product scopes, and the registry
+   * scopes of its kind (see ApiKeyService).
    *
    * @generated from field: repeated string scopes = 5;
    */
@@ -88,6 +89,13 @@ export declare type ApiKey = Message<"tenantregistry.v1.ApiKey"> & {
    * @generated from field: google.protobuf.Timestamp last_used_time = 10;
    */
   lastUsedTime?: Timestamp | undefined;
+
+  /**
+   * Platform key or tenant key, by its tenant. Output only.
+   *
+   * @generated from field: tenantregistry.v1.ApiKeyKind kind = 11;
+   */
+  kind: ApiKeyKind;
 };
 
 /**
@@ -573,6 +581,42 @@ export declare type ImportApiKeysResponse = Message<"tenantregistry.v1.ImportApi
 export declare const ImportApiKeysResponseSchema: GenMessage<ImportApiKeysResponse>;
 
 /**
+ * The kind of an API key, which decides which registry scopes count on it.
+ *
+ * @generated from enum tenantregistry.v1.ApiKeyKind
+ */
+export enum ApiKeyKind {
+  /**
+   * Not set; never returned.
+   *
+   * @generated from enum value: API_KEY_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A key of an ordinary tenant: product scopes, and the tenant scopes acting
+   * on its own tenant only.
+   *
+   * @generated from enum value: API_KEY_KIND_TENANT = 1;
+   */
+  TENANT = 1,
+
+  /**
+   * A key of the platform tenant: the only kind whose platform scopes
+   * (`registry:admin`, `registry:verify`, `registry:audit.write`,
+   * `registry:entitlements.read`, `product:<key>`) count.
+   *
+   * @generated from enum value: API_KEY_KIND_PLATFORM = 2;
+   */
+  PLATFORM = 2,
+}
+
+/**
+ * Describes the enum tenantregistry.v1.ApiKeyKind.
+ */
+export declare const ApiKeyKindSchema: GenEnum<ApiKeyKind>;
+
+/**
  * The state of an API key.
  *
  * @generated from enum tenantregistry.v1.ApiKeyStatus
@@ -703,10 +747,30 @@ export declare const ApiKeyVerificationCodeSchema: GenEnum<ApiKeyVerificationCod
  * Revocation, rotation, expiry and tenant freezing take effect at once on the
  * replica that made the change and within 1 second on every other replica.
  *
- * Scopes are free-form strings. Scopes starting with `registry:` are
- * permissions on this registry (`registry:admin`, `registry:verify`,
- * `registry:audit.write`, `registry:entitlements.read`); products define
- * their own.
+ * Keys come in two kinds (see ApiKeyKind). Platform keys belong to the
+ * reserved platform tenant (`00000000-0000-0000-0000-000000000000`, slug
+ * `platform`) and are the only keys that may carry the platform scopes, which
+ * act on every tenant: `registry:admin` (everything), `registry:verify`
+ * (VerifyApiKey, WatchChanges), `registry:audit.write` (append events of the
+ * product named by the key's `product:<key>` scope, which must name a catalog
+ * product), `registry:entitlements.read` (CheckEntitlement). Only platform
+ * admins create, list, rotate and revoke them. Tenant keys belong to an
+ * ordinary tenant and carry the tenant's product scopes (free-form, e.g.
+ * `analytics:read`, for the tenant's machines to call products) and, for the
+ * tenant's own automation, the tenant scopes, which act on the key's own
+ * tenant only and never exceed what a tenant admin may do:
+ * `registry:tenant.read` (read the tenant, its entitlements, the catalog),
+ * `registry:keys.manage` (create, list, rotate, revoke the tenant's keys),
+ * `registry:audit.read` (list and export the tenant's audit events). Platform
+ * scopes found on a tenant key count for nothing.
+ *
+ * No caller can create a key carrying more than it holds, on more than its
+ * own tenant: CreateApiKey, RotateApiKey and ImportApiKeys refuse with
+ * PermissionDenied, naming the scope, a key that would carry a scope of the
+ * wrong kind or one the caller does not hold (a tenant admin holds every
+ * tenant and product scope; a tenant key holds its own scopes). A key of a
+ * tenant the caller may not see is answered NotFound, exactly like a key that
+ * does not exist.
  *
  * Every state change is recorded in the audit log in the same transaction.
  *
@@ -714,11 +778,17 @@ export declare const ApiKeyVerificationCodeSchema: GenEnum<ApiKeyVerificationCod
  */
 export declare const ApiKeyService: GenService<{
   /**
-   * Creates a key for a tenant and returns its plaintext, once.
+   * Creates a key for a tenant and returns its plaintext, once. A key of the
+   * platform tenant is a platform key.
    *
-   * Callers: platform admins; admins of that tenant.
-   * Errors: NotFound for an unknown tenant; InvalidArgument for an empty name
-   * or an expire_time in the past.
+   * Callers: platform admins; admins of that tenant and its keys with
+   * `registry:keys.manage`, for tenant keys only, and only with scopes they
+   * hold.
+   * Errors: NotFound for an unknown tenant or one the caller may not see;
+   * InvalidArgument for an empty name, an expire_time in the past, an unknown
+   * `registry:` scope, a tenant scope on a platform key or a `product:<key>`
+   * naming no catalog product; PermissionDenied naming a scope the key's kind
+   * may not carry or the caller does not hold.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.CreateApiKey
    */
@@ -731,7 +801,9 @@ export declare const ApiKeyService: GenService<{
    * Lists a tenant's keys (active, revoked and expired), one page at a time.
    * Never returns plaintexts.
    *
-   * Callers: platform admins; admins of that tenant.
+   * Callers: platform admins; admins of that tenant and its keys with
+   * `registry:keys.manage`.
+   * Errors: NotFound for an unknown tenant or one the caller may not see.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.ListApiKeys
    */
@@ -743,8 +815,8 @@ export declare const ApiKeyService: GenService<{
   /**
    * Returns one key's metadata by id. Never returns the plaintext.
    *
-   * Callers: platform admins; admins of the key's tenant.
-   * Errors: NotFound.
+   * Callers: as ListApiKeys, for the key's tenant.
+   * Errors: NotFound, also for a key of a tenant the caller may not see.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.GetApiKey
    */
@@ -757,8 +829,8 @@ export declare const ApiKeyService: GenService<{
    * Revokes a key: it stops verifying. Revoking a revoked key returns it
    * unchanged.
    *
-   * Callers: platform admins; admins of the key's tenant.
-   * Errors: NotFound.
+   * Callers: as ListApiKeys, for the key's tenant.
+   * Errors: NotFound, also for a key of a tenant the caller may not see.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.RevokeApiKey
    */
@@ -772,9 +844,12 @@ export declare const ApiKeyService: GenService<{
    * expiry, returns its plaintext once, and makes the old key expire after
    * the grace period.
    *
-   * Callers: platform admins; admins of the key's tenant.
-   * Errors: NotFound; FailedPrecondition when the key is revoked or expired;
-   * InvalidArgument for a negative grace period.
+   * Callers: as CreateApiKey, for the key's tenant and its scopes: rotating
+   * hands out a new key, so the caller must hold every scope of the old one.
+   * Errors: NotFound, also for a key of a tenant the caller may not see;
+   * FailedPrecondition when the key is revoked or expired; InvalidArgument for
+   * a negative grace period; PermissionDenied naming a scope the caller does
+   * not hold.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.RotateApiKey
    */
@@ -791,8 +866,7 @@ export declare const ApiKeyService: GenService<{
    * code, not in an error. Not free of side effects: it records the key's
    * last use (coalesced) and may upgrade an imported key's hash.
    *
-   * Callers: platform admins; product service keys with scope
-   * `registry:verify`.
+   * Callers: platform admins; platform keys with scope `registry:verify`.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.VerifyApiKey
    */
@@ -806,9 +880,11 @@ export declare const ApiKeyService: GenService<{
    * with their existing plaintexts. All or nothing: when one key is refused,
    * none is imported. At most 500 keys per call.
    *
-   * Callers: platform admins.
+   * Callers: platform admins. The kind rules of CreateApiKey apply to the
+   * imported keys' scopes.
    * Errors: InvalidArgument naming each bad key; NotFound for an unknown
-   * tenant; AlreadyExists when a hash was already imported.
+   * tenant; AlreadyExists when a hash was already imported; PermissionDenied
+   * naming a platform scope on a tenant key.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.ImportApiKeys
    */

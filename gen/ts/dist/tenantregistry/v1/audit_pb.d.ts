@@ -571,8 +571,10 @@ export declare const AuditService: GenService<{
    * an event with the same three already exists, that stored event is
    * returned and nothing is appended.
    *
-   * Callers: platform admins; product service keys with scope
-   * `registry:audit.write`, for their own product.
+   * Callers: platform admins; platform keys with scope `registry:audit.write`,
+   * for every tenant, for the product named by their `product:<key>` scope
+   * only. A repeated external_id returns the stored event, which is always
+   * one of the same product.
    * Errors: InvalidArgument for a missing action or bad crud.
    *
    * @generated from rpc tenantregistry.v1.AuditService.RecordAuditEvent
@@ -600,7 +602,9 @@ export declare const AuditService: GenService<{
    * Lists the events of one tenant (or the platform events), newest first,
    * one page at a time.
    *
-   * Callers: platform admins; admins of that tenant.
+   * Callers: platform admins; admins of that tenant; its keys with
+   * `registry:audit.read`.
+   * Errors: NotFound for a tenant the caller may not see.
    *
    * @generated from rpc tenantregistry.v1.AuditService.ListAuditEvents
    */
@@ -613,7 +617,7 @@ export declare const AuditService: GenService<{
    * Streams every event matching the filters, in the order of
    * ListAuditEvents, in constant memory on the server.
    *
-   * Callers: platform admins; admins of that tenant.
+   * Callers: as ListAuditEvents.
    *
    * @generated from rpc tenantregistry.v1.AuditService.ExportAuditEvents
    */

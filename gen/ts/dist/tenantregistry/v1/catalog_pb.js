@@ -127,6 +127,13 @@ export const ProductRequestStatus = /*@__PURE__*/
 /**
  * CatalogService is the list of products tenants can use, request, and try.
  *
+ * Who may call what is the policy of ApiKeyService's comment: platform admins
+ * (the `platform-admin` role, or a platform key with `registry:admin`) may do
+ * everything; users act on their own tenant only; a caller that may not see a
+ * tenant gets NotFound for its data, exactly as for data that does not exist.
+ * A refused change is recorded in the caller's own tenant's audit log (in the
+ * platform's when the answer was NotFound), never in the target tenant's.
+ *
  * Every state change is recorded in the audit log in the same transaction.
  *
  * @generated from service tenantregistry.v1.CatalogService

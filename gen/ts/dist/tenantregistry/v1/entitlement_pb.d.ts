@@ -424,8 +424,10 @@ export declare const EntitlementService: GenService<{
   /**
    * Lists all entitlements of a tenant, whatever their status.
    *
-   * Callers: platform admins; admins and members of that tenant.
-   * Errors: NotFound when the tenant does not exist.
+   * Callers: platform admins; admins and members of that tenant; its keys
+   * with `registry:tenant.read`.
+   * Errors: NotFound when the tenant does not exist or the caller may not see
+   * it.
    *
    * @generated from rpc tenantregistry.v1.EntitlementService.ListEntitlements
    */
@@ -439,8 +441,11 @@ export declare const EntitlementService: GenService<{
    * and reason, not in an error: an unknown product answers
    * UNKNOWN_PRODUCT, a frozen tenant TENANT_FROZEN.
    *
-   * Callers: platform admins; admins and members of that tenant; product
-   * service keys with scope `registry:entitlements.read`.
+   * Callers: platform admins; admins and members of that tenant; its keys
+   * with `registry:tenant.read`; platform keys with
+   * `registry:entitlements.read`, for every tenant.
+   * Errors: NotFound when the tenant does not exist or the caller may not see
+   * it.
    *
    * @generated from rpc tenantregistry.v1.EntitlementService.CheckEntitlement
    */

@@ -141,6 +141,13 @@ export const TenantStatus = /*@__PURE__*/
  * entitlements stop counting, without being deleted; activation brings them
  * back.
  *
+ * Who may call what is the policy of ApiKeyService's comment: platform admins
+ * (the `platform-admin` role, or a platform key with `registry:admin`) may do
+ * everything; users act on their own tenant only; a caller that may not see a
+ * tenant gets NotFound for its data, exactly as for data that does not exist.
+ * A refused change is recorded in the caller's own tenant's audit log (in the
+ * platform's when the answer was NotFound), never in the target tenant's.
+ *
  * Every state change is recorded in the audit log in the same transaction.
  *
  * @generated from service tenantregistry.v1.TenantService

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tenantregistry/v1/api_key.proto.
  */
 export const file_tenantregistry_v1_api_key: GenFile = /*@__PURE__*/
-  fileDesc("Ch90ZW5hbnRyZWdpc3RyeS92MS9hcGlfa2V5LnByb3RvEhF0ZW5hbnRyZWdpc3RyeS52MSLNAgoGQXBpS2V5EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEg4KBnByZWZpeBgEIAEoCRIOCgZzY29wZXMYBSADKAkSLwoGc3RhdHVzGAYgASgOMh8udGVuYW50cmVnaXN0cnkudjEuQXBpS2V5U3RhdHVzEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLBAQoOSW1wb3J0ZWRBcGlLZXkSEQoJdGVuYW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGcHJlZml4GAMgASgJEgwKBGhhc2gYBCABKAkSDgoGc2NvcGVzGAUgAygJEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidwoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZzY29wZXMYAyADKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlkKFENyZWF0ZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSFQoNcGxhaW50ZXh0X2tleRgCIAEoCSJOChJMaXN0QXBpS2V5c1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlsKE0xpc3RBcGlLZXlzUmVzcG9uc2USKwoIYXBpX2tleXMYASADKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIh4KEEdldEFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkiPwoRR2V0QXBpS2V5UmVzcG9uc2USKgoHYXBpX2tleRgBIAEoCzIZLnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleSIhChNSZXZva2VBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIkIKFFJldm9rZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkiUgoTUm90YXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCRIvCgxncmFjZV9wZXJpb2QYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ijgEKFFJvdGF0ZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSFQoNcGxhaW50ZXh0X2tleRgCIAEoCRIzChBwcmV2aW91c19hcGlfa2V5GAMgASgLMhkudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5IkwKE1ZlcmlmeUFwaUtleVJlcXVlc3QSCwoDa2V5GAEgASgJEg8KB3Byb2R1Y3QYAiABKAkSFwoPcmVxdWlyZWRfc2NvcGVzGAMgAygJIrgBChRWZXJpZnlBcGlLZXlSZXNwb25zZRINCgV2YWxpZBgBIAEoCBI3CgRjb2RlGAIgASgOMikudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5VmVyaWZpY2F0aW9uQ29kZRIOCgZrZXlfaWQYAyABKAkSEQoJdGVuYW50X2lkGAQgASgJEhMKC3RlbmFudF9zbHVnGAUgASgJEg4KBnNjb3BlcxgGIAMoCRIQCghwcm9kdWN0cxgHIAMoCSJHChRJbXBvcnRBcGlLZXlzUmVxdWVzdBIvCgRrZXlzGAEgAygLMiEudGVuYW50cmVnaXN0cnkudjEuSW1wb3J0ZWRBcGlLZXkiRAoVSW1wb3J0QXBpS2V5c1Jlc3BvbnNlEisKCGFwaV9rZXlzGAEgAygLMhkudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5KoEBCgxBcGlLZXlTdGF0dXMSHgoaQVBJX0tFWV9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVBUElfS0VZX1NUQVRVU19BQ1RJVkUQARIaChZBUElfS0VZX1NUQVRVU19SRVZPS0VEEAISGgoWQVBJX0tFWV9TVEFUVVNfRVhQSVJFRBADKpMDChZBcGlLZXlWZXJpZmljYXRpb25Db2RlEikKJUFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfVU5TUEVDSUZJRUQQABIjCh9BUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX1ZBTElEEAESJwojQVBJX0tFWV9WRVJJRklDQVRJT05fQ09ERV9NQUxGT1JNRUQQAhInCiNBUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX05PVF9GT1VORBADEiUKIUFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfUkVWT0tFRBAEEiUKIUFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfRVhQSVJFRBAFEisKJ0FQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfVEVOQU5UX0ZST1pFThAGEjAKLEFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfSU5TVUZGSUNJRU5UX1NDT1BFEAcSKgomQVBJX0tFWV9WRVJJRklDQVRJT05fQ09ERV9OT1RfRU5USVRMRUQQCDK3BQoNQXBpS2V5U2VydmljZRJfCgxDcmVhdGVBcGlLZXkSJi50ZW5hbnRyZWdpc3RyeS52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GicudGVuYW50cmVnaXN0cnkudjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USYQoLTGlzdEFwaUtleXMSJS50ZW5hbnRyZWdpc3RyeS52MS5MaXN0QXBpS2V5c1JlcXVlc3QaJi50ZW5hbnRyZWdpc3RyeS52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlIgOQAgESWwoJR2V0QXBpS2V5EiMudGVuYW50cmVnaXN0cnkudjEuR2V0QXBpS2V5UmVxdWVzdBokLnRlbmFudHJlZ2lzdHJ5LnYxLkdldEFwaUtleVJlc3BvbnNlIgOQAgESXwoMUmV2b2tlQXBpS2V5EiYudGVuYW50cmVnaXN0cnkudjEuUmV2b2tlQXBpS2V5UmVxdWVzdBonLnRlbmFudHJlZ2lzdHJ5LnYxLlJldm9rZUFwaUtleVJlc3BvbnNlEl8KDFJvdGF0ZUFwaUtleRImLnRlbmFudHJlZ2lzdHJ5LnYxLlJvdGF0ZUFwaUtleVJlcXVlc3QaJy50ZW5hbnRyZWdpc3RyeS52MS5Sb3RhdGVBcGlLZXlSZXNwb25zZRJfCgxWZXJpZnlBcGlLZXkSJi50ZW5hbnRyZWdpc3RyeS52MS5WZXJpZnlBcGlLZXlSZXF1ZXN0GicudGVuYW50cmVnaXN0cnkudjEuVmVyaWZ5QXBpS2V5UmVzcG9uc2USYgoNSW1wb3J0QXBpS2V5cxInLnRlbmFudHJlZ2lzdHJ5LnYxLkltcG9ydEFwaUtleXNSZXF1ZXN0GigudGVuYW50cmVnaXN0cnkudjEuSW1wb3J0QXBpS2V5c1Jlc3BvbnNlQt8BChVjb20udGVuYW50cmVnaXN0cnkudjFCC0FwaUtleVByb3RvUAFaVGdpdGh1Yi5jb20vdGVuYW50LXJlZ2lzdHJ5L3RlbmFudC1yZWdpc3RyeS9nZW4vZ28vdGVuYW50cmVnaXN0cnkvdjE7dGVuYW50cmVnaXN0cnl2MaICA1RYWKoCEVRlbmFudHJlZ2lzdHJ5LlYxygIRVGVuYW50cmVnaXN0cnlcVjHiAh1UZW5hbnRyZWdpc3RyeVxWMVxHUEJNZXRhZGF0YeoCElRlbmFudHJlZ2lzdHJ5OjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch90ZW5hbnRyZWdpc3RyeS92MS9hcGlfa2V5LnByb3RvEhF0ZW5hbnRyZWdpc3RyeS52MSL6AgoGQXBpS2V5EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEg4KBnByZWZpeBgEIAEoCRIOCgZzY29wZXMYBSADKAkSLwoGc3RhdHVzGAYgASgOMh8udGVuYW50cmVnaXN0cnkudjEuQXBpS2V5U3RhdHVzEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgRraW5kGAsgASgOMh0udGVuYW50cmVnaXN0cnkudjEuQXBpS2V5S2luZCLBAQoOSW1wb3J0ZWRBcGlLZXkSEQoJdGVuYW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGcHJlZml4GAMgASgJEgwKBGhhc2gYBCABKAkSDgoGc2NvcGVzGAUgAygJEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidwoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZzY29wZXMYAyADKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlkKFENyZWF0ZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSFQoNcGxhaW50ZXh0X2tleRgCIAEoCSJOChJMaXN0QXBpS2V5c1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlsKE0xpc3RBcGlLZXlzUmVzcG9uc2USKwoIYXBpX2tleXMYASADKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIh4KEEdldEFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkiPwoRR2V0QXBpS2V5UmVzcG9uc2USKgoHYXBpX2tleRgBIAEoCzIZLnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleSIhChNSZXZva2VBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIkIKFFJldm9rZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkiUgoTUm90YXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCRIvCgxncmFjZV9wZXJpb2QYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ijgEKFFJvdGF0ZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSFQoNcGxhaW50ZXh0X2tleRgCIAEoCRIzChBwcmV2aW91c19hcGlfa2V5GAMgASgLMhkudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5IkwKE1ZlcmlmeUFwaUtleVJlcXVlc3QSCwoDa2V5GAEgASgJEg8KB3Byb2R1Y3QYAiABKAkSFwoPcmVxdWlyZWRfc2NvcGVzGAMgAygJIrgBChRWZXJpZnlBcGlLZXlSZXNwb25zZRINCgV2YWxpZBgBIAEoCBI3CgRjb2RlGAIgASgOMikudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5VmVyaWZpY2F0aW9uQ29kZRIOCgZrZXlfaWQYAyABKAkSEQoJdGVuYW50X2lkGAQgASgJEhMKC3RlbmFudF9zbHVnGAUgASgJEg4KBnNjb3BlcxgGIAMoCRIQCghwcm9kdWN0cxgHIAMoCSJHChRJbXBvcnRBcGlLZXlzUmVxdWVzdBIvCgRrZXlzGAEgAygLMiEudGVuYW50cmVnaXN0cnkudjEuSW1wb3J0ZWRBcGlLZXkiRAoVSW1wb3J0QXBpS2V5c1Jlc3BvbnNlEisKCGFwaV9rZXlzGAEgAygLMhkudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5Kl4KCkFwaUtleUtpbmQSHAoYQVBJX0tFWV9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTQVBJX0tFWV9LSU5EX1RFTkFOVBABEhkKFUFQSV9LRVlfS0lORF9QTEFURk9STRACKoEBCgxBcGlLZXlTdGF0dXMSHgoaQVBJX0tFWV9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVBUElfS0VZX1NUQVRVU19BQ1RJVkUQARIaChZBUElfS0VZX1NUQVRVU19SRVZPS0VEEAISGgoWQVBJX0tFWV9TVEFUVVNfRVhQSVJFRBADKpMDChZBcGlLZXlWZXJpZmljYXRpb25Db2RlEikKJUFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfVU5TUEVDSUZJRUQQABIjCh9BUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX1ZBTElEEAESJwojQVBJX0tFWV9WRVJJRklDQVRJT05fQ09ERV9NQUxGT1JNRUQQAhInCiNBUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX05PVF9GT1VORBADEiUKIUFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfUkVWT0tFRBAEEiUKIUFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfRVhQSVJFRBAFEisKJ0FQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfVEVOQU5UX0ZST1pFThAGEjAKLEFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfSU5TVUZGSUNJRU5UX1NDT1BFEAcSKgomQVBJX0tFWV9WRVJJRklDQVRJT05fQ09ERV9OT1RfRU5USVRMRUQQCDK3BQoNQXBpS2V5U2VydmljZRJfCgxDcmVhdGVBcGlLZXkSJi50ZW5hbnRyZWdpc3RyeS52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GicudGVuYW50cmVnaXN0cnkudjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USYQoLTGlzdEFwaUtleXMSJS50ZW5hbnRyZWdpc3RyeS52MS5MaXN0QXBpS2V5c1JlcXVlc3QaJi50ZW5hbnRyZWdpc3RyeS52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlIgOQAgESWwoJR2V0QXBpS2V5EiMudGVuYW50cmVnaXN0cnkudjEuR2V0QXBpS2V5UmVxdWVzdBokLnRlbmFudHJlZ2lzdHJ5LnYxLkdldEFwaUtleVJlc3BvbnNlIgOQAgESXwoMUmV2b2tlQXBpS2V5EiYudGVuYW50cmVnaXN0cnkudjEuUmV2b2tlQXBpS2V5UmVxdWVzdBonLnRlbmFudHJlZ2lzdHJ5LnYxLlJldm9rZUFwaUtleVJlc3BvbnNlEl8KDFJvdGF0ZUFwaUtleRImLnRlbmFudHJlZ2lzdHJ5LnYxLlJvdGF0ZUFwaUtleVJlcXVlc3QaJy50ZW5hbnRyZWdpc3RyeS52MS5Sb3RhdGVBcGlLZXlSZXNwb25zZRJfCgxWZXJpZnlBcGlLZXkSJi50ZW5hbnRyZWdpc3RyeS52MS5WZXJpZnlBcGlLZXlSZXF1ZXN0GicudGVuYW50cmVnaXN0cnkudjEuVmVyaWZ5QXBpS2V5UmVzcG9uc2USYgoNSW1wb3J0QXBpS2V5cxInLnRlbmFudHJlZ2lzdHJ5LnYxLkltcG9ydEFwaUtleXNSZXF1ZXN0GigudGVuYW50cmVnaXN0cnkudjEuSW1wb3J0QXBpS2V5c1Jlc3BvbnNlQt8BChVjb20udGVuYW50cmVnaXN0cnkudjFCC0FwaUtleVByb3RvUAFaVGdpdGh1Yi5jb20vdGVuYW50LXJlZ2lzdHJ5L3RlbmFudC1yZWdpc3RyeS9nZW4vZ28vdGVuYW50cmVnaXN0cnkvdjE7dGVuYW50cmVnaXN0cnl2MaICA1RYWKoCEVRlbmFudHJlZ2lzdHJ5LlYxygIRVGVuYW50cmVnaXN0cnlcVjHiAh1UZW5hbnRyZWdpc3RyeVxWMVxHUEJNZXRhZGF0YeoCElRlbmFudHJlZ2lzdHJ5OjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * An API key's metadata. The plaintext is never part of it.
@@ -50,7 +50,8 @@ export type ApiKey = Message<"tenantregistry.v1.ApiKey"> & {
   prefix: string;
 
   /**
-   * The permissions granted to the key.
+   * The permissions granted to the key: product scopes, and the registry
+   * scopes of its kind (see ApiKeyService).
    *
    * @generated from field: repeated string scopes = 5;
    */
@@ -91,6 +92,13 @@ export type ApiKey = Message<"tenantregistry.v1.ApiKey"> & {
    * @generated from field: google.protobuf.Timestamp last_used_time = 10;
    */
   lastUsedTime?: Timestamp | undefined;
+
+  /**
+   * Platform key or tenant key, by its tenant. Output only.
+   *
+   * @generated from field: tenantregistry.v1.ApiKeyKind kind = 11;
+   */
+  kind: ApiKeyKind;
 };
 
 /**
@@ -592,6 +600,43 @@ export const ImportApiKeysResponseSchema: GenMessage<ImportApiKeysResponse> = /*
   messageDesc(file_tenantregistry_v1_api_key, 15);
 
 /**
+ * The kind of an API key, which decides which registry scopes count on it.
+ *
+ * @generated from enum tenantregistry.v1.ApiKeyKind
+ */
+export enum ApiKeyKind {
+  /**
+   * Not set; never returned.
+   *
+   * @generated from enum value: API_KEY_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A key of an ordinary tenant: product scopes, and the tenant scopes acting
+   * on its own tenant only.
+   *
+   * @generated from enum value: API_KEY_KIND_TENANT = 1;
+   */
+  TENANT = 1,
+
+  /**
+   * A key of the platform tenant: the only kind whose platform scopes
+   * (`registry:admin`, `registry:verify`, `registry:audit.write`,
+   * `registry:entitlements.read`, `product:<key>`) count.
+   *
+   * @generated from enum value: API_KEY_KIND_PLATFORM = 2;
+   */
+  PLATFORM = 2,
+}
+
+/**
+ * Describes the enum tenantregistry.v1.ApiKeyKind.
+ */
+export const ApiKeyKindSchema: GenEnum<ApiKeyKind> = /*@__PURE__*/
+  enumDesc(file_tenantregistry_v1_api_key, 0);
+
+/**
  * The state of an API key.
  *
  * @generated from enum tenantregistry.v1.ApiKeyStatus
@@ -631,7 +676,7 @@ export enum ApiKeyStatus {
  * Describes the enum tenantregistry.v1.ApiKeyStatus.
  */
 export const ApiKeyStatusSchema: GenEnum<ApiKeyStatus> = /*@__PURE__*/
-  enumDesc(file_tenantregistry_v1_api_key, 0);
+  enumDesc(file_tenantregistry_v1_api_key, 1);
 
 /**
  * The outcome of VerifyApiKey. The checks run in the order of the values
@@ -709,7 +754,7 @@ export enum ApiKeyVerificationCode {
  * Describes the enum tenantregistry.v1.ApiKeyVerificationCode.
  */
 export const ApiKeyVerificationCodeSchema: GenEnum<ApiKeyVerificationCode> = /*@__PURE__*/
-  enumDesc(file_tenantregistry_v1_api_key, 1);
+  enumDesc(file_tenantregistry_v1_api_key, 2);
 
 /**
  * ApiKeyService manages the API keys tenants hand to their machines, and
@@ -724,10 +769,30 @@ export const ApiKeyVerificationCodeSchema: GenEnum<ApiKeyVerificationCode> = /*@
  * Revocation, rotation, expiry and tenant freezing take effect at once on the
  * replica that made the change and within 1 second on every other replica.
  *
- * Scopes are free-form strings. Scopes starting with `registry:` are
- * permissions on this registry (`registry:admin`, `registry:verify`,
- * `registry:audit.write`, `registry:entitlements.read`); products define
- * their own.
+ * Keys come in two kinds (see ApiKeyKind). Platform keys belong to the
+ * reserved platform tenant (`00000000-0000-0000-0000-000000000000`, slug
+ * `platform`) and are the only keys that may carry the platform scopes, which
+ * act on every tenant: `registry:admin` (everything), `registry:verify`
+ * (VerifyApiKey, WatchChanges), `registry:audit.write` (append events of the
+ * product named by the key's `product:<key>` scope, which must name a catalog
+ * product), `registry:entitlements.read` (CheckEntitlement). Only platform
+ * admins create, list, rotate and revoke them. Tenant keys belong to an
+ * ordinary tenant and carry the tenant's product scopes (free-form, e.g.
+ * `analytics:read`, for the tenant's machines to call products) and, for the
+ * tenant's own automation, the tenant scopes, which act on the key's own
+ * tenant only and never exceed what a tenant admin may do:
+ * `registry:tenant.read` (read the tenant, its entitlements, the catalog),
+ * `registry:keys.manage` (create, list, rotate, revoke the tenant's keys),
+ * `registry:audit.read` (list and export the tenant's audit events). Platform
+ * scopes found on a tenant key count for nothing.
+ *
+ * No caller can create a key carrying more than it holds, on more than its
+ * own tenant: CreateApiKey, RotateApiKey and ImportApiKeys refuse with
+ * PermissionDenied, naming the scope, a key that would carry a scope of the
+ * wrong kind or one the caller does not hold (a tenant admin holds every
+ * tenant and product scope; a tenant key holds its own scopes). A key of a
+ * tenant the caller may not see is answered NotFound, exactly like a key that
+ * does not exist.
  *
  * Every state change is recorded in the audit log in the same transaction.
  *
@@ -735,11 +800,17 @@ export const ApiKeyVerificationCodeSchema: GenEnum<ApiKeyVerificationCode> = /*@
  */
 export const ApiKeyService: GenService<{
   /**
-   * Creates a key for a tenant and returns its plaintext, once.
+   * Creates a key for a tenant and returns its plaintext, once. A key of the
+   * platform tenant is a platform key.
    *
-   * Callers: platform admins; admins of that tenant.
-   * Errors: NotFound for an unknown tenant; InvalidArgument for an empty name
-   * or an expire_time in the past.
+   * Callers: platform admins; admins of that tenant and its keys with
+   * `registry:keys.manage`, for tenant keys only, and only with scopes they
+   * hold.
+   * Errors: NotFound for an unknown tenant or one the caller may not see;
+   * InvalidArgument for an empty name, an expire_time in the past, an unknown
+   * `registry:` scope, a tenant scope on a platform key or a `product:<key>`
+   * naming no catalog product; PermissionDenied naming a scope the key's kind
+   * may not carry or the caller does not hold.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.CreateApiKey
    */
@@ -752,7 +823,9 @@ export const ApiKeyService: GenService<{
    * Lists a tenant's keys (active, revoked and expired), one page at a time.
    * Never returns plaintexts.
    *
-   * Callers: platform admins; admins of that tenant.
+   * Callers: platform admins; admins of that tenant and its keys with
+   * `registry:keys.manage`.
+   * Errors: NotFound for an unknown tenant or one the caller may not see.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.ListApiKeys
    */
@@ -764,8 +837,8 @@ export const ApiKeyService: GenService<{
   /**
    * Returns one key's metadata by id. Never returns the plaintext.
    *
-   * Callers: platform admins; admins of the key's tenant.
-   * Errors: NotFound.
+   * Callers: as ListApiKeys, for the key's tenant.
+   * Errors: NotFound, also for a key of a tenant the caller may not see.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.GetApiKey
    */
@@ -778,8 +851,8 @@ export const ApiKeyService: GenService<{
    * Revokes a key: it stops verifying. Revoking a revoked key returns it
    * unchanged.
    *
-   * Callers: platform admins; admins of the key's tenant.
-   * Errors: NotFound.
+   * Callers: as ListApiKeys, for the key's tenant.
+   * Errors: NotFound, also for a key of a tenant the caller may not see.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.RevokeApiKey
    */
@@ -793,9 +866,12 @@ export const ApiKeyService: GenService<{
    * expiry, returns its plaintext once, and makes the old key expire after
    * the grace period.
    *
-   * Callers: platform admins; admins of the key's tenant.
-   * Errors: NotFound; FailedPrecondition when the key is revoked or expired;
-   * InvalidArgument for a negative grace period.
+   * Callers: as CreateApiKey, for the key's tenant and its scopes: rotating
+   * hands out a new key, so the caller must hold every scope of the old one.
+   * Errors: NotFound, also for a key of a tenant the caller may not see;
+   * FailedPrecondition when the key is revoked or expired; InvalidArgument for
+   * a negative grace period; PermissionDenied naming a scope the caller does
+   * not hold.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.RotateApiKey
    */
@@ -812,8 +888,7 @@ export const ApiKeyService: GenService<{
    * code, not in an error. Not free of side effects: it records the key's
    * last use (coalesced) and may upgrade an imported key's hash.
    *
-   * Callers: platform admins; product service keys with scope
-   * `registry:verify`.
+   * Callers: platform admins; platform keys with scope `registry:verify`.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.VerifyApiKey
    */
@@ -827,9 +902,11 @@ export const ApiKeyService: GenService<{
    * with their existing plaintexts. All or nothing: when one key is refused,
    * none is imported. At most 500 keys per call.
    *
-   * Callers: platform admins.
+   * Callers: platform admins. The kind rules of CreateApiKey apply to the
+   * imported keys' scopes.
    * Errors: InvalidArgument naming each bad key; NotFound for an unknown
-   * tenant; AlreadyExists when a hash was already imported.
+   * tenant; AlreadyExists when a hash was already imported; PermissionDenied
+   * naming a platform scope on a tenant key.
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.ImportApiKeys
    */

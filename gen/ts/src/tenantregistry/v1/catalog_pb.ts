@@ -510,6 +510,13 @@ export const ProductRequestStatusSchema: GenEnum<ProductRequestStatus> = /*@__PU
 /**
  * CatalogService is the list of products tenants can use, request, and try.
  *
+ * Who may call what is the policy of ApiKeyService's comment: platform admins
+ * (the `platform-admin` role, or a platform key with `registry:admin`) may do
+ * everything; users act on their own tenant only; a caller that may not see a
+ * tenant gets NotFound for its data, exactly as for data that does not exist.
+ * A refused change is recorded in the caller's own tenant's audit log (in the
+ * platform's when the answer was NotFound), never in the target tenant's.
+ *
  * Every state change is recorded in the audit log in the same transaction.
  *
  * @generated from service tenantregistry.v1.CatalogService
@@ -518,8 +525,8 @@ export const CatalogService: GenService<{
   /**
    * Lists every product of the catalog.
    *
-   * Callers: any authenticated caller (platform admins, tenant admins and
-   * members).
+   * Callers: platform admins; the users of every tenant; tenant keys with
+   * `registry:tenant.read`.
    *
    * @generated from rpc tenantregistry.v1.CatalogService.ListProducts
    */
@@ -532,7 +539,8 @@ export const CatalogService: GenService<{
    * Adds a product to the catalog.
    *
    * Callers: platform admins.
-   * Errors: InvalidArgument for a malformed key or out-of-range trial_days;
+   * Errors: InvalidArgument for a malformed or reserved key (`tenant-registry`
+   * names the registry's own audit events) or out-of-range trial_days;
    * AlreadyExists when the key is taken.
    *
    * @generated from rpc tenantregistry.v1.CatalogService.CreateProduct
@@ -561,7 +569,8 @@ export const CatalogService: GenService<{
    * is stored as OPEN, audited, and listed by ListProductRequests.
    *
    * Callers: platform admins; admins of that tenant.
-   * Errors: NotFound for an unknown tenant or product.
+   * Errors: NotFound for an unknown tenant or one the caller may not see, or
+   * an unknown product.
    *
    * @generated from rpc tenantregistry.v1.CatalogService.RequestProduct
    */
@@ -588,7 +597,8 @@ export const CatalogService: GenService<{
    * product, ever, even under concurrent requests.
    *
    * Callers: platform admins; admins of that tenant.
-   * Errors: NotFound for an unknown tenant or product; FailedPrecondition when
+   * Errors: NotFound for an unknown tenant or one the caller may not see, or
+   * an unknown product; FailedPrecondition when
    * the tenant is FROZEN, already has (or had) an entitlement for the
    * product, or the product offers no trial (trial_days = 0).
    *

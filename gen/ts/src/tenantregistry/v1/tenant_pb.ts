@@ -503,6 +503,13 @@ export const TenantStatusSchema: GenEnum<TenantStatus> = /*@__PURE__*/
  * entitlements stop counting, without being deleted; activation brings them
  * back.
  *
+ * Who may call what is the policy of ApiKeyService's comment: platform admins
+ * (the `platform-admin` role, or a platform key with `registry:admin`) may do
+ * everything; users act on their own tenant only; a caller that may not see a
+ * tenant gets NotFound for its data, exactly as for data that does not exist.
+ * A refused change is recorded in the caller's own tenant's audit log (in the
+ * platform's when the answer was NotFound), never in the target tenant's.
+ *
  * Every state change is recorded in the audit log in the same transaction.
  *
  * @generated from service tenantregistry.v1.TenantService
@@ -525,8 +532,9 @@ export const TenantService: GenService<{
   /**
    * Returns one tenant by id.
    *
-   * Callers: platform admins; admins and members of that tenant.
-   * Errors: NotFound.
+   * Callers: platform admins; admins and members of that tenant; its keys
+   * with `registry:tenant.read`.
+   * Errors: NotFound, also for a tenant the caller may not see.
    *
    * @generated from rpc tenantregistry.v1.TenantService.GetTenant
    */
@@ -538,8 +546,8 @@ export const TenantService: GenService<{
   /**
    * Returns one tenant by slug.
    *
-   * Callers: platform admins; admins and members of that tenant.
-   * Errors: NotFound.
+   * Callers: as GetTenant.
+   * Errors: NotFound, also for a tenant the caller may not see.
    *
    * @generated from rpc tenantregistry.v1.TenantService.GetTenantBySlug
    */
@@ -551,6 +559,8 @@ export const TenantService: GenService<{
   /**
    * Lists tenants, one page at a time, optionally filtered by status and by a
    * search string.
+   *
+   * The platform tenant, which holds the platform keys, is not listed.
    *
    * Callers: platform admins.
    *
@@ -565,7 +575,7 @@ export const TenantService: GenService<{
    * Changes a tenant's display name and/or metadata.
    *
    * Callers: platform admins; admins of that tenant.
-   * Errors: NotFound; InvalidArgument when a value or the merged metadata is
+   * Errors: NotFound, also for a tenant the caller may not see; InvalidArgument when a value or the merged metadata is
    * out of bounds.
    *
    * @generated from rpc tenantregistry.v1.TenantService.UpdateTenant
@@ -580,7 +590,7 @@ export const TenantService: GenService<{
    * unchanged.
    *
    * Callers: platform admins.
-   * Errors: NotFound.
+   * Errors: NotFound; FailedPrecondition for the platform tenant.
    *
    * @generated from rpc tenantregistry.v1.TenantService.ActivateTenant
    */
@@ -595,7 +605,8 @@ export const TenantService: GenService<{
    * returned unchanged.
    *
    * Callers: platform admins.
-   * Errors: NotFound.
+   * Errors: NotFound; FailedPrecondition for the platform tenant, whose
+   * freezing would stop every platform key.
    *
    * @generated from rpc tenantregistry.v1.TenantService.CancelTenant
    */
