@@ -2,14 +2,14 @@ package domain
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"net/netip"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/tenant-registry/tenant-registry/sdk/go/auditlog"
 )
 
 // AuditActor is who did something.
@@ -36,8 +36,8 @@ type AuditEvent struct {
 	OccurTime   time.Time
 	ReceiveTime time.Time
 	ExternalID  string
-	Seq         int64  // position in the tenant's chain, from 1, gapless
-	Hash        string // hex SHA-256 over the previous hash and Canonical()
+	Seq         int64  // position in the tenant's log, from 1, gapless
+	Hash        string // hex of LeafHash: the event's leaf in its tenant's Merkle tree
 }
 
 // RegistryProduct is the product name of the registry's own events.
@@ -61,64 +61,24 @@ var (
 	auditProductPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 )
 
-// Canonical is the encoding the chain hashes: every field but Hash, in a
+// Canonical is the encoding the log hashes: every field but Hash, in a
 // fixed order, each length-prefixed, fields sorted by key, times in
-// microseconds. It never changes for a stored event, whatever the database.
-func (e *AuditEvent) Canonical() []byte {
-	b := make([]byte, 0, 256)
-	str := func(s string) {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
-	}
-	num := func(n int64) { b = binary.AppendVarint(b, n) }
-	flag := func(v bool) {
-		if v {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
-		}
-	}
-	b = append(b, 1) // encoding version
-	str(e.ID)
-	str(e.TenantID)
-	num(e.Seq)
-	str(e.Product)
-	str(e.Action)
-	str(e.CRUD)
-	str(e.Actor.ID)
-	str(e.Actor.Name)
-	str(e.Actor.Type)
-	str(e.Target.ID)
-	str(e.Target.Type)
-	str(e.Target.Name)
-	str(e.SourceIP)
-	str(e.Description)
-	flag(e.IsFailure)
-	flag(e.IsAnonymous)
-	keys := make([]string, 0, len(e.Fields))
-	for k := range e.Fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	num(int64(len(keys)))
-	for _, k := range keys {
-		str(k)
-		str(e.Fields[k])
-	}
-	num(e.OccurTime.UnixMicro())
-	num(e.ReceiveTime.UnixMicro())
-	str(e.ExternalID)
-	return b
-}
+// microseconds (see auditlog.Event.Canonical, which customers use to check
+// the log themselves). It never changes for a stored event, whatever the
+// database.
+func (e *AuditEvent) Canonical() []byte { return e.logEvent().Canonical() }
 
-// ChainHash returns the hash of e following prevHash (hex; empty for the
-// first event of a chain).
-func (e *AuditEvent) ChainHash(prevHash string) string {
-	h := sha256.New()
-	prev, _ := hex.DecodeString(prevHash)
-	h.Write(prev)
-	h.Write(e.Canonical())
-	return hex.EncodeToString(h.Sum(nil))
+// LeafHash is the event's record hash, its leaf in the tenant's tree.
+func (e *AuditEvent) LeafHash() tlog.Hash { return e.logEvent().LeafHash() }
+
+func (e *AuditEvent) logEvent() *auditlog.Event {
+	return &auditlog.Event{
+		ID: e.ID, TenantID: e.TenantID, Seq: e.Seq, Product: e.Product, Action: e.Action, CRUD: e.CRUD,
+		ActorID: e.Actor.ID, ActorName: e.Actor.Name, ActorType: e.Actor.Type,
+		TargetID: e.Target.ID, TargetType: e.Target.Type, TargetName: e.Target.Name,
+		SourceIP: e.SourceIP, Description: e.Description, IsFailure: e.IsFailure, IsAnonymous: e.IsAnonymous,
+		Fields: e.Fields, OccurTime: e.OccurTime, ReceiveTime: e.ReceiveTime, ExternalID: e.ExternalID,
+	}
 }
 
 // validate checks an event a product records, normalising what may be
@@ -205,21 +165,44 @@ func (f AuditFilter) ActionPrefix() (string, bool) {
 	return strings.CutSuffix(f.Action, "*")
 }
 
-// AuditLog is the audit log's storage. Append is used inside
-// Store.Atomically, so events commit with the changes they describe.
+// AuditHead is where a tenant's log stands.
+type AuditHead struct {
+	Size int64     // events appended so far: the leaves of the tree
+	Root tlog.Hash // the root hash of the tree of Size leaves
+	// ExpiredThrough is the highest seq whose body retention deleted; the
+	// tree keeps the hashes of every leaf.
+	ExpiredThrough int64
+}
+
+// StoredHash is one hash of a tenant's tree, at its tlog stored-hash index.
+type StoredHash struct {
+	Index int64
+	Hash  tlog.Hash
+}
+
+// AuditLog is the audit log's storage: each tenant's events and the Merkle
+// tree over them (golang.org/x/mod/sumdb/tlog's stored hashes). Append is
+// used inside Store.Atomically, so events commit with the changes they
+// describe.
 type AuditLog interface {
-	// Append adds events to their tenants' chains: it serialises with every
-	// other append to the same chain (across processes), and sets Seq, Hash
-	// and ReceiveTime. An event whose (tenant, product, external id) is
-	// stored already is replaced, in place, by the stored event.
+	// Append adds events to their tenants' logs: it serialises with every
+	// other append to the same log (across processes), sets Seq, Hash and
+	// ReceiveTime, and stores the tree hashes each new leaf completes. An
+	// event whose (tenant, product, external id) is stored already is
+	// replaced, in place, by the stored event.
 	Append(ctx context.Context, events []*AuditEvent) error
 	// List returns up to limit events matching f with seq below beforeSeq
 	// (all when 0), newest first.
 	List(ctx context.Context, f AuditFilter, beforeSeq int64, limit int) ([]*AuditEvent, error)
-	// Chain returns up to limit events of a tenant's chain with seq above
+	// Chain returns up to limit events of a tenant's log with seq above
 	// afterSeq, oldest first.
 	Chain(ctx context.Context, tenantID string, afterSeq int64, limit int) ([]*AuditEvent, error)
-	// Head returns the seq and hash of a chain's last event (0 and "" for
-	// an empty chain).
-	Head(ctx context.Context, tenantID string) (int64, string, error)
+	// Head returns where a tenant's log stands (the zero head for an empty one).
+	Head(ctx context.Context, tenantID string) (AuditHead, error)
+	// ReadHashes returns the stored hashes of a tenant's tree at indexes,
+	// in that order; a missing one is KindNotFound.
+	ReadHashes(ctx context.Context, tenantID string, indexes []int64) ([]tlog.Hash, error)
+	// StoredHashes returns up to limit stored hashes of a tenant's tree
+	// with index from or above, by index.
+	StoredHashes(ctx context.Context, tenantID string, from int64, limit int) ([]StoredHash, error)
 }

@@ -8,12 +8,17 @@ import (
 	"time"
 )
 
-// AuditService records, lists, exports and verifies audit events.
-type AuditService struct{ guard }
+// AuditService records, lists, exports and proves audit events: each
+// tenant's events are the leaves of a Merkle tree whose heads it signs.
+type AuditService struct {
+	guard
+	keys *CheckpointSigner
+}
 
-// NewAuditService returns an AuditService on store.
-func NewAuditService(store Store, now Clock) *AuditService {
-	return &AuditService{guard: newGuard(store, now)}
+// NewAuditService returns an AuditService on store, signing checkpoints
+// with keys.
+func NewAuditService(store Store, now Clock, keys *CheckpointSigner) *AuditService {
+	return &AuditService{guard: newGuard(store, now), keys: keys}
 }
 
 // Record appends one event a product sends. It is idempotent by (tenant,
@@ -166,76 +171,6 @@ func (s *AuditService) Export(ctx context.Context, f AuditFilter, send func(*Aud
 		}
 		before = events[len(events)-1].Seq
 	}
-}
-
-// ChainReport is the result of verifying a tenant's chain.
-type ChainReport struct {
-	OK             bool
-	EventsChecked  int64
-	FirstBrokenSeq int64  // 0 when OK
-	Problem        string // what is wrong at FirstBrokenSeq
-}
-
-// chainPageSize is how many events VerifyChain reads at once.
-const chainPageSize = 1000
-
-// VerifyChain walks a tenant's chain (the platform's for an empty tenant
-// id) from the start, recomputing every hash: an edited event breaks its
-// hash, a deleted one leaves a gap or a short chain.
-func (s *AuditService) VerifyChain(ctx context.Context, tenantID string) (*ChainReport, error) {
-	if tenantID != "" {
-		var err error
-		if tenantID, err = ParseID("tenant_id", tenantID); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.allow(ctx, PermAuditVerify, tenantID, nil); err != nil {
-		return nil, err
-	}
-	if tenantID != "" {
-		if _, err := s.store.Tenants().Get(ctx, tenantID); err != nil {
-			return nil, err
-		}
-	}
-	log := s.store.Audit()
-	// Read the head first: events appended while we walk are beyond it.
-	headSeq, headHash, err := log.Head(ctx, tenantID)
-	if err != nil {
-		return nil, err
-	}
-	report := &ChainReport{}
-	broken := func(seq int64, format string, args ...any) (*ChainReport, error) {
-		report.FirstBrokenSeq, report.Problem = seq, fmt.Sprintf(format, args...)
-		return report, nil
-	}
-	prev, next := "", int64(1)
-	for next <= headSeq {
-		events, err := log.Chain(ctx, tenantID, next-1, chainPageSize)
-		if err != nil {
-			return nil, err
-		}
-		if len(events) == 0 {
-			return broken(next, "events from seq %d to %d are missing", next, headSeq)
-		}
-		for _, e := range events {
-			if e.Seq > headSeq {
-				break
-			}
-			if e.Seq != next {
-				return broken(next, "event seq %d is missing", next)
-			}
-			if e.ChainHash(prev) != e.Hash {
-				return broken(e.Seq, "event seq %d does not match its hash: it was changed after it was written", e.Seq)
-			}
-			prev, next = e.Hash, next+1
-			report.EventsChecked++
-		}
-	}
-	if prev != headHash {
-		return broken(headSeq, "the chain's last hash differs from its recorded head")
-	}
-	report.OK = true
-	return report, nil
 }
 
 func checkAuditFilter(v *Violations, f AuditFilter) AuditFilter {

@@ -3,14 +3,19 @@ package persistence
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/tenant-registry/tenant-registry/domain"
+	"github.com/tenant-registry/tenant-registry/sdk/go/auditlog"
 )
 
 // auditEventRow is the audit_events table.
@@ -68,13 +73,26 @@ func (r *auditEventRow) domain() *domain.AuditEvent {
 	}
 }
 
-// auditChainHeadRow is the audit_chain_heads table.
+// auditChainHeadRow is the audit_chain_heads table: per tenant's log, its
+// size and the root hash of its tree. Appends lock the row.
 type auditChainHeadRow struct {
 	bun.BaseModel `bun:"table:audit_chain_heads"`
 
+	TenantID       string `bun:"tenant_id,pk"`
+	Seq            int64  `bun:"seq,notnull"`
+	Hash           string `bun:"hash,notnull"` // hex root of the tree of Seq leaves; "" for none
+	ExpiredThrough int64  `bun:"expired_through,notnull"`
+}
+
+// treeHashRow is the audit_tree_hashes table: every stored hash of every
+// tenant's tree, by tlog's stored-hash index. Rows outlive the events
+// whose bodies retention deletes, so proofs of what remains still work.
+type treeHashRow struct {
+	bun.BaseModel `bun:"table:audit_tree_hashes"`
+
 	TenantID string `bun:"tenant_id,pk"`
-	Seq      int64  `bun:"seq,notnull"`
-	Hash     string `bun:"hash,notnull"`
+	Index    int64  `bun:"idx,pk"`
+	Hash     []byte `bun:"hash,notnull"`
 }
 
 // AuditLog implements domain.AuditLog.
@@ -126,7 +144,14 @@ func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*do
 	if err != nil {
 		return err
 	}
+	// Every earlier hash the new leaves need is on the tree's right edge
+	// as it stands: read it once, then grow the tree in memory.
+	tree, err := l.rightEdge(ctx, tenantID, head.Seq)
+	if err != nil {
+		return err
+	}
 	rows := make([]auditEventRow, 0, len(events))
+	var hashes []treeHashRow
 	for _, e := range events {
 		key := e.Product + "\x00" + e.ExternalID
 		if e.ExternalID != "" {
@@ -137,8 +162,17 @@ func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*do
 		}
 		head.Seq++
 		e.Seq = head.Seq
-		e.Hash = e.ChainHash(head.Hash)
-		head.Hash = e.Hash
+		leaf := e.LeafHash()
+		e.Hash = hex.EncodeToString(leaf[:])
+		added, err := tlog.StoredHashesForRecordHash(head.Seq-1, leaf, tree)
+		if err != nil {
+			return err
+		}
+		first := tlog.StoredHashIndex(0, head.Seq-1)
+		for i, h := range added {
+			tree[first+int64(i)] = h
+			hashes = append(hashes, treeHashRow{TenantID: tenantID, Index: first + int64(i), Hash: slices.Clone(h[:])})
+		}
 		rows = append(rows, newAuditEventRow(e))
 		if e.ExternalID != "" {
 			copied := *e
@@ -148,7 +182,17 @@ func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*do
 	if len(rows) == 0 {
 		return nil
 	}
+	root, err := tlog.TreeHash(head.Seq, tree)
+	if err != nil {
+		return err
+	}
+	head.Hash = hex.EncodeToString(root[:])
 	for chunk := range slices.Chunk(rows, insertChunk) {
+		if _, err := l.db.NewInsert().Model(&chunk).Exec(ctx); err != nil {
+			return err
+		}
+	}
+	for chunk := range slices.Chunk(hashes, 4*insertChunk) {
 		if _, err := l.db.NewInsert().Model(&chunk).Exec(ctx); err != nil {
 			return err
 		}
@@ -160,6 +204,77 @@ func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*do
 		l.appended(len(rows)) // idempotent repeats wrote nothing and are not counted
 	}
 	return nil
+}
+
+// treeHashes are tree hashes by stored-hash index, read as a tlog.HashReader.
+type treeHashes map[int64]tlog.Hash
+
+func (t treeHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		h, ok := t[idx]
+		if !ok {
+			return nil, fmt.Errorf("tree hash %d is not loaded", idx)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// rightEdge loads the hashes of the perfect subtrees a tree of size
+// leaves is made of: all that appending to it, and its root, need.
+func (l AuditLog) rightEdge(ctx context.Context, tenantID string, size int64) (treeHashes, error) {
+	indexes := auditlog.EdgeIndexes(size)
+	hashes, err := l.ReadHashes(ctx, tenantID, indexes)
+	if err != nil {
+		return nil, err
+	}
+	tree := treeHashes{}
+	for i, idx := range indexes {
+		tree[idx] = hashes[i]
+	}
+	return tree, nil
+}
+
+// ReadHashes returns stored tree hashes of a tenant, in the order asked.
+func (l AuditLog) ReadHashes(ctx context.Context, tenantID string, indexes []int64) ([]tlog.Hash, error) {
+	if len(indexes) == 0 {
+		return nil, nil
+	}
+	var rows []treeHashRow
+	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND idx IN (?)", tenantID, bun.In(indexes)).Scan(ctx)
+	if err != nil {
+		return nil, dbError(err, "", "")
+	}
+	byIndex := make(map[int64][]byte, len(rows))
+	for _, r := range rows {
+		byIndex[r.Index] = r.Hash
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		h, ok := byIndex[idx]
+		if !ok || len(h) != tlog.HashSize {
+			return nil, domain.Errorf(domain.KindNotFound, "the audit log's tree hash %d is missing", idx)
+		}
+		copy(out[i][:], h)
+	}
+	return out, nil
+}
+
+// StoredHashes returns a tenant's stored tree hashes from index from on.
+func (l AuditLog) StoredHashes(ctx context.Context, tenantID string, from int64, limit int) ([]domain.StoredHash, error) {
+	var rows []treeHashRow
+	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND idx >= ?", tenantID, from).
+		OrderExpr("idx ASC").Limit(limit).Scan(ctx)
+	if err != nil {
+		return nil, dbError(err, "", "")
+	}
+	out := make([]domain.StoredHash, len(rows))
+	for i, r := range rows {
+		out[i].Index = r.Index
+		copy(out[i].Hash[:], r.Hash) // a short hash reads as a wrong one, which verification reports
+	}
+	return out, nil
 }
 
 // storedByExternalID returns the stored events of the chain that share an
@@ -255,17 +370,24 @@ func (l AuditLog) Chain(ctx context.Context, tenantID string, afterSeq int64, li
 	return auditEvents(rows), nil
 }
 
-// Head returns the last seq and hash of a chain.
-func (l AuditLog) Head(ctx context.Context, tenantID string) (int64, string, error) {
+// Head returns where a tenant's log stands.
+func (l AuditLog) Head(ctx context.Context, tenantID string) (domain.AuditHead, error) {
+	empty, _ := tlog.TreeHash(0, nil)
 	head := &auditChainHeadRow{TenantID: tenantID}
 	err := l.db.NewSelect().Model(head).WherePK().Scan(ctx)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, "", nil
+		return domain.AuditHead{Root: empty}, nil
 	}
 	if err != nil {
-		return 0, "", dbError(err, "", "")
+		return domain.AuditHead{}, dbError(err, "", "")
 	}
-	return head.Seq, head.Hash, nil
+	out := domain.AuditHead{Size: head.Seq, Root: empty, ExpiredThrough: head.ExpiredThrough}
+	if head.Hash != "" {
+		// A root that is not hex reads as a wrong one, which verification reports.
+		root, _ := hex.DecodeString(head.Hash)
+		copy(out.Root[:], root)
+	}
+	return out, nil
 }
 
 func auditEvents(rows []auditEventRow) []*domain.AuditEvent {

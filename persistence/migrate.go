@@ -26,6 +26,7 @@ func (db *DB) Migrator() (*Migrator, error) {
 	if err := ms.Discover(fsys); err != nil {
 		return nil, fmt.Errorf("read embedded migrations: %w", err)
 	}
+	migrations.RegisterGo(ms)
 	return &Migrator{m: migrate.NewMigrator(db.bun, ms, migrate.WithMarkAppliedOnSuccess(true))}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"connectrpc.com/connect"
+	"golang.org/x/mod/sumdb/tlog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tenant-registry/tenant-registry/domain"
@@ -89,15 +90,68 @@ func (s *AuditServer) ExportAuditEvents(ctx context.Context, req *v1.ExportAudit
 	})
 }
 
-// VerifyAuditChain checks a tenant's hash chain.
+var logProblems = map[domain.LogProblem]v1.AuditLogProblem{
+	domain.ProblemTreeInconsistent: v1.AuditLogProblem_AUDIT_LOG_PROBLEM_TREE_INCONSISTENT,
+	domain.ProblemEventChanged:     v1.AuditLogProblem_AUDIT_LOG_PROBLEM_EVENT_CHANGED,
+	domain.ProblemEventMissing:     v1.AuditLogProblem_AUDIT_LOG_PROBLEM_EVENT_MISSING,
+	domain.ProblemEventOutOfBand:   v1.AuditLogProblem_AUDIT_LOG_PROBLEM_EVENT_OUT_OF_BAND,
+	domain.ProblemTruncated:        v1.AuditLogProblem_AUDIT_LOG_PROBLEM_TRUNCATED,
+	domain.ProblemRewritten:        v1.AuditLogProblem_AUDIT_LOG_PROBLEM_REWRITTEN,
+}
+
+// VerifyAuditChain checks a tenant's log, and against a checkpoint kept.
 func (s *AuditServer) VerifyAuditChain(ctx context.Context, req *v1.VerifyAuditChainRequest) (*v1.VerifyAuditChainResponse, error) {
-	r, err := s.audit.VerifyChain(ctx, req.GetTenantId())
+	r, err := s.audit.VerifyChain(ctx, req.GetTenantId(), []byte(req.GetCheckpoint()))
 	if err != nil {
 		return nil, err
 	}
 	return &v1.VerifyAuditChainResponse{
-		Ok: r.OK, EventsChecked: r.EventsChecked, FirstBrokenSeq: r.FirstBrokenSeq, Problem: r.Problem,
+		Ok: r.OK, EventsChecked: r.EventsChecked, FirstBrokenSeq: r.FirstBrokenSeq, Problem: r.Detail,
+		ProblemKind: logProblems[r.Problem], LogSize: r.Size, ExpiredThroughSeq: r.ExpiredThrough,
 	}, nil
+}
+
+// GetAuditCheckpoint returns a tenant's signed tree head.
+func (s *AuditServer) GetAuditCheckpoint(ctx context.Context, req *v1.GetAuditCheckpointRequest) (*v1.GetAuditCheckpointResponse, error) {
+	c, err := s.audit.Checkpoint(ctx, req.GetTenantId())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.GetAuditCheckpointResponse{Checkpoint: string(c.Note), TreeSize: c.Checkpoint.Size, RootHash: c.Checkpoint.Root[:]}, nil
+}
+
+// ProveAuditEvent returns an inclusion proof.
+func (s *AuditServer) ProveAuditEvent(ctx context.Context, req *v1.ProveAuditEventRequest) (*v1.ProveAuditEventResponse, error) {
+	p, err := s.audit.ProveEvent(ctx, req.GetTenantId(), req.GetSeq(), req.GetTreeSize())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ProveAuditEventResponse{Seq: p.Seq, TreeSize: p.TreeSize, LeafHash: p.Leaf[:], RootHash: p.Root[:], Proof: hashesOut(p.Proof)}, nil
+}
+
+// ProveAuditConsistency returns a consistency proof.
+func (s *AuditServer) ProveAuditConsistency(ctx context.Context, req *v1.ProveAuditConsistencyRequest) (*v1.ProveAuditConsistencyResponse, error) {
+	p, err := s.audit.ProveConsistency(ctx, req.GetTenantId(), req.GetOldSize(), req.GetNewSize())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ProveAuditConsistencyResponse{
+		OldSize: p.OldSize, NewSize: p.NewSize, OldRootHash: p.OldRoot[:], NewRootHash: p.NewRoot[:], Proof: hashesOut(p.Proof),
+	}, nil
+}
+
+// GetAuditVerifierKey returns the checkpoints' public key.
+func (s *AuditServer) GetAuditVerifierKey(ctx context.Context, _ *v1.GetAuditVerifierKeyRequest) (*v1.GetAuditVerifierKeyResponse, error) {
+	name, id, vkey := s.audit.VerifierKey()
+	return &v1.GetAuditVerifierKeyResponse{VerifierKey: vkey, Name: name, KeyId: id}, nil
+}
+
+func hashesOut(hashes []tlog.Hash) [][]byte {
+	out := make([][]byte, len(hashes))
+	for i := range hashes {
+		out[i] = hashes[i][:]
+	}
+	return out
 }
 
 // auditFilterRequest is what ListAuditEventsRequest and

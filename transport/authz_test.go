@@ -276,6 +276,22 @@ func matrix() map[string]rpc {
 			_, err := c.audit.VerifyAuditChain(ctx, &v1.VerifyAuditChainRequest{TenantId: f.tenantA})
 			return err
 		}},
+		tenantregistryv1connect.AuditServiceGetAuditCheckpointProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
+			_, err := c.audit.GetAuditCheckpoint(ctx, &v1.GetAuditCheckpointRequest{TenantId: f.tenantA})
+			return err
+		}},
+		tenantregistryv1connect.AuditServiceProveAuditEventProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
+			_, err := c.audit.ProveAuditEvent(ctx, &v1.ProveAuditEventRequest{TenantId: f.tenantA, Seq: 1})
+			return err
+		}},
+		tenantregistryv1connect.AuditServiceProveAuditConsistencyProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
+			_, err := c.audit.ProveAuditConsistency(ctx, &v1.ProveAuditConsistencyRequest{TenantId: f.tenantA, OldSize: 1})
+			return err
+		}},
+		tenantregistryv1connect.AuditServiceGetAuditVerifierKeyProcedure: {validPrincipals, nil, func(ctx context.Context, c clients, f fixture) error {
+			_, err := c.audit.GetAuditVerifierKey(ctx, &v1.GetAuditVerifierKeyRequest{})
+			return err
+		}},
 	}
 }
 

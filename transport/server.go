@@ -72,13 +72,13 @@ type Services struct {
 
 // NewServices returns the handlers of every service over the domain
 // services persisting to store; keys verify through verifier.
-func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerifier) Services {
+func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerifier, checkpoints *domain.CheckpointSigner) Services {
 	return Services{
 		Tenants:      NewTenantServer(domain.NewTenantService(store, now)),
 		Catalog:      NewCatalogServer(domain.NewCatalogService(store, now)),
 		Entitlements: NewEntitlementServer(domain.NewEntitlementService(store, now)),
 		ApiKeys:      NewApiKeyServer(domain.NewApiKeyService(store, now, verifier), now),
-		Audit:        NewAuditServer(domain.NewAuditService(store, now)),
+		Audit:        NewAuditServer(domain.NewAuditService(store, now, checkpoints)),
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 	"github.com/tenant-registry/tenant-registry/persistence"
 	"github.com/tenant-registry/tenant-registry/transport"
 )
@@ -142,7 +143,7 @@ func startServer(t *testing.T, db *persistence.DB) *harness {
 		ShutdownGrace:     10 * time.Second,
 		Ready:             db.Ready,
 		Logger:            logger,
-	}, transport.NewServices(db.Store(), clock.Now, domain.NewKeyVerifier(db.Store(), clock.Now, domain.NewKeyCache(domain.DefaultKeyCacheConfig))))
+	}, transport.NewServices(db.Store(), clock.Now, domain.NewKeyVerifier(db.Store(), clock.Now, domain.NewKeyCache(domain.DefaultKeyCacheConfig)), testserver.CheckpointSigner(t)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tenant-registry/tenant-registry/domain"
 )
 
 // Config is the service's configuration, read from the environment.
@@ -38,6 +42,13 @@ type Config struct {
 	RequestTimeout    time.Duration // REQUEST_TIMEOUT: deadline of a unary call, down to the database
 	DBMaxConns        int           // DB_MAX_CONNS: pool bound; 0: a few per core
 	ShutdownDelay     time.Duration // SHUTDOWN_DELAY: serving while not ready after SIGTERM
+
+	// The key audit checkpoints are signed with: AUDIT_SIGNING_KEY, or the
+	// file AUDIT_SIGNING_KEY_FILE holds it in; and the verifier keys of the
+	// keys it replaced, AUDIT_EARLIER_VERIFIER_KEYS.
+	AuditSigningKey     string
+	AuditSigningKeyFile string
+	AuditEarlierKeys    []string
 }
 
 // LoadConfig reads the configuration through getenv. Every bad value is
@@ -181,6 +192,21 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 	}
 	loadOTLP(&c, get, bad)
+	c.AuditSigningKey, c.AuditSigningKeyFile = get("AUDIT_SIGNING_KEY", ""), get("AUDIT_SIGNING_KEY_FILE", "")
+	c.AuditEarlierKeys = splitList(getenv("AUDIT_EARLIER_VERIFIER_KEYS"))
+	switch {
+	case c.AuditSigningKey != "" && c.AuditSigningKeyFile != "":
+		bad("AUDIT_SIGNING_KEY", "set it or AUDIT_SIGNING_KEY_FILE, not both")
+	case c.AuditSigningKey != "":
+		if _, err := domain.NewCheckpointSigner(c.AuditSigningKey, c.AuditEarlierKeys...); err != nil {
+			bad("AUDIT_SIGNING_KEY", "%v", err)
+		}
+	}
+	for _, k := range c.AuditEarlierKeys {
+		if _, err := note.NewVerifier(k); err != nil {
+			bad("AUDIT_EARLIER_VERIFIER_KEYS", "want comma-separated note verifier keys like name+1234abcd+AbC…, got %.40q", k)
+		}
+	}
 	if c.Env != "dev" && c.Issuer == "" {
 		bad("KEYCLOAK_ISSUER", "is required with APP_ENV=%s: only dev may run without authentication", c.Env)
 	}

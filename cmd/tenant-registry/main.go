@@ -111,10 +111,11 @@ type Main struct {
 	Logger *slog.Logger
 	Clock  domain.Clock // nil: the system clock
 
-	DB       *persistence.DB
-	Server   *transport.Server
-	KeyCache *domain.KeyCache
-	Verifier *domain.KeyVerifier
+	DB          *persistence.DB
+	Server      *transport.Server
+	KeyCache    *domain.KeyCache
+	Verifier    *domain.KeyVerifier
+	Checkpoints *domain.CheckpointSigner
 
 	// SpanExporter, when set, receives every span as it ends, beside any
 	// OTLP export: a test's in-memory exporter sees the real wiring's spans.
@@ -173,6 +174,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			return fmt.Errorf("seed dev data: %w", err)
 		}
 	}
+	if m.Checkpoints, err = checkpointSigner(m.Config, m.Logger); err != nil {
+		return err
+	}
 	cacheCfg := domain.DefaultKeyCacheConfig
 	cacheCfg.Disabled = !m.Config.KeyCache
 	m.KeyCache = domain.NewKeyCache(cacheCfg)
@@ -209,7 +213,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		Ready:                 func(ctx context.Context) error { return ready(ctx, db, migrator) },
 		Logger:                m.Logger,
 		Interceptors:          interceptors,
-	}, transport.NewServices(db.Store(), m.Clock, m.Verifier))
+	}, transport.NewServices(db.Store(), m.Clock, m.Verifier, m.Checkpoints))
 	if tel.metrics != nil {
 		// Listened on here, not in Serve, so that a taken port stops the
 		// start like a bad ADDR does.

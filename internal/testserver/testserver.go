@@ -97,7 +97,7 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 		ShutdownGrace:     5 * time.Second,
 		Ready:             db.Ready,
 		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}, transport.NewServices(db.Store(), clock.Now, verifier))
+	}, transport.NewServices(db.Store(), clock.Now, verifier, CheckpointSigner(t)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,6 +116,21 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 		}
 	})
 	return &Server{URL: "http://" + ln.Addr().String(), DB: db, Clock: clock, Verifier: verifier, Logs: logs}
+}
+
+// CheckpointSigner returns a signer of audit checkpoints with a key of
+// its own.
+func CheckpointSigner(t testing.TB) *domain.CheckpointSigner {
+	t.Helper()
+	skey, _, err := domain.GenerateCheckpointKey("registry.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := domain.NewCheckpointSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // Protocol is one way a client can talk to the server.

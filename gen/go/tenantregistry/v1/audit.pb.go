@@ -22,6 +22,76 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// How a log fails verification.
+type AuditLogProblem int32
+
+const (
+	// Not set: the log is intact.
+	AuditLogProblem_AUDIT_LOG_PROBLEM_UNSPECIFIED AuditLogProblem = 0
+	// A hash of the tree was edited, removed or added.
+	AuditLogProblem_AUDIT_LOG_PROBLEM_TREE_INCONSISTENT AuditLogProblem = 1
+	// An event no longer hashes to its leaf: it was edited.
+	AuditLogProblem_AUDIT_LOG_PROBLEM_EVENT_CHANGED AuditLogProblem = 2
+	// An event was deleted (other than by retention).
+	AuditLogProblem_AUDIT_LOG_PROBLEM_EVENT_MISSING AuditLogProblem = 3
+	// An event exists beyond the log's head, or twice: written around the
+	// registry.
+	AuditLogProblem_AUDIT_LOG_PROBLEM_EVENT_OUT_OF_BAND AuditLogProblem = 4
+	// The log holds fewer events than the checkpoint: the newest were cut off.
+	AuditLogProblem_AUDIT_LOG_PROBLEM_TRUNCATED AuditLogProblem = 5
+	// The log's first events no longer hash to the checkpoint's root.
+	AuditLogProblem_AUDIT_LOG_PROBLEM_REWRITTEN AuditLogProblem = 6
+)
+
+// Enum value maps for AuditLogProblem.
+var (
+	AuditLogProblem_name = map[int32]string{
+		0: "AUDIT_LOG_PROBLEM_UNSPECIFIED",
+		1: "AUDIT_LOG_PROBLEM_TREE_INCONSISTENT",
+		2: "AUDIT_LOG_PROBLEM_EVENT_CHANGED",
+		3: "AUDIT_LOG_PROBLEM_EVENT_MISSING",
+		4: "AUDIT_LOG_PROBLEM_EVENT_OUT_OF_BAND",
+		5: "AUDIT_LOG_PROBLEM_TRUNCATED",
+		6: "AUDIT_LOG_PROBLEM_REWRITTEN",
+	}
+	AuditLogProblem_value = map[string]int32{
+		"AUDIT_LOG_PROBLEM_UNSPECIFIED":       0,
+		"AUDIT_LOG_PROBLEM_TREE_INCONSISTENT": 1,
+		"AUDIT_LOG_PROBLEM_EVENT_CHANGED":     2,
+		"AUDIT_LOG_PROBLEM_EVENT_MISSING":     3,
+		"AUDIT_LOG_PROBLEM_EVENT_OUT_OF_BAND": 4,
+		"AUDIT_LOG_PROBLEM_TRUNCATED":         5,
+		"AUDIT_LOG_PROBLEM_REWRITTEN":         6,
+	}
+)
+
+func (x AuditLogProblem) Enum() *AuditLogProblem {
+	p := new(AuditLogProblem)
+	*p = x
+	return p
+}
+
+func (x AuditLogProblem) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuditLogProblem) Descriptor() protoreflect.EnumDescriptor {
+	return file_tenantregistry_v1_audit_proto_enumTypes[0].Descriptor()
+}
+
+func (AuditLogProblem) Type() protoreflect.EnumType {
+	return &file_tenantregistry_v1_audit_proto_enumTypes[0]
+}
+
+func (x AuditLogProblem) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuditLogProblem.Descriptor instead.
+func (AuditLogProblem) EnumDescriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{0}
+}
+
 // One audit event. On input (RecordAuditEvent), the output-only fields are
 // ignored.
 type AuditEvent struct {
@@ -60,10 +130,10 @@ type AuditEvent struct {
 	// The producer's own identifier for the event, making appends idempotent
 	// per (tenant_id, product, external_id). Empty: no deduplication.
 	ExternalId string `protobuf:"bytes,15,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
-	// Position in the tenant's chain: 1, 2, 3, ... without gaps. Output only.
+	// Position in the tenant's log: 1, 2, 3, ... without gaps. Output only.
 	Seq int64 `protobuf:"varint,16,opt,name=seq,proto3" json:"seq,omitempty"`
-	// SHA-256, in lower-case hex, over the previous event's hash and a
-	// canonical encoding of this event. Output only.
+	// The event's leaf hash in its tenant's tree, in lower-case hex:
+	// tlog.RecordHash of its canonical encoding. Output only.
 	Hash          string `protobuf:"bytes,17,opt,name=hash,proto3" json:"hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -859,8 +929,11 @@ func (x *ExportAuditEventsResponse) GetEvent() *AuditEvent {
 // Request of AuditService.VerifyAuditChain.
 type VerifyAuditChainRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The tenant whose chain to check. Empty: the platform events' chain.
-	TenantId      string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The tenant whose log to check. Empty: the platform's log.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// A checkpoint of this log kept earlier (GetAuditCheckpointResponse's
+	// checkpoint, unchanged). Empty: check the log as stored only.
+	Checkpoint    string `protobuf:"bytes,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -902,20 +975,34 @@ func (x *VerifyAuditChainRequest) GetTenantId() string {
 	return ""
 }
 
+func (x *VerifyAuditChainRequest) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
 // Response of AuditService.VerifyAuditChain.
 type VerifyAuditChainResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Whether the whole chain is intact.
+	// Whether the log is intact (and consistent with the checkpoint, if given).
 	Ok bool `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
-	// How many events were checked.
+	// How many events' bodies were rehashed.
 	EventsChecked int64 `protobuf:"varint,2,opt,name=events_checked,json=eventsChecked,proto3" json:"events_checked,omitempty"`
-	// The seq of the first event where the chain breaks; 0 when ok.
+	// The seq of the first event where the log breaks; 0 when ok, or when no
+	// single event can be blamed (REWRITTEN).
 	FirstBrokenSeq int64 `protobuf:"varint,3,opt,name=first_broken_seq,json=firstBrokenSeq,proto3" json:"first_broken_seq,omitempty"`
-	// Human-readable description of the first break, for example a hash
-	// mismatch or a missing seq; empty when ok.
-	Problem       string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Human-readable description of the first break; empty when ok.
+	Problem string `protobuf:"bytes,4,opt,name=problem,proto3" json:"problem,omitempty"`
+	// What kind of break; UNSPECIFIED when ok.
+	ProblemKind AuditLogProblem `protobuf:"varint,5,opt,name=problem_kind,json=problemKind,proto3,enum=tenantregistry.v1.AuditLogProblem" json:"problem_kind,omitempty"`
+	// The log's size: every event ever appended, expired ones included.
+	LogSize int64 `protobuf:"varint,6,opt,name=log_size,json=logSize,proto3" json:"log_size,omitempty"`
+	// Events up to this seq were removed by retention (their leaves stay in the
+	// tree); 0: none.
+	ExpiredThroughSeq int64 `protobuf:"varint,7,opt,name=expired_through_seq,json=expiredThroughSeq,proto3" json:"expired_through_seq,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *VerifyAuditChainResponse) Reset() {
@@ -972,6 +1059,536 @@ func (x *VerifyAuditChainResponse) GetFirstBrokenSeq() int64 {
 func (x *VerifyAuditChainResponse) GetProblem() string {
 	if x != nil {
 		return x.Problem
+	}
+	return ""
+}
+
+func (x *VerifyAuditChainResponse) GetProblemKind() AuditLogProblem {
+	if x != nil {
+		return x.ProblemKind
+	}
+	return AuditLogProblem_AUDIT_LOG_PROBLEM_UNSPECIFIED
+}
+
+func (x *VerifyAuditChainResponse) GetLogSize() int64 {
+	if x != nil {
+		return x.LogSize
+	}
+	return 0
+}
+
+func (x *VerifyAuditChainResponse) GetExpiredThroughSeq() int64 {
+	if x != nil {
+		return x.ExpiredThroughSeq
+	}
+	return 0
+}
+
+// Request of AuditService.GetAuditCheckpoint.
+type GetAuditCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant whose log. Empty: the platform's (platform admins only).
+	TenantId      string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditCheckpointRequest) Reset() {
+	*x = GetAuditCheckpointRequest{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditCheckpointRequest) ProtoMessage() {}
+
+func (x *GetAuditCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetAuditCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetAuditCheckpointRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+// Response of AuditService.GetAuditCheckpoint.
+type GetAuditCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The C2SP signed note: the log's origin (`<key name>/audit/<tenant id>`),
+	// its size and base64 root hash, one per line, a blank line, and the
+	// signature line. Keep it as it is.
+	Checkpoint string `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The log's size, as in the checkpoint.
+	TreeSize int64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// The tree's root hash, as in the checkpoint.
+	RootHash      []byte `protobuf:"bytes,3,opt,name=root_hash,json=rootHash,proto3" json:"root_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditCheckpointResponse) Reset() {
+	*x = GetAuditCheckpointResponse{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditCheckpointResponse) ProtoMessage() {}
+
+func (x *GetAuditCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetAuditCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetAuditCheckpointResponse) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+func (x *GetAuditCheckpointResponse) GetTreeSize() int64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *GetAuditCheckpointResponse) GetRootHash() []byte {
+	if x != nil {
+		return x.RootHash
+	}
+	return nil
+}
+
+// Request of AuditService.ProveAuditEvent.
+type ProveAuditEventRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant whose log. Empty: the platform's (platform admins only).
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The event's seq.
+	Seq int64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The size of the tree to prove against, from seq to the log's size. 0:
+	// the log's size.
+	TreeSize      int64 `protobuf:"varint,3,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveAuditEventRequest) Reset() {
+	*x = ProveAuditEventRequest{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveAuditEventRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveAuditEventRequest) ProtoMessage() {}
+
+func (x *ProveAuditEventRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveAuditEventRequest.ProtoReflect.Descriptor instead.
+func (*ProveAuditEventRequest) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ProveAuditEventRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ProveAuditEventRequest) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ProveAuditEventRequest) GetTreeSize() int64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+// Response of AuditService.ProveAuditEvent.
+type ProveAuditEventResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event's seq.
+	Seq int64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The size of the tree proved against.
+	TreeSize int64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	// The event's leaf hash, as the tree stores it.
+	LeafHash []byte `protobuf:"bytes,3,opt,name=leaf_hash,json=leafHash,proto3" json:"leaf_hash,omitempty"`
+	// The root hash of the tree of tree_size events.
+	RootHash []byte `protobuf:"bytes,4,opt,name=root_hash,json=rootHash,proto3" json:"root_hash,omitempty"`
+	// The inclusion proof: the sibling hashes from the leaf to the root
+	// (tlog.RecordProof).
+	Proof         [][]byte `protobuf:"bytes,5,rep,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveAuditEventResponse) Reset() {
+	*x = ProveAuditEventResponse{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveAuditEventResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveAuditEventResponse) ProtoMessage() {}
+
+func (x *ProveAuditEventResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveAuditEventResponse.ProtoReflect.Descriptor instead.
+func (*ProveAuditEventResponse) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ProveAuditEventResponse) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ProveAuditEventResponse) GetTreeSize() int64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *ProveAuditEventResponse) GetLeafHash() []byte {
+	if x != nil {
+		return x.LeafHash
+	}
+	return nil
+}
+
+func (x *ProveAuditEventResponse) GetRootHash() []byte {
+	if x != nil {
+		return x.RootHash
+	}
+	return nil
+}
+
+func (x *ProveAuditEventResponse) GetProof() [][]byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+// Request of AuditService.ProveAuditConsistency.
+type ProveAuditConsistencyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant whose log. Empty: the platform's (platform admins only).
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// The size of the older tree, at least 1.
+	OldSize int64 `protobuf:"varint,2,opt,name=old_size,json=oldSize,proto3" json:"old_size,omitempty"`
+	// The size of the newer tree, from old_size to the log's size. 0: the log's
+	// size.
+	NewSize       int64 `protobuf:"varint,3,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveAuditConsistencyRequest) Reset() {
+	*x = ProveAuditConsistencyRequest{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveAuditConsistencyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveAuditConsistencyRequest) ProtoMessage() {}
+
+func (x *ProveAuditConsistencyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveAuditConsistencyRequest.ProtoReflect.Descriptor instead.
+func (*ProveAuditConsistencyRequest) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ProveAuditConsistencyRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ProveAuditConsistencyRequest) GetOldSize() int64 {
+	if x != nil {
+		return x.OldSize
+	}
+	return 0
+}
+
+func (x *ProveAuditConsistencyRequest) GetNewSize() int64 {
+	if x != nil {
+		return x.NewSize
+	}
+	return 0
+}
+
+// Response of AuditService.ProveAuditConsistency.
+type ProveAuditConsistencyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The older tree's size.
+	OldSize int64 `protobuf:"varint,1,opt,name=old_size,json=oldSize,proto3" json:"old_size,omitempty"`
+	// The newer tree's size.
+	NewSize int64 `protobuf:"varint,2,opt,name=new_size,json=newSize,proto3" json:"new_size,omitempty"`
+	// The older tree's root hash.
+	OldRootHash []byte `protobuf:"bytes,3,opt,name=old_root_hash,json=oldRootHash,proto3" json:"old_root_hash,omitempty"`
+	// The newer tree's root hash.
+	NewRootHash []byte `protobuf:"bytes,4,opt,name=new_root_hash,json=newRootHash,proto3" json:"new_root_hash,omitempty"`
+	// The consistency proof (tlog.TreeProof).
+	Proof         [][]byte `protobuf:"bytes,5,rep,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProveAuditConsistencyResponse) Reset() {
+	*x = ProveAuditConsistencyResponse{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProveAuditConsistencyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProveAuditConsistencyResponse) ProtoMessage() {}
+
+func (x *ProveAuditConsistencyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProveAuditConsistencyResponse.ProtoReflect.Descriptor instead.
+func (*ProveAuditConsistencyResponse) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ProveAuditConsistencyResponse) GetOldSize() int64 {
+	if x != nil {
+		return x.OldSize
+	}
+	return 0
+}
+
+func (x *ProveAuditConsistencyResponse) GetNewSize() int64 {
+	if x != nil {
+		return x.NewSize
+	}
+	return 0
+}
+
+func (x *ProveAuditConsistencyResponse) GetOldRootHash() []byte {
+	if x != nil {
+		return x.OldRootHash
+	}
+	return nil
+}
+
+func (x *ProveAuditConsistencyResponse) GetNewRootHash() []byte {
+	if x != nil {
+		return x.NewRootHash
+	}
+	return nil
+}
+
+func (x *ProveAuditConsistencyResponse) GetProof() [][]byte {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+// Request of AuditService.GetAuditVerifierKey.
+type GetAuditVerifierKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditVerifierKeyRequest) Reset() {
+	*x = GetAuditVerifierKeyRequest{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditVerifierKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditVerifierKeyRequest) ProtoMessage() {}
+
+func (x *GetAuditVerifierKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditVerifierKeyRequest.ProtoReflect.Descriptor instead.
+func (*GetAuditVerifierKeyRequest) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{19}
+}
+
+// Response of AuditService.GetAuditVerifierKey.
+type GetAuditVerifierKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The note verifier key: `<name>+<key id>+<base64 key>`
+	// (golang.org/x/mod/sumdb/note).
+	VerifierKey string `protobuf:"bytes,1,opt,name=verifier_key,json=verifierKey,proto3" json:"verifier_key,omitempty"`
+	// The key's name, which starts every log's origin.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The key's id (the hash in the verifier key and in signature lines), hex.
+	KeyId         string `protobuf:"bytes,3,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditVerifierKeyResponse) Reset() {
+	*x = GetAuditVerifierKeyResponse{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditVerifierKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditVerifierKeyResponse) ProtoMessage() {}
+
+func (x *GetAuditVerifierKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditVerifierKeyResponse.ProtoReflect.Descriptor instead.
+func (*GetAuditVerifierKeyResponse) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetAuditVerifierKeyResponse) GetVerifierKey() string {
+	if x != nil {
+		return x.VerifierKey
+	}
+	return ""
+}
+
+func (x *GetAuditVerifierKeyResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetAuditVerifierKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
 	}
 	return ""
 }
@@ -1047,20 +1664,71 @@ const file_tenantregistry_v1_audit_proto_rawDesc = "" +
 	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
 	"\x05until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05until\"P\n" +
 	"\x19ExportAuditEventsResponse\x123\n" +
-	"\x05event\x18\x01 \x01(\v2\x1d.tenantregistry.v1.AuditEventR\x05event\"6\n" +
+	"\x05event\x18\x01 \x01(\v2\x1d.tenantregistry.v1.AuditEventR\x05event\"V\n" +
 	"\x17VerifyAuditChainRequest\x12\x1b\n" +
-	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"\x95\x01\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x02 \x01(\tR\n" +
+	"checkpoint\"\xa7\x02\n" +
 	"\x18VerifyAuditChainResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eevents_checked\x18\x02 \x01(\x03R\reventsChecked\x12(\n" +
 	"\x10first_broken_seq\x18\x03 \x01(\x03R\x0efirstBrokenSeq\x12\x18\n" +
-	"\aproblem\x18\x04 \x01(\tR\aproblem2\xc3\x04\n" +
+	"\aproblem\x18\x04 \x01(\tR\aproblem\x12E\n" +
+	"\fproblem_kind\x18\x05 \x01(\x0e2\".tenantregistry.v1.AuditLogProblemR\vproblemKind\x12\x19\n" +
+	"\blog_size\x18\x06 \x01(\x03R\alogSize\x12.\n" +
+	"\x13expired_through_seq\x18\a \x01(\x03R\x11expiredThroughSeq\"8\n" +
+	"\x19GetAuditCheckpointRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"v\n" +
+	"\x1aGetAuditCheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\tR\n" +
+	"checkpoint\x12\x1b\n" +
+	"\ttree_size\x18\x02 \x01(\x03R\btreeSize\x12\x1b\n" +
+	"\troot_hash\x18\x03 \x01(\fR\brootHash\"d\n" +
+	"\x16ProveAuditEventRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12\x1b\n" +
+	"\ttree_size\x18\x03 \x01(\x03R\btreeSize\"\x98\x01\n" +
+	"\x17ProveAuditEventResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x1b\n" +
+	"\ttree_size\x18\x02 \x01(\x03R\btreeSize\x12\x1b\n" +
+	"\tleaf_hash\x18\x03 \x01(\fR\bleafHash\x12\x1b\n" +
+	"\troot_hash\x18\x04 \x01(\fR\brootHash\x12\x14\n" +
+	"\x05proof\x18\x05 \x03(\fR\x05proof\"q\n" +
+	"\x1cProveAuditConsistencyRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x19\n" +
+	"\bold_size\x18\x02 \x01(\x03R\aoldSize\x12\x19\n" +
+	"\bnew_size\x18\x03 \x01(\x03R\anewSize\"\xb3\x01\n" +
+	"\x1dProveAuditConsistencyResponse\x12\x19\n" +
+	"\bold_size\x18\x01 \x01(\x03R\aoldSize\x12\x19\n" +
+	"\bnew_size\x18\x02 \x01(\x03R\anewSize\x12\"\n" +
+	"\rold_root_hash\x18\x03 \x01(\fR\voldRootHash\x12\"\n" +
+	"\rnew_root_hash\x18\x04 \x01(\fR\vnewRootHash\x12\x14\n" +
+	"\x05proof\x18\x05 \x03(\fR\x05proof\"\x1c\n" +
+	"\x1aGetAuditVerifierKeyRequest\"k\n" +
+	"\x1bGetAuditVerifierKeyResponse\x12!\n" +
+	"\fverifier_key\x18\x01 \x01(\tR\vverifierKey\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x15\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId*\x92\x02\n" +
+	"\x0fAuditLogProblem\x12!\n" +
+	"\x1dAUDIT_LOG_PROBLEM_UNSPECIFIED\x10\x00\x12'\n" +
+	"#AUDIT_LOG_PROBLEM_TREE_INCONSISTENT\x10\x01\x12#\n" +
+	"\x1fAUDIT_LOG_PROBLEM_EVENT_CHANGED\x10\x02\x12#\n" +
+	"\x1fAUDIT_LOG_PROBLEM_EVENT_MISSING\x10\x03\x12'\n" +
+	"#AUDIT_LOG_PROBLEM_EVENT_OUT_OF_BAND\x10\x04\x12\x1f\n" +
+	"\x1bAUDIT_LOG_PROBLEM_TRUNCATED\x10\x05\x12\x1f\n" +
+	"\x1bAUDIT_LOG_PROBLEM_REWRITTEN\x10\x062\xa6\b\n" +
 	"\fAuditService\x12k\n" +
 	"\x10RecordAuditEvent\x12*.tenantregistry.v1.RecordAuditEventRequest\x1a+.tenantregistry.v1.RecordAuditEventResponse\x12n\n" +
 	"\x11RecordAuditEvents\x12+.tenantregistry.v1.RecordAuditEventsRequest\x1a,.tenantregistry.v1.RecordAuditEventsResponse\x12m\n" +
 	"\x0fListAuditEvents\x12).tenantregistry.v1.ListAuditEventsRequest\x1a*.tenantregistry.v1.ListAuditEventsResponse\"\x03\x90\x02\x01\x12u\n" +
 	"\x11ExportAuditEvents\x12+.tenantregistry.v1.ExportAuditEventsRequest\x1a,.tenantregistry.v1.ExportAuditEventsResponse\"\x03\x90\x02\x010\x01\x12p\n" +
-	"\x10VerifyAuditChain\x12*.tenantregistry.v1.VerifyAuditChainRequest\x1a+.tenantregistry.v1.VerifyAuditChainResponse\"\x03\x90\x02\x01B\xde\x01\n" +
+	"\x10VerifyAuditChain\x12*.tenantregistry.v1.VerifyAuditChainRequest\x1a+.tenantregistry.v1.VerifyAuditChainResponse\"\x03\x90\x02\x01\x12v\n" +
+	"\x12GetAuditCheckpoint\x12,.tenantregistry.v1.GetAuditCheckpointRequest\x1a-.tenantregistry.v1.GetAuditCheckpointResponse\"\x03\x90\x02\x01\x12m\n" +
+	"\x0fProveAuditEvent\x12).tenantregistry.v1.ProveAuditEventRequest\x1a*.tenantregistry.v1.ProveAuditEventResponse\"\x03\x90\x02\x01\x12\x7f\n" +
+	"\x15ProveAuditConsistency\x12/.tenantregistry.v1.ProveAuditConsistencyRequest\x1a0.tenantregistry.v1.ProveAuditConsistencyResponse\"\x03\x90\x02\x01\x12y\n" +
+	"\x13GetAuditVerifierKey\x12-.tenantregistry.v1.GetAuditVerifierKeyRequest\x1a..tenantregistry.v1.GetAuditVerifierKeyResponse\"\x03\x90\x02\x01B\xde\x01\n" +
 	"\x15com.tenantregistry.v1B\n" +
 	"AuditProtoP\x01ZTgithub.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1;tenantregistryv1\xa2\x02\x03TXX\xaa\x02\x11Tenantregistry.V1\xca\x02\x11Tenantregistry\\V1\xe2\x02\x1dTenantregistry\\V1\\GPBMetadata\xea\x02\x12Tenantregistry::V1b\x06proto3"
 
@@ -1076,55 +1744,74 @@ func file_tenantregistry_v1_audit_proto_rawDescGZIP() []byte {
 	return file_tenantregistry_v1_audit_proto_rawDescData
 }
 
-var file_tenantregistry_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tenantregistry_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_tenantregistry_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_tenantregistry_v1_audit_proto_goTypes = []any{
-	(*AuditEvent)(nil),                // 0: tenantregistry.v1.AuditEvent
-	(*AuditActor)(nil),                // 1: tenantregistry.v1.AuditActor
-	(*AuditTarget)(nil),               // 2: tenantregistry.v1.AuditTarget
-	(*RecordAuditEventRequest)(nil),   // 3: tenantregistry.v1.RecordAuditEventRequest
-	(*RecordAuditEventResponse)(nil),  // 4: tenantregistry.v1.RecordAuditEventResponse
-	(*RecordAuditEventsRequest)(nil),  // 5: tenantregistry.v1.RecordAuditEventsRequest
-	(*RecordAuditEventsResponse)(nil), // 6: tenantregistry.v1.RecordAuditEventsResponse
-	(*ListAuditEventsRequest)(nil),    // 7: tenantregistry.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),   // 8: tenantregistry.v1.ListAuditEventsResponse
-	(*ExportAuditEventsRequest)(nil),  // 9: tenantregistry.v1.ExportAuditEventsRequest
-	(*ExportAuditEventsResponse)(nil), // 10: tenantregistry.v1.ExportAuditEventsResponse
-	(*VerifyAuditChainRequest)(nil),   // 11: tenantregistry.v1.VerifyAuditChainRequest
-	(*VerifyAuditChainResponse)(nil),  // 12: tenantregistry.v1.VerifyAuditChainResponse
-	nil,                               // 13: tenantregistry.v1.AuditEvent.FieldsEntry
-	(*timestamppb.Timestamp)(nil),     // 14: google.protobuf.Timestamp
+	(AuditLogProblem)(0),                  // 0: tenantregistry.v1.AuditLogProblem
+	(*AuditEvent)(nil),                    // 1: tenantregistry.v1.AuditEvent
+	(*AuditActor)(nil),                    // 2: tenantregistry.v1.AuditActor
+	(*AuditTarget)(nil),                   // 3: tenantregistry.v1.AuditTarget
+	(*RecordAuditEventRequest)(nil),       // 4: tenantregistry.v1.RecordAuditEventRequest
+	(*RecordAuditEventResponse)(nil),      // 5: tenantregistry.v1.RecordAuditEventResponse
+	(*RecordAuditEventsRequest)(nil),      // 6: tenantregistry.v1.RecordAuditEventsRequest
+	(*RecordAuditEventsResponse)(nil),     // 7: tenantregistry.v1.RecordAuditEventsResponse
+	(*ListAuditEventsRequest)(nil),        // 8: tenantregistry.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),       // 9: tenantregistry.v1.ListAuditEventsResponse
+	(*ExportAuditEventsRequest)(nil),      // 10: tenantregistry.v1.ExportAuditEventsRequest
+	(*ExportAuditEventsResponse)(nil),     // 11: tenantregistry.v1.ExportAuditEventsResponse
+	(*VerifyAuditChainRequest)(nil),       // 12: tenantregistry.v1.VerifyAuditChainRequest
+	(*VerifyAuditChainResponse)(nil),      // 13: tenantregistry.v1.VerifyAuditChainResponse
+	(*GetAuditCheckpointRequest)(nil),     // 14: tenantregistry.v1.GetAuditCheckpointRequest
+	(*GetAuditCheckpointResponse)(nil),    // 15: tenantregistry.v1.GetAuditCheckpointResponse
+	(*ProveAuditEventRequest)(nil),        // 16: tenantregistry.v1.ProveAuditEventRequest
+	(*ProveAuditEventResponse)(nil),       // 17: tenantregistry.v1.ProveAuditEventResponse
+	(*ProveAuditConsistencyRequest)(nil),  // 18: tenantregistry.v1.ProveAuditConsistencyRequest
+	(*ProveAuditConsistencyResponse)(nil), // 19: tenantregistry.v1.ProveAuditConsistencyResponse
+	(*GetAuditVerifierKeyRequest)(nil),    // 20: tenantregistry.v1.GetAuditVerifierKeyRequest
+	(*GetAuditVerifierKeyResponse)(nil),   // 21: tenantregistry.v1.GetAuditVerifierKeyResponse
+	nil,                                   // 22: tenantregistry.v1.AuditEvent.FieldsEntry
+	(*timestamppb.Timestamp)(nil),         // 23: google.protobuf.Timestamp
 }
 var file_tenantregistry_v1_audit_proto_depIdxs = []int32{
-	1,  // 0: tenantregistry.v1.AuditEvent.actor:type_name -> tenantregistry.v1.AuditActor
-	2,  // 1: tenantregistry.v1.AuditEvent.target:type_name -> tenantregistry.v1.AuditTarget
-	13, // 2: tenantregistry.v1.AuditEvent.fields:type_name -> tenantregistry.v1.AuditEvent.FieldsEntry
-	14, // 3: tenantregistry.v1.AuditEvent.occur_time:type_name -> google.protobuf.Timestamp
-	14, // 4: tenantregistry.v1.AuditEvent.receive_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: tenantregistry.v1.RecordAuditEventRequest.event:type_name -> tenantregistry.v1.AuditEvent
-	0,  // 6: tenantregistry.v1.RecordAuditEventResponse.event:type_name -> tenantregistry.v1.AuditEvent
-	0,  // 7: tenantregistry.v1.RecordAuditEventsRequest.events:type_name -> tenantregistry.v1.AuditEvent
-	0,  // 8: tenantregistry.v1.RecordAuditEventsResponse.events:type_name -> tenantregistry.v1.AuditEvent
-	14, // 9: tenantregistry.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	14, // 10: tenantregistry.v1.ListAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
-	0,  // 11: tenantregistry.v1.ListAuditEventsResponse.events:type_name -> tenantregistry.v1.AuditEvent
-	14, // 12: tenantregistry.v1.ExportAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	14, // 13: tenantregistry.v1.ExportAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
-	0,  // 14: tenantregistry.v1.ExportAuditEventsResponse.event:type_name -> tenantregistry.v1.AuditEvent
-	3,  // 15: tenantregistry.v1.AuditService.RecordAuditEvent:input_type -> tenantregistry.v1.RecordAuditEventRequest
-	5,  // 16: tenantregistry.v1.AuditService.RecordAuditEvents:input_type -> tenantregistry.v1.RecordAuditEventsRequest
-	7,  // 17: tenantregistry.v1.AuditService.ListAuditEvents:input_type -> tenantregistry.v1.ListAuditEventsRequest
-	9,  // 18: tenantregistry.v1.AuditService.ExportAuditEvents:input_type -> tenantregistry.v1.ExportAuditEventsRequest
-	11, // 19: tenantregistry.v1.AuditService.VerifyAuditChain:input_type -> tenantregistry.v1.VerifyAuditChainRequest
-	4,  // 20: tenantregistry.v1.AuditService.RecordAuditEvent:output_type -> tenantregistry.v1.RecordAuditEventResponse
-	6,  // 21: tenantregistry.v1.AuditService.RecordAuditEvents:output_type -> tenantregistry.v1.RecordAuditEventsResponse
-	8,  // 22: tenantregistry.v1.AuditService.ListAuditEvents:output_type -> tenantregistry.v1.ListAuditEventsResponse
-	10, // 23: tenantregistry.v1.AuditService.ExportAuditEvents:output_type -> tenantregistry.v1.ExportAuditEventsResponse
-	12, // 24: tenantregistry.v1.AuditService.VerifyAuditChain:output_type -> tenantregistry.v1.VerifyAuditChainResponse
-	20, // [20:25] is the sub-list for method output_type
-	15, // [15:20] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	2,  // 0: tenantregistry.v1.AuditEvent.actor:type_name -> tenantregistry.v1.AuditActor
+	3,  // 1: tenantregistry.v1.AuditEvent.target:type_name -> tenantregistry.v1.AuditTarget
+	22, // 2: tenantregistry.v1.AuditEvent.fields:type_name -> tenantregistry.v1.AuditEvent.FieldsEntry
+	23, // 3: tenantregistry.v1.AuditEvent.occur_time:type_name -> google.protobuf.Timestamp
+	23, // 4: tenantregistry.v1.AuditEvent.receive_time:type_name -> google.protobuf.Timestamp
+	1,  // 5: tenantregistry.v1.RecordAuditEventRequest.event:type_name -> tenantregistry.v1.AuditEvent
+	1,  // 6: tenantregistry.v1.RecordAuditEventResponse.event:type_name -> tenantregistry.v1.AuditEvent
+	1,  // 7: tenantregistry.v1.RecordAuditEventsRequest.events:type_name -> tenantregistry.v1.AuditEvent
+	1,  // 8: tenantregistry.v1.RecordAuditEventsResponse.events:type_name -> tenantregistry.v1.AuditEvent
+	23, // 9: tenantregistry.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	23, // 10: tenantregistry.v1.ListAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
+	1,  // 11: tenantregistry.v1.ListAuditEventsResponse.events:type_name -> tenantregistry.v1.AuditEvent
+	23, // 12: tenantregistry.v1.ExportAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	23, // 13: tenantregistry.v1.ExportAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
+	1,  // 14: tenantregistry.v1.ExportAuditEventsResponse.event:type_name -> tenantregistry.v1.AuditEvent
+	0,  // 15: tenantregistry.v1.VerifyAuditChainResponse.problem_kind:type_name -> tenantregistry.v1.AuditLogProblem
+	4,  // 16: tenantregistry.v1.AuditService.RecordAuditEvent:input_type -> tenantregistry.v1.RecordAuditEventRequest
+	6,  // 17: tenantregistry.v1.AuditService.RecordAuditEvents:input_type -> tenantregistry.v1.RecordAuditEventsRequest
+	8,  // 18: tenantregistry.v1.AuditService.ListAuditEvents:input_type -> tenantregistry.v1.ListAuditEventsRequest
+	10, // 19: tenantregistry.v1.AuditService.ExportAuditEvents:input_type -> tenantregistry.v1.ExportAuditEventsRequest
+	12, // 20: tenantregistry.v1.AuditService.VerifyAuditChain:input_type -> tenantregistry.v1.VerifyAuditChainRequest
+	14, // 21: tenantregistry.v1.AuditService.GetAuditCheckpoint:input_type -> tenantregistry.v1.GetAuditCheckpointRequest
+	16, // 22: tenantregistry.v1.AuditService.ProveAuditEvent:input_type -> tenantregistry.v1.ProveAuditEventRequest
+	18, // 23: tenantregistry.v1.AuditService.ProveAuditConsistency:input_type -> tenantregistry.v1.ProveAuditConsistencyRequest
+	20, // 24: tenantregistry.v1.AuditService.GetAuditVerifierKey:input_type -> tenantregistry.v1.GetAuditVerifierKeyRequest
+	5,  // 25: tenantregistry.v1.AuditService.RecordAuditEvent:output_type -> tenantregistry.v1.RecordAuditEventResponse
+	7,  // 26: tenantregistry.v1.AuditService.RecordAuditEvents:output_type -> tenantregistry.v1.RecordAuditEventsResponse
+	9,  // 27: tenantregistry.v1.AuditService.ListAuditEvents:output_type -> tenantregistry.v1.ListAuditEventsResponse
+	11, // 28: tenantregistry.v1.AuditService.ExportAuditEvents:output_type -> tenantregistry.v1.ExportAuditEventsResponse
+	13, // 29: tenantregistry.v1.AuditService.VerifyAuditChain:output_type -> tenantregistry.v1.VerifyAuditChainResponse
+	15, // 30: tenantregistry.v1.AuditService.GetAuditCheckpoint:output_type -> tenantregistry.v1.GetAuditCheckpointResponse
+	17, // 31: tenantregistry.v1.AuditService.ProveAuditEvent:output_type -> tenantregistry.v1.ProveAuditEventResponse
+	19, // 32: tenantregistry.v1.AuditService.ProveAuditConsistency:output_type -> tenantregistry.v1.ProveAuditConsistencyResponse
+	21, // 33: tenantregistry.v1.AuditService.GetAuditVerifierKey:output_type -> tenantregistry.v1.GetAuditVerifierKeyResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_tenantregistry_v1_audit_proto_init() }
@@ -1137,13 +1824,14 @@ func file_tenantregistry_v1_audit_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tenantregistry_v1_audit_proto_rawDesc), len(file_tenantregistry_v1_audit_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   14,
+			NumEnums:      1,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_tenantregistry_v1_audit_proto_goTypes,
 		DependencyIndexes: file_tenantregistry_v1_audit_proto_depIdxs,
+		EnumInfos:         file_tenantregistry_v1_audit_proto_enumTypes,
 		MessageInfos:      file_tenantregistry_v1_audit_proto_msgTypes,
 	}.Build()
 	File_tenantregistry_v1_audit_proto = out.File

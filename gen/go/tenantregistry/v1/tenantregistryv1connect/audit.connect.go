@@ -48,6 +48,18 @@ const (
 	// AuditServiceVerifyAuditChainProcedure is the fully-qualified name of the AuditService's
 	// VerifyAuditChain RPC.
 	AuditServiceVerifyAuditChainProcedure = "/tenantregistry.v1.AuditService/VerifyAuditChain"
+	// AuditServiceGetAuditCheckpointProcedure is the fully-qualified name of the AuditService's
+	// GetAuditCheckpoint RPC.
+	AuditServiceGetAuditCheckpointProcedure = "/tenantregistry.v1.AuditService/GetAuditCheckpoint"
+	// AuditServiceProveAuditEventProcedure is the fully-qualified name of the AuditService's
+	// ProveAuditEvent RPC.
+	AuditServiceProveAuditEventProcedure = "/tenantregistry.v1.AuditService/ProveAuditEvent"
+	// AuditServiceProveAuditConsistencyProcedure is the fully-qualified name of the AuditService's
+	// ProveAuditConsistency RPC.
+	AuditServiceProveAuditConsistencyProcedure = "/tenantregistry.v1.AuditService/ProveAuditConsistency"
+	// AuditServiceGetAuditVerifierKeyProcedure is the fully-qualified name of the AuditService's
+	// GetAuditVerifierKey RPC.
+	AuditServiceGetAuditVerifierKeyProcedure = "/tenantregistry.v1.AuditService/GetAuditVerifierKey"
 )
 
 // AuditServiceClient is a client for the tenantregistry.v1.AuditService service.
@@ -80,12 +92,39 @@ type AuditServiceClient interface {
 	//
 	// Callers: as ListAuditEvents.
 	ExportAuditEvents(context.Context, *v1.ExportAuditEventsRequest) (*connect.ServerStreamForClient[v1.ExportAuditEventsResponse], error)
-	// Checks the hash chain of one tenant's events (or of the platform events)
-	// and reports the first break: an event edited, inserted or deleted in the
-	// database.
+	// Checks one tenant's log (or the platform's) as stored and reports the
+	// first break: the tree is whole and consistent, every event hashes to its
+	// leaf, none is missing (beyond those retention removed) or added around
+	// the registry, and the head is the tree's root. With a checkpoint the
+	// caller kept, it also reports a log cut short of it (TRUNCATED) or whose
+	// first events no longer hash to its root (REWRITTEN).
 	//
 	// Callers: platform admins.
+	// Errors: InvalidArgument for a checkpoint not signed by this registry's
+	// audit key (current or earlier), or of another log.
 	VerifyAuditChain(context.Context, *v1.VerifyAuditChainRequest) (*v1.VerifyAuditChainResponse, error)
+	// Returns the signed checkpoint of one tenant's log as it stands: keep it to
+	// hold the registry to this log later.
+	//
+	// Callers: as ListAuditEvents.
+	GetAuditCheckpoint(context.Context, *v1.GetAuditCheckpointRequest) (*v1.GetAuditCheckpointResponse, error)
+	// Proves that an event is in the tree of a given size, for a customer who
+	// holds a checkpoint of that size (check it with tlog.CheckRecord).
+	//
+	// Callers: as ListAuditEvents.
+	// Errors: InvalidArgument for a seq or tree_size beyond the log.
+	ProveAuditEvent(context.Context, *v1.ProveAuditEventRequest) (*v1.ProveAuditEventResponse, error)
+	// Proves that the tree of old_size events is a prefix of the tree of
+	// new_size: nothing before old_size was changed or removed (check it with
+	// tlog.CheckTree).
+	//
+	// Callers: as ListAuditEvents.
+	// Errors: InvalidArgument for sizes beyond the log or out of order.
+	ProveAuditConsistency(context.Context, *v1.ProveAuditConsistencyRequest) (*v1.ProveAuditConsistencyResponse, error)
+	// Returns the public key checkpoints are signed with.
+	//
+	// Callers: every authenticated caller.
+	GetAuditVerifierKey(context.Context, *v1.GetAuditVerifierKeyRequest) (*v1.GetAuditVerifierKeyResponse, error)
 }
 
 // NewAuditServiceClient constructs a client for the tenantregistry.v1.AuditService service. By
@@ -132,16 +171,48 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		getAuditCheckpoint: connect.NewClient[v1.GetAuditCheckpointRequest, v1.GetAuditCheckpointResponse](
+			httpClient,
+			baseURL+AuditServiceGetAuditCheckpointProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("GetAuditCheckpoint")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		proveAuditEvent: connect.NewClient[v1.ProveAuditEventRequest, v1.ProveAuditEventResponse](
+			httpClient,
+			baseURL+AuditServiceProveAuditEventProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("ProveAuditEvent")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		proveAuditConsistency: connect.NewClient[v1.ProveAuditConsistencyRequest, v1.ProveAuditConsistencyResponse](
+			httpClient,
+			baseURL+AuditServiceProveAuditConsistencyProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("ProveAuditConsistency")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getAuditVerifierKey: connect.NewClient[v1.GetAuditVerifierKeyRequest, v1.GetAuditVerifierKeyResponse](
+			httpClient,
+			baseURL+AuditServiceGetAuditVerifierKeyProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("GetAuditVerifierKey")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // auditServiceClient implements AuditServiceClient.
 type auditServiceClient struct {
-	recordAuditEvent  *connect.Client[v1.RecordAuditEventRequest, v1.RecordAuditEventResponse]
-	recordAuditEvents *connect.Client[v1.RecordAuditEventsRequest, v1.RecordAuditEventsResponse]
-	listAuditEvents   *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
-	exportAuditEvents *connect.Client[v1.ExportAuditEventsRequest, v1.ExportAuditEventsResponse]
-	verifyAuditChain  *connect.Client[v1.VerifyAuditChainRequest, v1.VerifyAuditChainResponse]
+	recordAuditEvent      *connect.Client[v1.RecordAuditEventRequest, v1.RecordAuditEventResponse]
+	recordAuditEvents     *connect.Client[v1.RecordAuditEventsRequest, v1.RecordAuditEventsResponse]
+	listAuditEvents       *connect.Client[v1.ListAuditEventsRequest, v1.ListAuditEventsResponse]
+	exportAuditEvents     *connect.Client[v1.ExportAuditEventsRequest, v1.ExportAuditEventsResponse]
+	verifyAuditChain      *connect.Client[v1.VerifyAuditChainRequest, v1.VerifyAuditChainResponse]
+	getAuditCheckpoint    *connect.Client[v1.GetAuditCheckpointRequest, v1.GetAuditCheckpointResponse]
+	proveAuditEvent       *connect.Client[v1.ProveAuditEventRequest, v1.ProveAuditEventResponse]
+	proveAuditConsistency *connect.Client[v1.ProveAuditConsistencyRequest, v1.ProveAuditConsistencyResponse]
+	getAuditVerifierKey   *connect.Client[v1.GetAuditVerifierKeyRequest, v1.GetAuditVerifierKeyResponse]
 }
 
 // RecordAuditEvent calls tenantregistry.v1.AuditService.RecordAuditEvent.
@@ -185,6 +256,42 @@ func (c *auditServiceClient) VerifyAuditChain(ctx context.Context, req *v1.Verif
 	return nil, err
 }
 
+// GetAuditCheckpoint calls tenantregistry.v1.AuditService.GetAuditCheckpoint.
+func (c *auditServiceClient) GetAuditCheckpoint(ctx context.Context, req *v1.GetAuditCheckpointRequest) (*v1.GetAuditCheckpointResponse, error) {
+	response, err := c.getAuditCheckpoint.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ProveAuditEvent calls tenantregistry.v1.AuditService.ProveAuditEvent.
+func (c *auditServiceClient) ProveAuditEvent(ctx context.Context, req *v1.ProveAuditEventRequest) (*v1.ProveAuditEventResponse, error) {
+	response, err := c.proveAuditEvent.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ProveAuditConsistency calls tenantregistry.v1.AuditService.ProveAuditConsistency.
+func (c *auditServiceClient) ProveAuditConsistency(ctx context.Context, req *v1.ProveAuditConsistencyRequest) (*v1.ProveAuditConsistencyResponse, error) {
+	response, err := c.proveAuditConsistency.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// GetAuditVerifierKey calls tenantregistry.v1.AuditService.GetAuditVerifierKey.
+func (c *auditServiceClient) GetAuditVerifierKey(ctx context.Context, req *v1.GetAuditVerifierKeyRequest) (*v1.GetAuditVerifierKeyResponse, error) {
+	response, err := c.getAuditVerifierKey.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // AuditServiceHandler is an implementation of the tenantregistry.v1.AuditService service.
 type AuditServiceHandler interface {
 	// Appends one event. Idempotent by (tenant_id, product, external_id): when
@@ -215,12 +322,39 @@ type AuditServiceHandler interface {
 	//
 	// Callers: as ListAuditEvents.
 	ExportAuditEvents(context.Context, *v1.ExportAuditEventsRequest, *connect.ServerStream[v1.ExportAuditEventsResponse]) error
-	// Checks the hash chain of one tenant's events (or of the platform events)
-	// and reports the first break: an event edited, inserted or deleted in the
-	// database.
+	// Checks one tenant's log (or the platform's) as stored and reports the
+	// first break: the tree is whole and consistent, every event hashes to its
+	// leaf, none is missing (beyond those retention removed) or added around
+	// the registry, and the head is the tree's root. With a checkpoint the
+	// caller kept, it also reports a log cut short of it (TRUNCATED) or whose
+	// first events no longer hash to its root (REWRITTEN).
 	//
 	// Callers: platform admins.
+	// Errors: InvalidArgument for a checkpoint not signed by this registry's
+	// audit key (current or earlier), or of another log.
 	VerifyAuditChain(context.Context, *v1.VerifyAuditChainRequest) (*v1.VerifyAuditChainResponse, error)
+	// Returns the signed checkpoint of one tenant's log as it stands: keep it to
+	// hold the registry to this log later.
+	//
+	// Callers: as ListAuditEvents.
+	GetAuditCheckpoint(context.Context, *v1.GetAuditCheckpointRequest) (*v1.GetAuditCheckpointResponse, error)
+	// Proves that an event is in the tree of a given size, for a customer who
+	// holds a checkpoint of that size (check it with tlog.CheckRecord).
+	//
+	// Callers: as ListAuditEvents.
+	// Errors: InvalidArgument for a seq or tree_size beyond the log.
+	ProveAuditEvent(context.Context, *v1.ProveAuditEventRequest) (*v1.ProveAuditEventResponse, error)
+	// Proves that the tree of old_size events is a prefix of the tree of
+	// new_size: nothing before old_size was changed or removed (check it with
+	// tlog.CheckTree).
+	//
+	// Callers: as ListAuditEvents.
+	// Errors: InvalidArgument for sizes beyond the log or out of order.
+	ProveAuditConsistency(context.Context, *v1.ProveAuditConsistencyRequest) (*v1.ProveAuditConsistencyResponse, error)
+	// Returns the public key checkpoints are signed with.
+	//
+	// Callers: every authenticated caller.
+	GetAuditVerifierKey(context.Context, *v1.GetAuditVerifierKeyRequest) (*v1.GetAuditVerifierKeyResponse, error)
 }
 
 // NewAuditServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -263,6 +397,34 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	auditServiceGetAuditCheckpointHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceGetAuditCheckpointProcedure,
+		svc.GetAuditCheckpoint,
+		connect.WithSchema(auditServiceMethods.ByName("GetAuditCheckpoint")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceProveAuditEventHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceProveAuditEventProcedure,
+		svc.ProveAuditEvent,
+		connect.WithSchema(auditServiceMethods.ByName("ProveAuditEvent")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceProveAuditConsistencyHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceProveAuditConsistencyProcedure,
+		svc.ProveAuditConsistency,
+		connect.WithSchema(auditServiceMethods.ByName("ProveAuditConsistency")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceGetAuditVerifierKeyHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceGetAuditVerifierKeyProcedure,
+		svc.GetAuditVerifierKey,
+		connect.WithSchema(auditServiceMethods.ByName("GetAuditVerifierKey")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tenantregistry.v1.AuditService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuditServiceRecordAuditEventProcedure:
@@ -275,6 +437,14 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 			auditServiceExportAuditEventsHandler.ServeHTTP(w, r)
 		case AuditServiceVerifyAuditChainProcedure:
 			auditServiceVerifyAuditChainHandler.ServeHTTP(w, r)
+		case AuditServiceGetAuditCheckpointProcedure:
+			auditServiceGetAuditCheckpointHandler.ServeHTTP(w, r)
+		case AuditServiceProveAuditEventProcedure:
+			auditServiceProveAuditEventHandler.ServeHTTP(w, r)
+		case AuditServiceProveAuditConsistencyProcedure:
+			auditServiceProveAuditConsistencyHandler.ServeHTTP(w, r)
+		case AuditServiceGetAuditVerifierKeyProcedure:
+			auditServiceGetAuditVerifierKeyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -302,4 +472,20 @@ func (UnimplementedAuditServiceHandler) ExportAuditEvents(context.Context, *v1.E
 
 func (UnimplementedAuditServiceHandler) VerifyAuditChain(context.Context, *v1.VerifyAuditChainRequest) (*v1.VerifyAuditChainResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.AuditService.VerifyAuditChain is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) GetAuditCheckpoint(context.Context, *v1.GetAuditCheckpointRequest) (*v1.GetAuditCheckpointResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.AuditService.GetAuditCheckpoint is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) ProveAuditEvent(context.Context, *v1.ProveAuditEventRequest) (*v1.ProveAuditEventResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.AuditService.ProveAuditEvent is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) ProveAuditConsistency(context.Context, *v1.ProveAuditConsistencyRequest) (*v1.ProveAuditConsistencyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.AuditService.ProveAuditConsistency is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) GetAuditVerifierKey(context.Context, *v1.GetAuditVerifierKeyRequest) (*v1.GetAuditVerifierKeyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.AuditService.GetAuditVerifierKey is not implemented"))
 }

@@ -2,7 +2,7 @@
 // @generated from file tenantregistry/v1/audit.proto (package tenantregistry.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 
@@ -128,15 +128,15 @@ export declare type AuditEvent = Message<"tenantregistry.v1.AuditEvent"> & {
   externalId: string;
 
   /**
-   * Position in the tenant's chain: 1, 2, 3, ... without gaps. Output only.
+   * Position in the tenant's log: 1, 2, 3, ... without gaps. Output only.
    *
    * @generated from field: int64 seq = 16;
    */
   seq: bigint;
 
   /**
-   * SHA-256, in lower-case hex, over the previous event's hash and a
-   * canonical encoding of this event. Output only.
+   * The event's leaf hash in its tenant's tree, in lower-case hex:
+   * tlog.RecordHash of its canonical encoding. Output only.
    *
    * @generated from field: string hash = 17;
    */
@@ -496,11 +496,19 @@ export declare const ExportAuditEventsResponseSchema: GenMessage<ExportAuditEven
  */
 export declare type VerifyAuditChainRequest = Message<"tenantregistry.v1.VerifyAuditChainRequest"> & {
   /**
-   * The tenant whose chain to check. Empty: the platform events' chain.
+   * The tenant whose log to check. Empty: the platform's log.
    *
    * @generated from field: string tenant_id = 1;
    */
   tenantId: string;
+
+  /**
+   * A checkpoint of this log kept earlier (GetAuditCheckpointResponse's
+   * checkpoint, unchanged). Empty: check the log as stored only.
+   *
+   * @generated from field: string checkpoint = 2;
+   */
+  checkpoint: string;
 };
 
 /**
@@ -516,33 +524,55 @@ export declare const VerifyAuditChainRequestSchema: GenMessage<VerifyAuditChainR
  */
 export declare type VerifyAuditChainResponse = Message<"tenantregistry.v1.VerifyAuditChainResponse"> & {
   /**
-   * Whether the whole chain is intact.
+   * Whether the log is intact (and consistent with the checkpoint, if given).
    *
    * @generated from field: bool ok = 1;
    */
   ok: boolean;
 
   /**
-   * How many events were checked.
+   * How many events' bodies were rehashed.
    *
    * @generated from field: int64 events_checked = 2;
    */
   eventsChecked: bigint;
 
   /**
-   * The seq of the first event where the chain breaks; 0 when ok.
+   * The seq of the first event where the log breaks; 0 when ok, or when no
+   * single event can be blamed (REWRITTEN).
    *
    * @generated from field: int64 first_broken_seq = 3;
    */
   firstBrokenSeq: bigint;
 
   /**
-   * Human-readable description of the first break, for example a hash
-   * mismatch or a missing seq; empty when ok.
+   * Human-readable description of the first break; empty when ok.
    *
    * @generated from field: string problem = 4;
    */
   problem: string;
+
+  /**
+   * What kind of break; UNSPECIFIED when ok.
+   *
+   * @generated from field: tenantregistry.v1.AuditLogProblem problem_kind = 5;
+   */
+  problemKind: AuditLogProblem;
+
+  /**
+   * The log's size: every event ever appended, expired ones included.
+   *
+   * @generated from field: int64 log_size = 6;
+   */
+  logSize: bigint;
+
+  /**
+   * Events up to this seq were removed by retention (their leaves stay in the
+   * tree); 0: none.
+   *
+   * @generated from field: int64 expired_through_seq = 7;
+   */
+  expiredThroughSeq: bigint;
 };
 
 /**
@@ -552,16 +582,359 @@ export declare type VerifyAuditChainResponse = Message<"tenantregistry.v1.Verify
 export declare const VerifyAuditChainResponseSchema: GenMessage<VerifyAuditChainResponse>;
 
 /**
+ * Request of AuditService.GetAuditCheckpoint.
+ *
+ * @generated from message tenantregistry.v1.GetAuditCheckpointRequest
+ */
+export declare type GetAuditCheckpointRequest = Message<"tenantregistry.v1.GetAuditCheckpointRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's (platform admins only).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditCheckpointRequest.
+ * Use `create(GetAuditCheckpointRequestSchema)` to create a new message.
+ */
+export declare const GetAuditCheckpointRequestSchema: GenMessage<GetAuditCheckpointRequest>;
+
+/**
+ * Response of AuditService.GetAuditCheckpoint.
+ *
+ * @generated from message tenantregistry.v1.GetAuditCheckpointResponse
+ */
+export declare type GetAuditCheckpointResponse = Message<"tenantregistry.v1.GetAuditCheckpointResponse"> & {
+  /**
+   * The C2SP signed note: the log's origin (`<key name>/audit/<tenant id>`),
+   * its size and base64 root hash, one per line, a blank line, and the
+   * signature line. Keep it as it is.
+   *
+   * @generated from field: string checkpoint = 1;
+   */
+  checkpoint: string;
+
+  /**
+   * The log's size, as in the checkpoint.
+   *
+   * @generated from field: int64 tree_size = 2;
+   */
+  treeSize: bigint;
+
+  /**
+   * The tree's root hash, as in the checkpoint.
+   *
+   * @generated from field: bytes root_hash = 3;
+   */
+  rootHash: Uint8Array;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditCheckpointResponse.
+ * Use `create(GetAuditCheckpointResponseSchema)` to create a new message.
+ */
+export declare const GetAuditCheckpointResponseSchema: GenMessage<GetAuditCheckpointResponse>;
+
+/**
+ * Request of AuditService.ProveAuditEvent.
+ *
+ * @generated from message tenantregistry.v1.ProveAuditEventRequest
+ */
+export declare type ProveAuditEventRequest = Message<"tenantregistry.v1.ProveAuditEventRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's (platform admins only).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The event's seq.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The size of the tree to prove against, from seq to the log's size. 0:
+   * the log's size.
+   *
+   * @generated from field: int64 tree_size = 3;
+   */
+  treeSize: bigint;
+};
+
+/**
+ * Describes the message tenantregistry.v1.ProveAuditEventRequest.
+ * Use `create(ProveAuditEventRequestSchema)` to create a new message.
+ */
+export declare const ProveAuditEventRequestSchema: GenMessage<ProveAuditEventRequest>;
+
+/**
+ * Response of AuditService.ProveAuditEvent.
+ *
+ * @generated from message tenantregistry.v1.ProveAuditEventResponse
+ */
+export declare type ProveAuditEventResponse = Message<"tenantregistry.v1.ProveAuditEventResponse"> & {
+  /**
+   * The event's seq.
+   *
+   * @generated from field: int64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * The size of the tree proved against.
+   *
+   * @generated from field: int64 tree_size = 2;
+   */
+  treeSize: bigint;
+
+  /**
+   * The event's leaf hash, as the tree stores it.
+   *
+   * @generated from field: bytes leaf_hash = 3;
+   */
+  leafHash: Uint8Array;
+
+  /**
+   * The root hash of the tree of tree_size events.
+   *
+   * @generated from field: bytes root_hash = 4;
+   */
+  rootHash: Uint8Array;
+
+  /**
+   * The inclusion proof: the sibling hashes from the leaf to the root
+   * (tlog.RecordProof).
+   *
+   * @generated from field: repeated bytes proof = 5;
+   */
+  proof: Uint8Array[];
+};
+
+/**
+ * Describes the message tenantregistry.v1.ProveAuditEventResponse.
+ * Use `create(ProveAuditEventResponseSchema)` to create a new message.
+ */
+export declare const ProveAuditEventResponseSchema: GenMessage<ProveAuditEventResponse>;
+
+/**
+ * Request of AuditService.ProveAuditConsistency.
+ *
+ * @generated from message tenantregistry.v1.ProveAuditConsistencyRequest
+ */
+export declare type ProveAuditConsistencyRequest = Message<"tenantregistry.v1.ProveAuditConsistencyRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's (platform admins only).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The size of the older tree, at least 1.
+   *
+   * @generated from field: int64 old_size = 2;
+   */
+  oldSize: bigint;
+
+  /**
+   * The size of the newer tree, from old_size to the log's size. 0: the log's
+   * size.
+   *
+   * @generated from field: int64 new_size = 3;
+   */
+  newSize: bigint;
+};
+
+/**
+ * Describes the message tenantregistry.v1.ProveAuditConsistencyRequest.
+ * Use `create(ProveAuditConsistencyRequestSchema)` to create a new message.
+ */
+export declare const ProveAuditConsistencyRequestSchema: GenMessage<ProveAuditConsistencyRequest>;
+
+/**
+ * Response of AuditService.ProveAuditConsistency.
+ *
+ * @generated from message tenantregistry.v1.ProveAuditConsistencyResponse
+ */
+export declare type ProveAuditConsistencyResponse = Message<"tenantregistry.v1.ProveAuditConsistencyResponse"> & {
+  /**
+   * The older tree's size.
+   *
+   * @generated from field: int64 old_size = 1;
+   */
+  oldSize: bigint;
+
+  /**
+   * The newer tree's size.
+   *
+   * @generated from field: int64 new_size = 2;
+   */
+  newSize: bigint;
+
+  /**
+   * The older tree's root hash.
+   *
+   * @generated from field: bytes old_root_hash = 3;
+   */
+  oldRootHash: Uint8Array;
+
+  /**
+   * The newer tree's root hash.
+   *
+   * @generated from field: bytes new_root_hash = 4;
+   */
+  newRootHash: Uint8Array;
+
+  /**
+   * The consistency proof (tlog.TreeProof).
+   *
+   * @generated from field: repeated bytes proof = 5;
+   */
+  proof: Uint8Array[];
+};
+
+/**
+ * Describes the message tenantregistry.v1.ProveAuditConsistencyResponse.
+ * Use `create(ProveAuditConsistencyResponseSchema)` to create a new message.
+ */
+export declare const ProveAuditConsistencyResponseSchema: GenMessage<ProveAuditConsistencyResponse>;
+
+/**
+ * Request of AuditService.GetAuditVerifierKey.
+ *
+ * @generated from message tenantregistry.v1.GetAuditVerifierKeyRequest
+ */
+export declare type GetAuditVerifierKeyRequest = Message<"tenantregistry.v1.GetAuditVerifierKeyRequest"> & {
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditVerifierKeyRequest.
+ * Use `create(GetAuditVerifierKeyRequestSchema)` to create a new message.
+ */
+export declare const GetAuditVerifierKeyRequestSchema: GenMessage<GetAuditVerifierKeyRequest>;
+
+/**
+ * Response of AuditService.GetAuditVerifierKey.
+ *
+ * @generated from message tenantregistry.v1.GetAuditVerifierKeyResponse
+ */
+export declare type GetAuditVerifierKeyResponse = Message<"tenantregistry.v1.GetAuditVerifierKeyResponse"> & {
+  /**
+   * The note verifier key: `<name>+<key id>+<base64 key>`
+   * (golang.org/x/mod/sumdb/note).
+   *
+   * @generated from field: string verifier_key = 1;
+   */
+  verifierKey: string;
+
+  /**
+   * The key's name, which starts every log's origin.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The key's id (the hash in the verifier key and in signature lines), hex.
+   *
+   * @generated from field: string key_id = 3;
+   */
+  keyId: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditVerifierKeyResponse.
+ * Use `create(GetAuditVerifierKeyResponseSchema)` to create a new message.
+ */
+export declare const GetAuditVerifierKeyResponseSchema: GenMessage<GetAuditVerifierKeyResponse>;
+
+/**
+ * How a log fails verification.
+ *
+ * @generated from enum tenantregistry.v1.AuditLogProblem
+ */
+export enum AuditLogProblem {
+  /**
+   * Not set: the log is intact.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A hash of the tree was edited, removed or added.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_TREE_INCONSISTENT = 1;
+   */
+  TREE_INCONSISTENT = 1,
+
+  /**
+   * An event no longer hashes to its leaf: it was edited.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_EVENT_CHANGED = 2;
+   */
+  EVENT_CHANGED = 2,
+
+  /**
+   * An event was deleted (other than by retention).
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_EVENT_MISSING = 3;
+   */
+  EVENT_MISSING = 3,
+
+  /**
+   * An event exists beyond the log's head, or twice: written around the
+   * registry.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_EVENT_OUT_OF_BAND = 4;
+   */
+  EVENT_OUT_OF_BAND = 4,
+
+  /**
+   * The log holds fewer events than the checkpoint: the newest were cut off.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_TRUNCATED = 5;
+   */
+  TRUNCATED = 5,
+
+  /**
+   * The log's first events no longer hash to the checkpoint's root.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_REWRITTEN = 6;
+   */
+  REWRITTEN = 6,
+}
+
+/**
+ * Describes the enum tenantregistry.v1.AuditLogProblem.
+ */
+export declare const AuditLogProblemSchema: GenEnum<AuditLogProblem>;
+
+/**
  * AuditService is the append-only log of what happened, in Retraced's shape.
  *
  * This registry records its own changes here (product `tenant-registry`), in
  * the same transaction as each change; other products append their own
  * events.
  *
- * Tamper evidence: each tenant's events form a hash chain (seq is gapless per
- * tenant, hash covers the previous hash and the event), which
- * VerifyAuditChain checks. Platform events (no tenant) have a chain of their
- * own.
+ * Tamper evidence: each tenant's events (and the platform's, which have a log
+ * of their own) are the leaves of a Merkle tree in the transparency-log form
+ * of golang.org/x/mod/sumdb/tlog: seq is the leaf's position from 1, gapless;
+ * an event's hash is its leaf hash, tlog.RecordHash of a canonical encoding
+ * of the event (the Go package `auditlog` of the SDK computes it). The server
+ * signs the tree's heads as C2SP signed notes with an Ed25519 key whose
+ * verifier key GetAuditVerifierKey returns: a customer who keeps
+ * GetAuditCheckpoint's checkpoints can check offline, with proofs from
+ * ProveAuditEvent and ProveAuditConsistency or against an export, that no
+ * event was edited, deleted, reordered or cut off since, and that the log
+ * was not rewritten, even by someone who recomputed every hash. What it does
+ * not prove: an operator holding the signing key can sign a second, different
+ * history for a customer who kept no checkpoint from before.
  *
  * @generated from service tenantregistry.v1.AuditService
  */
@@ -627,11 +1000,16 @@ export declare const AuditService: GenService<{
     output: typeof ExportAuditEventsResponseSchema;
   },
   /**
-   * Checks the hash chain of one tenant's events (or of the platform events)
-   * and reports the first break: an event edited, inserted or deleted in the
-   * database.
+   * Checks one tenant's log (or the platform's) as stored and reports the
+   * first break: the tree is whole and consistent, every event hashes to its
+   * leaf, none is missing (beyond those retention removed) or added around
+   * the registry, and the head is the tree's root. With a checkpoint the
+   * caller kept, it also reports a log cut short of it (TRUNCATED) or whose
+   * first events no longer hash to its root (REWRITTEN).
    *
    * Callers: platform admins.
+   * Errors: InvalidArgument for a checkpoint not signed by this registry's
+   * audit key (current or earlier), or of another log.
    *
    * @generated from rpc tenantregistry.v1.AuditService.VerifyAuditChain
    */
@@ -639,6 +1017,60 @@ export declare const AuditService: GenService<{
     methodKind: "unary";
     input: typeof VerifyAuditChainRequestSchema;
     output: typeof VerifyAuditChainResponseSchema;
+  },
+  /**
+   * Returns the signed checkpoint of one tenant's log as it stands: keep it to
+   * hold the registry to this log later.
+   *
+   * Callers: as ListAuditEvents.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.GetAuditCheckpoint
+   */
+  getAuditCheckpoint: {
+    methodKind: "unary";
+    input: typeof GetAuditCheckpointRequestSchema;
+    output: typeof GetAuditCheckpointResponseSchema;
+  },
+  /**
+   * Proves that an event is in the tree of a given size, for a customer who
+   * holds a checkpoint of that size (check it with tlog.CheckRecord).
+   *
+   * Callers: as ListAuditEvents.
+   * Errors: InvalidArgument for a seq or tree_size beyond the log.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.ProveAuditEvent
+   */
+  proveAuditEvent: {
+    methodKind: "unary";
+    input: typeof ProveAuditEventRequestSchema;
+    output: typeof ProveAuditEventResponseSchema;
+  },
+  /**
+   * Proves that the tree of old_size events is a prefix of the tree of
+   * new_size: nothing before old_size was changed or removed (check it with
+   * tlog.CheckTree).
+   *
+   * Callers: as ListAuditEvents.
+   * Errors: InvalidArgument for sizes beyond the log or out of order.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.ProveAuditConsistency
+   */
+  proveAuditConsistency: {
+    methodKind: "unary";
+    input: typeof ProveAuditConsistencyRequestSchema;
+    output: typeof ProveAuditConsistencyResponseSchema;
+  },
+  /**
+   * Returns the public key checkpoints are signed with.
+   *
+   * Callers: every authenticated caller.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.GetAuditVerifierKey
+   */
+  getAuditVerifierKey: {
+    methodKind: "unary";
+    input: typeof GetAuditVerifierKeyRequestSchema;
+    output: typeof GetAuditVerifierKeyResponseSchema;
   },
 }>;
 

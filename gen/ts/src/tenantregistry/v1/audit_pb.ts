@@ -2,8 +2,8 @@
 // @generated from file tenantregistry/v1/audit.proto (package tenantregistry.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tenantregistry/v1/audit.proto.
  */
 export const file_tenantregistry_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("Ch10ZW5hbnRyZWdpc3RyeS92MS9hdWRpdC5wcm90bxIRdGVuYW50cmVnaXN0cnkudjEihgQKCkF1ZGl0RXZlbnQSCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg8KB3Byb2R1Y3QYAyABKAkSDgoGYWN0aW9uGAQgASgJEgwKBGNydWQYBSABKAkSLAoFYWN0b3IYBiABKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEFjdG9yEi4KBnRhcmdldBgHIAEoCzIeLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRISCgppc19mYWlsdXJlGAogASgIEhQKDGlzX2Fub255bW91cxgLIAEoCBI5CgZmaWVsZHMYDCADKAsyKS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50LkZpZWxkc0VudHJ5Ei4KCm9jY3VyX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZXh0ZXJuYWxfaWQYDyABKAkSCwoDc2VxGBAgASgDEgwKBGhhc2gYESABKAkaLQoLRmllbGRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI0CgpBdWRpdEFjdG9yEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEdHlwZRgDIAEoCSI1CgtBdWRpdFRhcmdldBIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEgwKBG5hbWUYAyABKAkiRwoXUmVjb3JkQXVkaXRFdmVudFJlcXVlc3QSLAoFZXZlbnQYASABKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50IkgKGFJlY29yZEF1ZGl0RXZlbnRSZXNwb25zZRIsCgVldmVudBgBIAEoCzIdLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0RXZlbnQiSQoYUmVjb3JkQXVkaXRFdmVudHNSZXF1ZXN0Ei0KBmV2ZW50cxgBIAMoCzIdLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0RXZlbnQiSgoZUmVjb3JkQXVkaXRFdmVudHNSZXNwb25zZRItCgZldmVudHMYASADKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50Iu4BChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEhAKCGFjdG9yX2lkGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIRCgl0YXJnZXRfaWQYBSABKAkSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYCCABKAUSEgoKcGFnZV90b2tlbhgJIAEoCSJhChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRItCgZldmVudHMYASADKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLJAQoYRXhwb3J0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEhAKCGFjdG9yX2lkGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIRCgl0YXJnZXRfaWQYBSABKAkSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJJChlFeHBvcnRBdWRpdEV2ZW50c1Jlc3BvbnNlEiwKBWV2ZW50GAEgASgLMh0udGVuYW50cmVnaXN0cnkudjEuQXVkaXRFdmVudCIsChdWZXJpZnlBdWRpdENoYWluUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkiaQoYVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlEgoKAm9rGAEgASgIEhYKDmV2ZW50c19jaGVja2VkGAIgASgDEhgKEGZpcnN0X2Jyb2tlbl9zZXEYAyABKAMSDwoHcHJvYmxlbRgEIAEoCTLDBAoMQXVkaXRTZXJ2aWNlEmsKEFJlY29yZEF1ZGl0RXZlbnQSKi50ZW5hbnRyZWdpc3RyeS52MS5SZWNvcmRBdWRpdEV2ZW50UmVxdWVzdBorLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRSZXNwb25zZRJuChFSZWNvcmRBdWRpdEV2ZW50cxIrLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRzUmVxdWVzdBosLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRzUmVzcG9uc2USbQoPTGlzdEF1ZGl0RXZlbnRzEikudGVuYW50cmVnaXN0cnkudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBoqLnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlIgOQAgESdQoRRXhwb3J0QXVkaXRFdmVudHMSKy50ZW5hbnRyZWdpc3RyeS52MS5FeHBvcnRBdWRpdEV2ZW50c1JlcXVlc3QaLC50ZW5hbnRyZWdpc3RyeS52MS5FeHBvcnRBdWRpdEV2ZW50c1Jlc3BvbnNlIgOQAgEwARJwChBWZXJpZnlBdWRpdENoYWluEioudGVuYW50cmVnaXN0cnkudjEuVmVyaWZ5QXVkaXRDaGFpblJlcXVlc3QaKy50ZW5hbnRyZWdpc3RyeS52MS5WZXJpZnlBdWRpdENoYWluUmVzcG9uc2UiA5ACAULeAQoVY29tLnRlbmFudHJlZ2lzdHJ5LnYxQgpBdWRpdFByb3RvUAFaVGdpdGh1Yi5jb20vdGVuYW50LXJlZ2lzdHJ5L3RlbmFudC1yZWdpc3RyeS9nZW4vZ28vdGVuYW50cmVnaXN0cnkvdjE7dGVuYW50cmVnaXN0cnl2MaICA1RYWKoCEVRlbmFudHJlZ2lzdHJ5LlYxygIRVGVuYW50cmVnaXN0cnlcVjHiAh1UZW5hbnRyZWdpc3RyeVxWMVxHUEJNZXRhZGF0YeoCElRlbmFudHJlZ2lzdHJ5OjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch10ZW5hbnRyZWdpc3RyeS92MS9hdWRpdC5wcm90bxIRdGVuYW50cmVnaXN0cnkudjEihgQKCkF1ZGl0RXZlbnQSCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg8KB3Byb2R1Y3QYAyABKAkSDgoGYWN0aW9uGAQgASgJEgwKBGNydWQYBSABKAkSLAoFYWN0b3IYBiABKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEFjdG9yEi4KBnRhcmdldBgHIAEoCzIeLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRISCgppc19mYWlsdXJlGAogASgIEhQKDGlzX2Fub255bW91cxgLIAEoCBI5CgZmaWVsZHMYDCADKAsyKS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50LkZpZWxkc0VudHJ5Ei4KCm9jY3VyX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZXh0ZXJuYWxfaWQYDyABKAkSCwoDc2VxGBAgASgDEgwKBGhhc2gYESABKAkaLQoLRmllbGRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI0CgpBdWRpdEFjdG9yEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEdHlwZRgDIAEoCSI1CgtBdWRpdFRhcmdldBIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEgwKBG5hbWUYAyABKAkiRwoXUmVjb3JkQXVkaXRFdmVudFJlcXVlc3QSLAoFZXZlbnQYASABKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50IkgKGFJlY29yZEF1ZGl0RXZlbnRSZXNwb25zZRIsCgVldmVudBgBIAEoCzIdLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0RXZlbnQiSQoYUmVjb3JkQXVkaXRFdmVudHNSZXF1ZXN0Ei0KBmV2ZW50cxgBIAMoCzIdLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0RXZlbnQiSgoZUmVjb3JkQXVkaXRFdmVudHNSZXNwb25zZRItCgZldmVudHMYASADKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50Iu4BChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEhAKCGFjdG9yX2lkGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIRCgl0YXJnZXRfaWQYBSABKAkSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYCCABKAUSEgoKcGFnZV90b2tlbhgJIAEoCSJhChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRItCgZldmVudHMYASADKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLJAQoYRXhwb3J0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEhAKCGFjdG9yX2lkGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIRCgl0YXJnZXRfaWQYBSABKAkSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJJChlFeHBvcnRBdWRpdEV2ZW50c1Jlc3BvbnNlEiwKBWV2ZW50GAEgASgLMh0udGVuYW50cmVnaXN0cnkudjEuQXVkaXRFdmVudCJAChdWZXJpZnlBdWRpdENoYWluUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEgoKY2hlY2twb2ludBgCIAEoCSLSAQoYVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlEgoKAm9rGAEgASgIEhYKDmV2ZW50c19jaGVja2VkGAIgASgDEhgKEGZpcnN0X2Jyb2tlbl9zZXEYAyABKAMSDwoHcHJvYmxlbRgEIAEoCRI4Cgxwcm9ibGVtX2tpbmQYBSABKA4yIi50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdExvZ1Byb2JsZW0SEAoIbG9nX3NpemUYBiABKAMSGwoTZXhwaXJlZF90aHJvdWdoX3NlcRgHIAEoAyIuChlHZXRBdWRpdENoZWNrcG9pbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSJWChpHZXRBdWRpdENoZWNrcG9pbnRSZXNwb25zZRISCgpjaGVja3BvaW50GAEgASgJEhEKCXRyZWVfc2l6ZRgCIAEoAxIRCglyb290X2hhc2gYAyABKAwiSwoWUHJvdmVBdWRpdEV2ZW50UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSCwoDc2VxGAIgASgDEhEKCXRyZWVfc2l6ZRgDIAEoAyJuChdQcm92ZUF1ZGl0RXZlbnRSZXNwb25zZRILCgNzZXEYASABKAMSEQoJdHJlZV9zaXplGAIgASgDEhEKCWxlYWZfaGFzaBgDIAEoDBIRCglyb290X2hhc2gYBCABKAwSDQoFcHJvb2YYBSADKAwiVQocUHJvdmVBdWRpdENvbnNpc3RlbmN5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEAoIb2xkX3NpemUYAiABKAMSEAoIbmV3X3NpemUYAyABKAMigAEKHVByb3ZlQXVkaXRDb25zaXN0ZW5jeVJlc3BvbnNlEhAKCG9sZF9zaXplGAEgASgDEhAKCG5ld19zaXplGAIgASgDEhUKDW9sZF9yb290X2hhc2gYAyABKAwSFQoNbmV3X3Jvb3RfaGFzaBgEIAEoDBINCgVwcm9vZhgFIAMoDCIcChpHZXRBdWRpdFZlcmlmaWVyS2V5UmVxdWVzdCJRChtHZXRBdWRpdFZlcmlmaWVyS2V5UmVzcG9uc2USFAoMdmVyaWZpZXJfa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSDgoGa2V5X2lkGAMgASgJKpICCg9BdWRpdExvZ1Byb2JsZW0SIQodQVVESVRfTE9HX1BST0JMRU1fVU5TUEVDSUZJRUQQABInCiNBVURJVF9MT0dfUFJPQkxFTV9UUkVFX0lOQ09OU0lTVEVOVBABEiMKH0FVRElUX0xPR19QUk9CTEVNX0VWRU5UX0NIQU5HRUQQAhIjCh9BVURJVF9MT0dfUFJPQkxFTV9FVkVOVF9NSVNTSU5HEAMSJwojQVVESVRfTE9HX1BST0JMRU1fRVZFTlRfT1VUX09GX0JBTkQQBBIfChtBVURJVF9MT0dfUFJPQkxFTV9UUlVOQ0FURUQQBRIfChtBVURJVF9MT0dfUFJPQkxFTV9SRVdSSVRURU4QBjKmCAoMQXVkaXRTZXJ2aWNlEmsKEFJlY29yZEF1ZGl0RXZlbnQSKi50ZW5hbnRyZWdpc3RyeS52MS5SZWNvcmRBdWRpdEV2ZW50UmVxdWVzdBorLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRSZXNwb25zZRJuChFSZWNvcmRBdWRpdEV2ZW50cxIrLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRzUmVxdWVzdBosLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRzUmVzcG9uc2USbQoPTGlzdEF1ZGl0RXZlbnRzEikudGVuYW50cmVnaXN0cnkudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBoqLnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlIgOQAgESdQoRRXhwb3J0QXVkaXRFdmVudHMSKy50ZW5hbnRyZWdpc3RyeS52MS5FeHBvcnRBdWRpdEV2ZW50c1JlcXVlc3QaLC50ZW5hbnRyZWdpc3RyeS52MS5FeHBvcnRBdWRpdEV2ZW50c1Jlc3BvbnNlIgOQAgEwARJwChBWZXJpZnlBdWRpdENoYWluEioudGVuYW50cmVnaXN0cnkudjEuVmVyaWZ5QXVkaXRDaGFpblJlcXVlc3QaKy50ZW5hbnRyZWdpc3RyeS52MS5WZXJpZnlBdWRpdENoYWluUmVzcG9uc2UiA5ACARJ2ChJHZXRBdWRpdENoZWNrcG9pbnQSLC50ZW5hbnRyZWdpc3RyeS52MS5HZXRBdWRpdENoZWNrcG9pbnRSZXF1ZXN0Gi0udGVuYW50cmVnaXN0cnkudjEuR2V0QXVkaXRDaGVja3BvaW50UmVzcG9uc2UiA5ACARJtCg9Qcm92ZUF1ZGl0RXZlbnQSKS50ZW5hbnRyZWdpc3RyeS52MS5Qcm92ZUF1ZGl0RXZlbnRSZXF1ZXN0GioudGVuYW50cmVnaXN0cnkudjEuUHJvdmVBdWRpdEV2ZW50UmVzcG9uc2UiA5ACARJ/ChVQcm92ZUF1ZGl0Q29uc2lzdGVuY3kSLy50ZW5hbnRyZWdpc3RyeS52MS5Qcm92ZUF1ZGl0Q29uc2lzdGVuY3lSZXF1ZXN0GjAudGVuYW50cmVnaXN0cnkudjEuUHJvdmVBdWRpdENvbnNpc3RlbmN5UmVzcG9uc2UiA5ACARJ5ChNHZXRBdWRpdFZlcmlmaWVyS2V5Ei0udGVuYW50cmVnaXN0cnkudjEuR2V0QXVkaXRWZXJpZmllcktleVJlcXVlc3QaLi50ZW5hbnRyZWdpc3RyeS52MS5HZXRBdWRpdFZlcmlmaWVyS2V5UmVzcG9uc2UiA5ACAULeAQoVY29tLnRlbmFudHJlZ2lzdHJ5LnYxQgpBdWRpdFByb3RvUAFaVGdpdGh1Yi5jb20vdGVuYW50LXJlZ2lzdHJ5L3RlbmFudC1yZWdpc3RyeS9nZW4vZ28vdGVuYW50cmVnaXN0cnkvdjE7dGVuYW50cmVnaXN0cnl2MaICA1RYWKoCEVRlbmFudHJlZ2lzdHJ5LlYxygIRVGVuYW50cmVnaXN0cnlcVjHiAh1UZW5hbnRyZWdpc3RyeVxWMVxHUEJNZXRhZGF0YeoCElRlbmFudHJlZ2lzdHJ5OjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * One audit event. On input (RecordAuditEvent), the output-only fields are
@@ -131,15 +131,15 @@ export type AuditEvent = Message<"tenantregistry.v1.AuditEvent"> & {
   externalId: string;
 
   /**
-   * Position in the tenant's chain: 1, 2, 3, ... without gaps. Output only.
+   * Position in the tenant's log: 1, 2, 3, ... without gaps. Output only.
    *
    * @generated from field: int64 seq = 16;
    */
   seq: bigint;
 
   /**
-   * SHA-256, in lower-case hex, over the previous event's hash and a
-   * canonical encoding of this event. Output only.
+   * The event's leaf hash in its tenant's tree, in lower-case hex:
+   * tlog.RecordHash of its canonical encoding. Output only.
    *
    * @generated from field: string hash = 17;
    */
@@ -510,11 +510,19 @@ export const ExportAuditEventsResponseSchema: GenMessage<ExportAuditEventsRespon
  */
 export type VerifyAuditChainRequest = Message<"tenantregistry.v1.VerifyAuditChainRequest"> & {
   /**
-   * The tenant whose chain to check. Empty: the platform events' chain.
+   * The tenant whose log to check. Empty: the platform's log.
    *
    * @generated from field: string tenant_id = 1;
    */
   tenantId: string;
+
+  /**
+   * A checkpoint of this log kept earlier (GetAuditCheckpointResponse's
+   * checkpoint, unchanged). Empty: check the log as stored only.
+   *
+   * @generated from field: string checkpoint = 2;
+   */
+  checkpoint: string;
 };
 
 /**
@@ -531,33 +539,55 @@ export const VerifyAuditChainRequestSchema: GenMessage<VerifyAuditChainRequest> 
  */
 export type VerifyAuditChainResponse = Message<"tenantregistry.v1.VerifyAuditChainResponse"> & {
   /**
-   * Whether the whole chain is intact.
+   * Whether the log is intact (and consistent with the checkpoint, if given).
    *
    * @generated from field: bool ok = 1;
    */
   ok: boolean;
 
   /**
-   * How many events were checked.
+   * How many events' bodies were rehashed.
    *
    * @generated from field: int64 events_checked = 2;
    */
   eventsChecked: bigint;
 
   /**
-   * The seq of the first event where the chain breaks; 0 when ok.
+   * The seq of the first event where the log breaks; 0 when ok, or when no
+   * single event can be blamed (REWRITTEN).
    *
    * @generated from field: int64 first_broken_seq = 3;
    */
   firstBrokenSeq: bigint;
 
   /**
-   * Human-readable description of the first break, for example a hash
-   * mismatch or a missing seq; empty when ok.
+   * Human-readable description of the first break; empty when ok.
    *
    * @generated from field: string problem = 4;
    */
   problem: string;
+
+  /**
+   * What kind of break; UNSPECIFIED when ok.
+   *
+   * @generated from field: tenantregistry.v1.AuditLogProblem problem_kind = 5;
+   */
+  problemKind: AuditLogProblem;
+
+  /**
+   * The log's size: every event ever appended, expired ones included.
+   *
+   * @generated from field: int64 log_size = 6;
+   */
+  logSize: bigint;
+
+  /**
+   * Events up to this seq were removed by retention (their leaves stay in the
+   * tree); 0: none.
+   *
+   * @generated from field: int64 expired_through_seq = 7;
+   */
+  expiredThroughSeq: bigint;
 };
 
 /**
@@ -568,16 +598,368 @@ export const VerifyAuditChainResponseSchema: GenMessage<VerifyAuditChainResponse
   messageDesc(file_tenantregistry_v1_audit, 12);
 
 /**
+ * Request of AuditService.GetAuditCheckpoint.
+ *
+ * @generated from message tenantregistry.v1.GetAuditCheckpointRequest
+ */
+export type GetAuditCheckpointRequest = Message<"tenantregistry.v1.GetAuditCheckpointRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's (platform admins only).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditCheckpointRequest.
+ * Use `create(GetAuditCheckpointRequestSchema)` to create a new message.
+ */
+export const GetAuditCheckpointRequestSchema: GenMessage<GetAuditCheckpointRequest> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 13);
+
+/**
+ * Response of AuditService.GetAuditCheckpoint.
+ *
+ * @generated from message tenantregistry.v1.GetAuditCheckpointResponse
+ */
+export type GetAuditCheckpointResponse = Message<"tenantregistry.v1.GetAuditCheckpointResponse"> & {
+  /**
+   * The C2SP signed note: the log's origin (`<key name>/audit/<tenant id>`),
+   * its size and base64 root hash, one per line, a blank line, and the
+   * signature line. Keep it as it is.
+   *
+   * @generated from field: string checkpoint = 1;
+   */
+  checkpoint: string;
+
+  /**
+   * The log's size, as in the checkpoint.
+   *
+   * @generated from field: int64 tree_size = 2;
+   */
+  treeSize: bigint;
+
+  /**
+   * The tree's root hash, as in the checkpoint.
+   *
+   * @generated from field: bytes root_hash = 3;
+   */
+  rootHash: Uint8Array;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditCheckpointResponse.
+ * Use `create(GetAuditCheckpointResponseSchema)` to create a new message.
+ */
+export const GetAuditCheckpointResponseSchema: GenMessage<GetAuditCheckpointResponse> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 14);
+
+/**
+ * Request of AuditService.ProveAuditEvent.
+ *
+ * @generated from message tenantregistry.v1.ProveAuditEventRequest
+ */
+export type ProveAuditEventRequest = Message<"tenantregistry.v1.ProveAuditEventRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's (platform admins only).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The event's seq.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The size of the tree to prove against, from seq to the log's size. 0:
+   * the log's size.
+   *
+   * @generated from field: int64 tree_size = 3;
+   */
+  treeSize: bigint;
+};
+
+/**
+ * Describes the message tenantregistry.v1.ProveAuditEventRequest.
+ * Use `create(ProveAuditEventRequestSchema)` to create a new message.
+ */
+export const ProveAuditEventRequestSchema: GenMessage<ProveAuditEventRequest> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 15);
+
+/**
+ * Response of AuditService.ProveAuditEvent.
+ *
+ * @generated from message tenantregistry.v1.ProveAuditEventResponse
+ */
+export type ProveAuditEventResponse = Message<"tenantregistry.v1.ProveAuditEventResponse"> & {
+  /**
+   * The event's seq.
+   *
+   * @generated from field: int64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * The size of the tree proved against.
+   *
+   * @generated from field: int64 tree_size = 2;
+   */
+  treeSize: bigint;
+
+  /**
+   * The event's leaf hash, as the tree stores it.
+   *
+   * @generated from field: bytes leaf_hash = 3;
+   */
+  leafHash: Uint8Array;
+
+  /**
+   * The root hash of the tree of tree_size events.
+   *
+   * @generated from field: bytes root_hash = 4;
+   */
+  rootHash: Uint8Array;
+
+  /**
+   * The inclusion proof: the sibling hashes from the leaf to the root
+   * (tlog.RecordProof).
+   *
+   * @generated from field: repeated bytes proof = 5;
+   */
+  proof: Uint8Array[];
+};
+
+/**
+ * Describes the message tenantregistry.v1.ProveAuditEventResponse.
+ * Use `create(ProveAuditEventResponseSchema)` to create a new message.
+ */
+export const ProveAuditEventResponseSchema: GenMessage<ProveAuditEventResponse> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 16);
+
+/**
+ * Request of AuditService.ProveAuditConsistency.
+ *
+ * @generated from message tenantregistry.v1.ProveAuditConsistencyRequest
+ */
+export type ProveAuditConsistencyRequest = Message<"tenantregistry.v1.ProveAuditConsistencyRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's (platform admins only).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The size of the older tree, at least 1.
+   *
+   * @generated from field: int64 old_size = 2;
+   */
+  oldSize: bigint;
+
+  /**
+   * The size of the newer tree, from old_size to the log's size. 0: the log's
+   * size.
+   *
+   * @generated from field: int64 new_size = 3;
+   */
+  newSize: bigint;
+};
+
+/**
+ * Describes the message tenantregistry.v1.ProveAuditConsistencyRequest.
+ * Use `create(ProveAuditConsistencyRequestSchema)` to create a new message.
+ */
+export const ProveAuditConsistencyRequestSchema: GenMessage<ProveAuditConsistencyRequest> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 17);
+
+/**
+ * Response of AuditService.ProveAuditConsistency.
+ *
+ * @generated from message tenantregistry.v1.ProveAuditConsistencyResponse
+ */
+export type ProveAuditConsistencyResponse = Message<"tenantregistry.v1.ProveAuditConsistencyResponse"> & {
+  /**
+   * The older tree's size.
+   *
+   * @generated from field: int64 old_size = 1;
+   */
+  oldSize: bigint;
+
+  /**
+   * The newer tree's size.
+   *
+   * @generated from field: int64 new_size = 2;
+   */
+  newSize: bigint;
+
+  /**
+   * The older tree's root hash.
+   *
+   * @generated from field: bytes old_root_hash = 3;
+   */
+  oldRootHash: Uint8Array;
+
+  /**
+   * The newer tree's root hash.
+   *
+   * @generated from field: bytes new_root_hash = 4;
+   */
+  newRootHash: Uint8Array;
+
+  /**
+   * The consistency proof (tlog.TreeProof).
+   *
+   * @generated from field: repeated bytes proof = 5;
+   */
+  proof: Uint8Array[];
+};
+
+/**
+ * Describes the message tenantregistry.v1.ProveAuditConsistencyResponse.
+ * Use `create(ProveAuditConsistencyResponseSchema)` to create a new message.
+ */
+export const ProveAuditConsistencyResponseSchema: GenMessage<ProveAuditConsistencyResponse> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 18);
+
+/**
+ * Request of AuditService.GetAuditVerifierKey.
+ *
+ * @generated from message tenantregistry.v1.GetAuditVerifierKeyRequest
+ */
+export type GetAuditVerifierKeyRequest = Message<"tenantregistry.v1.GetAuditVerifierKeyRequest"> & {
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditVerifierKeyRequest.
+ * Use `create(GetAuditVerifierKeyRequestSchema)` to create a new message.
+ */
+export const GetAuditVerifierKeyRequestSchema: GenMessage<GetAuditVerifierKeyRequest> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 19);
+
+/**
+ * Response of AuditService.GetAuditVerifierKey.
+ *
+ * @generated from message tenantregistry.v1.GetAuditVerifierKeyResponse
+ */
+export type GetAuditVerifierKeyResponse = Message<"tenantregistry.v1.GetAuditVerifierKeyResponse"> & {
+  /**
+   * The note verifier key: `<name>+<key id>+<base64 key>`
+   * (golang.org/x/mod/sumdb/note).
+   *
+   * @generated from field: string verifier_key = 1;
+   */
+  verifierKey: string;
+
+  /**
+   * The key's name, which starts every log's origin.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The key's id (the hash in the verifier key and in signature lines), hex.
+   *
+   * @generated from field: string key_id = 3;
+   */
+  keyId: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditVerifierKeyResponse.
+ * Use `create(GetAuditVerifierKeyResponseSchema)` to create a new message.
+ */
+export const GetAuditVerifierKeyResponseSchema: GenMessage<GetAuditVerifierKeyResponse> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 20);
+
+/**
+ * How a log fails verification.
+ *
+ * @generated from enum tenantregistry.v1.AuditLogProblem
+ */
+export enum AuditLogProblem {
+  /**
+   * Not set: the log is intact.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A hash of the tree was edited, removed or added.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_TREE_INCONSISTENT = 1;
+   */
+  TREE_INCONSISTENT = 1,
+
+  /**
+   * An event no longer hashes to its leaf: it was edited.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_EVENT_CHANGED = 2;
+   */
+  EVENT_CHANGED = 2,
+
+  /**
+   * An event was deleted (other than by retention).
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_EVENT_MISSING = 3;
+   */
+  EVENT_MISSING = 3,
+
+  /**
+   * An event exists beyond the log's head, or twice: written around the
+   * registry.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_EVENT_OUT_OF_BAND = 4;
+   */
+  EVENT_OUT_OF_BAND = 4,
+
+  /**
+   * The log holds fewer events than the checkpoint: the newest were cut off.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_TRUNCATED = 5;
+   */
+  TRUNCATED = 5,
+
+  /**
+   * The log's first events no longer hash to the checkpoint's root.
+   *
+   * @generated from enum value: AUDIT_LOG_PROBLEM_REWRITTEN = 6;
+   */
+  REWRITTEN = 6,
+}
+
+/**
+ * Describes the enum tenantregistry.v1.AuditLogProblem.
+ */
+export const AuditLogProblemSchema: GenEnum<AuditLogProblem> = /*@__PURE__*/
+  enumDesc(file_tenantregistry_v1_audit, 0);
+
+/**
  * AuditService is the append-only log of what happened, in Retraced's shape.
  *
  * This registry records its own changes here (product `tenant-registry`), in
  * the same transaction as each change; other products append their own
  * events.
  *
- * Tamper evidence: each tenant's events form a hash chain (seq is gapless per
- * tenant, hash covers the previous hash and the event), which
- * VerifyAuditChain checks. Platform events (no tenant) have a chain of their
- * own.
+ * Tamper evidence: each tenant's events (and the platform's, which have a log
+ * of their own) are the leaves of a Merkle tree in the transparency-log form
+ * of golang.org/x/mod/sumdb/tlog: seq is the leaf's position from 1, gapless;
+ * an event's hash is its leaf hash, tlog.RecordHash of a canonical encoding
+ * of the event (the Go package `auditlog` of the SDK computes it). The server
+ * signs the tree's heads as C2SP signed notes with an Ed25519 key whose
+ * verifier key GetAuditVerifierKey returns: a customer who keeps
+ * GetAuditCheckpoint's checkpoints can check offline, with proofs from
+ * ProveAuditEvent and ProveAuditConsistency or against an export, that no
+ * event was edited, deleted, reordered or cut off since, and that the log
+ * was not rewritten, even by someone who recomputed every hash. What it does
+ * not prove: an operator holding the signing key can sign a second, different
+ * history for a customer who kept no checkpoint from before.
  *
  * @generated from service tenantregistry.v1.AuditService
  */
@@ -643,11 +1025,16 @@ export const AuditService: GenService<{
     output: typeof ExportAuditEventsResponseSchema;
   },
   /**
-   * Checks the hash chain of one tenant's events (or of the platform events)
-   * and reports the first break: an event edited, inserted or deleted in the
-   * database.
+   * Checks one tenant's log (or the platform's) as stored and reports the
+   * first break: the tree is whole and consistent, every event hashes to its
+   * leaf, none is missing (beyond those retention removed) or added around
+   * the registry, and the head is the tree's root. With a checkpoint the
+   * caller kept, it also reports a log cut short of it (TRUNCATED) or whose
+   * first events no longer hash to its root (REWRITTEN).
    *
    * Callers: platform admins.
+   * Errors: InvalidArgument for a checkpoint not signed by this registry's
+   * audit key (current or earlier), or of another log.
    *
    * @generated from rpc tenantregistry.v1.AuditService.VerifyAuditChain
    */
@@ -655,6 +1042,60 @@ export const AuditService: GenService<{
     methodKind: "unary";
     input: typeof VerifyAuditChainRequestSchema;
     output: typeof VerifyAuditChainResponseSchema;
+  },
+  /**
+   * Returns the signed checkpoint of one tenant's log as it stands: keep it to
+   * hold the registry to this log later.
+   *
+   * Callers: as ListAuditEvents.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.GetAuditCheckpoint
+   */
+  getAuditCheckpoint: {
+    methodKind: "unary";
+    input: typeof GetAuditCheckpointRequestSchema;
+    output: typeof GetAuditCheckpointResponseSchema;
+  },
+  /**
+   * Proves that an event is in the tree of a given size, for a customer who
+   * holds a checkpoint of that size (check it with tlog.CheckRecord).
+   *
+   * Callers: as ListAuditEvents.
+   * Errors: InvalidArgument for a seq or tree_size beyond the log.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.ProveAuditEvent
+   */
+  proveAuditEvent: {
+    methodKind: "unary";
+    input: typeof ProveAuditEventRequestSchema;
+    output: typeof ProveAuditEventResponseSchema;
+  },
+  /**
+   * Proves that the tree of old_size events is a prefix of the tree of
+   * new_size: nothing before old_size was changed or removed (check it with
+   * tlog.CheckTree).
+   *
+   * Callers: as ListAuditEvents.
+   * Errors: InvalidArgument for sizes beyond the log or out of order.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.ProveAuditConsistency
+   */
+  proveAuditConsistency: {
+    methodKind: "unary";
+    input: typeof ProveAuditConsistencyRequestSchema;
+    output: typeof ProveAuditConsistencyResponseSchema;
+  },
+  /**
+   * Returns the public key checkpoints are signed with.
+   *
+   * Callers: every authenticated caller.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.GetAuditVerifierKey
+   */
+  getAuditVerifierKey: {
+    methodKind: "unary";
+    input: typeof GetAuditVerifierKeyRequestSchema;
+    output: typeof GetAuditVerifierKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tenantregistry_v1_audit, 0);

@@ -1,0 +1,3 @@
+ALTER TABLE audit_chain_heads DROP COLUMN expired_through;
+--bun:split
+DROP TABLE audit_tree_hashes;
