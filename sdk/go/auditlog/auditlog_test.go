@@ -184,8 +184,8 @@ func TestVerifyExport(t *testing.T) {
 			return append(l[:7], l[8:]...)
 		},
 		"the newest events cut off": func() []string { return clone()[10:] },
-		"two events swapped":       func() []string { l := clone(); l[12], l[13] = l[13], l[12]; return l },
-		"the first event dropped":  func() []string { return clone()[:len(lines)-1] },
+		"two events swapped":        func() []string { l := clone(); l[12], l[13] = l[13], l[12]; return l },
+		"the first event dropped":   func() []string { return clone()[:len(lines)-1] },
 		"an event of another tenant": func() []string {
 			l := clone()
 			l[3] = strings.Replace(l[3], tenant, "0190f5c2-7d3e-7a00-8000-000000000002", 1)
