@@ -142,6 +142,9 @@ type ApiKey struct {
 	ExpireTime   time.Time // zero: never
 	RevokeTime   time.Time // zero: not revoked
 	LastUsedTime time.Time // zero: never used; updated at most once a minute
+	// CreatedBy is the key that created this one, when a key did: revoking
+	// that key revokes this one too.
+	CreatedBy string
 }
 
 // IsPlatform reports whether k is a platform key: a key of the platform
@@ -240,6 +243,10 @@ type ApiKeyRepository interface {
 	List(ctx context.Context, tenantID, afterID string, limit int) ([]*ApiKey, error)
 	// Update writes a key's expire time, revoke time and update time.
 	Update(ctx context.Context, k *ApiKey) error
+	// CreatedBy returns the keys that key id created, not yet revoked.
+	CreatedBy(ctx context.Context, id string) ([]*ApiKey, error)
+	// Reparent makes the keys that key from created count as created by key to.
+	Reparent(ctx context.Context, from, to string) error
 	// Rehash replaces a key's hash if it still is oldHash.
 	Rehash(ctx context.Context, id, oldHash, newHash string) error
 	// TouchLastUsed records when keys were last used.

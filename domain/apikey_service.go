@@ -35,18 +35,50 @@ func (s *ApiKeyService) Verify(ctx context.Context, key, product string, require
 // key of a tenant the caller may not see is answered like a missing one.
 // A refused change (action not empty) is recorded.
 func (s *ApiKeyService) loadKey(ctx context.Context, id, action string) (*ApiKey, error) {
-	k, err := s.store.ApiKeys().Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
 	var a *attempt
 	if action != "" {
-		a = tried(action, "u", "api_key", k.ID)
+		a = tried(action, "u", "api_key", id)
+	}
+	k, err := s.store.ApiKeys().Get(ctx, id)
+	if ErrorKind(err) == KindNotFound && !CallerFrom(ctx).Principal.IsPlatformAdmin() {
+		// A missing key is answered, and recorded, as a key of a tenant
+		// the caller may not see is: neither the answer, nor its time, nor
+		// the audit events the caller can read tell the two apart.
+		if rerr := s.record(ctx, PermKeysManage, "", a, true); rerr != nil {
+			return nil, rerr
+		}
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := s.allowKey(ctx, PermKeysManage, k, a); err != nil {
 		return nil, err
 	}
 	return k, nil
+}
+
+// outlives refuses a key of expiry expire (zero: never) from a key
+// principal that expires sooner: a key hands out nothing that outlives it.
+func (s *ApiKeyService) outlives(ctx context.Context, tenantID string, expire time.Time, a *attempt) error {
+	p := CallerFrom(ctx).Principal
+	if p.Type != PrincipalTenantKey && p.Type != PrincipalPlatformKey || p.ExpireTime.IsZero() {
+		return nil
+	}
+	if expire.IsZero() || expire.After(p.ExpireTime) {
+		return s.refuse(ctx, PermKeysManage, tenantID, a, fmt.Sprintf(
+			"the calling key expires at %s and cannot create a key that outlives it: set expire_time at or before then",
+			p.ExpireTime.Format(time.RFC3339)))
+	}
+	return nil
+}
+
+// createdBy is the key a new key is created by: the calling key, if a key calls.
+func createdBy(ctx context.Context) string {
+	if p := CallerFrom(ctx).Principal; p.Type == PrincipalTenantKey || p.Type == PrincipalPlatformKey {
+		return p.ID
+	}
+	return ""
 }
 
 // grantable refuses, with PermissionDenied naming the scope, a credential
@@ -97,11 +129,15 @@ func (s *ApiKeyService) Create(ctx context.Context, in CreateApiKey) (*ApiKey, s
 	if err := s.grantable(ctx, tenantID, scopes, a); err != nil {
 		return nil, "", err
 	}
+	expire := in.ExpireTime.UTC().Truncate(time.Microsecond)
+	if err := s.outlives(ctx, tenantID, expire, a); err != nil {
+		return nil, "", err
+	}
 	plaintext := NewPlaintextKey()
 	k := &ApiKey{
 		ID: NewID(), TenantID: tenantID, Name: name, Prefix: displayPrefix(plaintext),
 		Hash: storedHash(keyDigest(plaintext)), Scopes: scopes, CreateTime: now, UpdateTime: now,
-		ExpireTime: in.ExpireTime.UTC().Truncate(time.Microsecond),
+		ExpireTime: expire, CreatedBy: createdBy(ctx),
 	}
 	err := s.store.Atomically(ctx, func(r Repositories) error {
 		if err := s.issue(ctx, r, k, keyDigest(plaintext)); err != nil {
@@ -203,15 +239,7 @@ func (s *ApiKeyService) Revoke(ctx context.Context, id string) (*ApiKey, error) 
 			// see the key as valid.
 			return invalidateKey(ctx, r, k)
 		}
-		now := s.now()
-		k.RevokeTime, k.UpdateTime = now, now
-		if err := r.ApiKeys().Update(ctx, k); err != nil {
-			return err
-		}
-		if err := invalidateKey(ctx, r, k); err != nil {
-			return err
-		}
-		return recordChange(ctx, r, now, keyChange(k, "api_key.revoked", "u", "API key revoked"))
+		return revokeWithDescendants(ctx, r, k, s.now(), "")
 	})
 	if err != nil {
 		return nil, err
@@ -237,7 +265,11 @@ func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Durati
 	if err != nil {
 		return nil, "", nil, err
 	}
-	if err := s.grantable(ctx, k.TenantID, k.Scopes, tried("api_key.rotated", "u", "api_key", k.ID)); err != nil {
+	a := tried("api_key.rotated", "u", "api_key", k.ID)
+	if err := s.grantable(ctx, k.TenantID, k.Scopes, a); err != nil {
+		return nil, "", nil, err
+	}
+	if err := s.outlives(ctx, k.TenantID, k.ExpireTime, a); err != nil {
 		return nil, "", nil, err
 	}
 	plaintext := NewPlaintextKey()
@@ -251,11 +283,22 @@ func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Durati
 		if st := k.StatusAt(now); st != ApiKeyActive {
 			return Errorf(KindFailedPrecondition, "API key %s is %s and cannot be rotated", k.ID, st)
 		}
+		// The successor takes the old key's place in the lineage (a key
+		// rotating another becomes its creator), and the keys the old one
+		// created are now the successor's.
+		parent := createdBy(ctx)
+		if parent == "" || parent == k.ID { // a key rotating itself keeps its place
+			parent = k.CreatedBy
+		}
 		fresh = &ApiKey{
 			ID: NewID(), TenantID: k.TenantID, Name: k.Name, Prefix: displayPrefix(plaintext),
 			Hash: storedHash(keyDigest(plaintext)), Scopes: k.Scopes, CreateTime: now, UpdateTime: now, ExpireTime: k.ExpireTime,
+			CreatedBy: parent,
 		}
 		if err := s.issue(ctx, r, fresh, keyDigest(plaintext)); err != nil {
+			return err
+		}
+		if err := r.ApiKeys().Reparent(ctx, k.ID, fresh.ID); err != nil {
 			return err
 		}
 		if end := now.Add(grace); k.ExpireTime.IsZero() || end.Before(k.ExpireTime) {
@@ -386,6 +429,36 @@ func decodeBase64(s string) ([]byte, error) {
 		return base64.RawURLEncoding.DecodeString(s)
 	}
 	return base64.RawStdEncoding.DecodeString(s)
+}
+
+// revokeWithDescendants revokes k and, since a key hands out nothing that
+// outlives it, every key it created, and theirs, each with its event.
+func revokeWithDescendants(ctx context.Context, r Repositories, k *ApiKey, now time.Time, parent string) error {
+	k.RevokeTime, k.UpdateTime = now, now
+	if err := r.ApiKeys().Update(ctx, k); err != nil {
+		return err
+	}
+	if err := invalidateKey(ctx, r, k); err != nil {
+		return err
+	}
+	c := keyChange(k, "api_key.revoked", "u", "API key revoked")
+	if parent != "" {
+		c.Description = "API key revoked with the key that created it"
+		c.Fields = map[string]string{"created_by_key": parent}
+	}
+	if err := recordChange(ctx, r, now, c); err != nil {
+		return err
+	}
+	children, err := r.ApiKeys().CreatedBy(ctx, k.ID)
+	if err != nil {
+		return err
+	}
+	for _, child := range children {
+		if err := revokeWithDescendants(ctx, r, child, now, k.ID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // invalidateKey drops a key's cached verification everywhere.

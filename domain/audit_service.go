@@ -81,7 +81,13 @@ func (s *AuditService) authorizeRecord(ctx context.Context, events []*AuditEvent
 		if err := s.allow(ctx, PermAuditWrite, e.TenantID, a); err != nil {
 			return err
 		}
-		if !p.IsPlatformAdmin() && (!bound || e.Product != product) {
+		switch {
+		case p.IsPlatformAdmin():
+		case e.TenantID == "":
+			// The platform's own log holds the registry's events, refusals
+			// included: no product writes there.
+			return s.refuse(ctx, PermAuditWrite, e.TenantID, a, "events of no tenant belong to the platform's own log, which products do not write")
+		case !bound || e.Product != product:
 			return s.refuse(ctx, PermAuditWrite, e.TenantID, a, "a platform key records events of the product its product:<key> scope names only")
 		}
 	}
@@ -217,6 +223,9 @@ type change struct {
 func recordChange(ctx context.Context, r Repositories, now time.Time, c change) error {
 	caller := CallerFrom(ctx)
 	p := caller.Principal
+	if c.Failure {
+		p.Name = "" // a refusal carries no text the caller could have chosen
+	}
 	e := &AuditEvent{
 		ID: NewID(), TenantID: c.TenantID, Product: RegistryProduct, Action: c.Action, CRUD: c.CRUD,
 		Actor: AuditActor{ID: p.ID, Name: p.Name, Type: p.Type}, Target: c.Target,

@@ -88,27 +88,31 @@ func (g guard) refuse(ctx context.Context, perm Permission, tenantID string, a *
 // unless it would tell the caller something it may not learn, the acting
 // tenant see it: the caller's own tenant's chain for a refusal the caller
 // may see (PermissionDenied), the platform chain for one answered as not
-// found. The target tenant's chain is never written to. At most one event
-// per actor, permission and target a minute, and a few per actor, so a
-// flood of refusals cannot grow the log without bound.
+// found. The target tenant's chain is never written to, and no text the
+// caller chose is: the target is named by id only when it is an id the
+// registry made (a UUID), and the actor by id and type. The volume is
+// bounded (see refusalLimiter).
 func (g guard) record(ctx context.Context, perm Permission, tenantID string, a *attempt, hidden bool) error {
 	if a == nil {
 		return nil
 	}
-	caller := CallerFrom(ctx)
-	p := caller.Principal
+	p := CallerFrom(ctx).Principal
 	now := g.now()
-	if !g.refusals.admit(p.Type+"|"+p.ID, string(perm)+"|"+tenantID+"|"+a.targetID, now) {
+	if !g.refusals.admit(p, string(perm)+"|"+tenantID+"|"+a.targetID, hidden, now) {
 		return nil
 	}
 	chain := ""
 	if !hidden {
 		chain = p.TenantID
 	}
+	target := AuditTarget{Type: a.targetType}
+	var v Violations
+	if id := checkID(&v, "target", a.targetID); len(v) == 0 {
+		target.ID = id
+	}
 	c := change{
-		TenantID: chain, Action: a.action, CRUD: a.crud, Failure: true,
+		TenantID: chain, Action: a.action, CRUD: a.crud, Failure: true, Target: target,
 		Description: "refused: " + string(perm),
-		Target:      AuditTarget{ID: a.targetID, Type: a.targetType},
 		Fields:      map[string]string{"permission": string(perm), "tenant_id": tenantID},
 	}
 	return g.store.Atomically(ctx, func(r Repositories) error {
@@ -121,35 +125,50 @@ func (g guard) record(ctx context.Context, perm Permission, tenantID string, a *
 	})
 }
 
-// Bounds of refusal recording, per replica.
+// Bounds of refusal recording, per replica and per window.
 const (
-	refusalWindow      = time.Minute
-	refusalsPerActor   = 10     // events per actor a window
-	maxRefusalsTracked = 10_000 // (actor, target) pairs remembered
+	refusalWindow     = time.Minute
+	refusalsPerActor  = 10  // events per actor, and as many more for refusals it is told are not found
+	refusalsPerTenant = 30  // events per acting tenant: every key a tenant mints is an actor of its own
+	refusalsInAll     = 600 // events in all
 )
 
-// refusalLimiter decides which refusals get an audit event.
+// refusalLimiter decides which refusals get an audit event: at most one
+// per actor, permission and target a window, and at most so many per
+// actor, per acting tenant and in all. Refusals the caller is told are
+// "not found" draw on budgets of their own, so that the events the caller
+// can read tell it nothing about them. One limiter serves every service
+// of a replica.
 type refusalLimiter struct {
 	mu      sync.Mutex
 	window  time.Time           // start of the current window
 	seen    map[string]struct{} // actor|target recorded in this window
-	byActor map[string]int      // events per actor in this window
-	dropped uint64              // refusals not recorded, for the log and metrics
+	count   map[string]int      // events per budget in this window
+	total   int
+	dropped uint64 // refusals not recorded, for the log and metrics
 }
 
-func (l *refusalLimiter) admit(actor, target string, now time.Time) bool {
+func (l *refusalLimiter) admit(p Principal, target string, hidden bool, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.window) >= refusalWindow || now.Before(l.window) {
-		l.window, l.seen, l.byActor = now, map[string]struct{}{}, map[string]int{}
+		l.window, l.seen, l.count, l.total = now, map[string]struct{}{}, map[string]int{}, 0
 	}
+	kind := "shown"
+	if hidden {
+		kind = "hidden"
+	}
+	actor, tenant := kind+"|actor|"+p.Type+"|"+p.ID, kind+"|tenant|"+p.TenantID
 	key := actor + "|" + target
-	if _, ok := l.seen[key]; ok || l.byActor[actor] >= refusalsPerActor || len(l.seen) >= maxRefusalsTracked {
+	_, seen := l.seen[key]
+	if seen || l.count[actor] >= refusalsPerActor || (p.TenantID != "" && l.count[tenant] >= refusalsPerTenant) || l.total >= refusalsInAll {
 		l.dropped++
 		return false
 	}
 	l.seen[key] = struct{}{}
-	l.byActor[actor]++
+	l.count[actor]++
+	l.count[tenant]++
+	l.total++
 	return true
 }
 

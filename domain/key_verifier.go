@@ -34,7 +34,8 @@ type Verification struct {
 	TenantID   string
 	TenantSlug string
 	Scopes     []string
-	Products   []string // the tenant's entitled products now
+	Products   []string  // the tenant's entitled products now
+	ExpireTime time.Time // when the key stops verifying; zero: never
 }
 
 // Valid reports whether the key was accepted.
@@ -113,7 +114,7 @@ func (v *KeyVerifier) verify(ctx context.Context, key, product string, requiredS
 	v.usage.touch(rec.Key.ID, now)
 	return &Verification{
 		Code: VerifyValid, KeyID: rec.Key.ID, TenantID: rec.Tenant.ID, TenantSlug: rec.Tenant.Slug,
-		Scopes: rec.Key.Scopes, Products: EntitledProducts(rec.Tenant, rec.Entitlements, now),
+		Scopes: rec.Key.Scopes, Products: EntitledProducts(rec.Tenant, rec.Entitlements, now), ExpireTime: rec.Key.ExpireTime,
 	}, nil
 }
 

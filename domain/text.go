@@ -32,10 +32,15 @@ func checkText(v *Violations, field, s string, max int, multiline bool) {
 
 // checkName checks a name people read (a display name, a key's name) and
 // returns it as it is stored: trimmed and NFC-normalised, so that one name
-// has one spelling. Besides checkText's rules it must not be blank and
-// must not hold Unicode format characters (category Cf: bidi controls
-// such as U+202E, zero-width characters such as U+200B), which make
-// different names look alike or read in another order than stored.
+// has one spelling. Besides checkText's rules it must hold a letter or a
+// digit, and nothing that shows as nothing or as a plain space: no Unicode
+// format characters (bidi controls such as U+202E, zero-width ones such as
+// U+200B), no other default-ignorable code points (fillers such as U+3164,
+// the combining grapheme joiner, variation selectors), no spaces but
+// U+0020, no line or paragraph separators, no private-use or unassigned
+// code points. Such characters make different names look alike, a name
+// look blank, or text read in another order than stored. Look-alike
+// letters of different scripts (Cyrillic а for Latin a) remain possible.
 func checkName(v *Violations, field, s string, max int) string {
 	if strings.TrimSpace(s) == "" {
 		v.Add(field, "is required")
@@ -46,13 +51,32 @@ func checkName(v *Violations, field, s string, max int) string {
 	if len(*v) > before {
 		return s
 	}
+	visible := false
 	for _, r := range s {
-		if unicode.Is(unicode.Cf, r) {
-			v.Add(field, "must not contain invisible formatting characters (found U+%04X)", r)
+		if invisible(r) {
+			v.Add(field, "must not contain invisible or look-alike spacing characters (found U+%04X)", r)
 			return s
 		}
+		visible = visible || unicode.IsLetter(r) || unicode.IsDigit(r)
+	}
+	if !visible {
+		v.Add(field, "must contain a letter or a digit")
+		return s
 	}
 	return norm.NFC.String(strings.TrimSpace(s))
+}
+
+// invisible reports whether r shows as nothing, or as a space it is not.
+func invisible(r rune) bool {
+	switch {
+	case r == ' ':
+		return false
+	case r == '\u2800': // braille pattern blank: a symbol that prints as a space
+		return true
+	}
+	return unicode.In(r, unicode.Cf, unicode.Co, unicode.Cs, unicode.Zs, unicode.Zl, unicode.Zp,
+		unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) ||
+		!unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S) // unassigned
 }
 
 // NewID returns a new UUIDv7: unique, and ordered by creation time, which

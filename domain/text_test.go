@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -26,6 +27,24 @@ func TestCheckName(t *testing.T) {
 		{"blank", "   ", "", true},
 		{"not UTF-8", "Tenant \xff", "", true},
 		{"letters of other scripts", "Société Générale 株式会社", "Société Générale 株式会社", false},
+		{"emoji and punctuation", "Acme (EU) – 🚀", "Acme (EU) – 🚀", false},
+		{"Hangul filler", "Tenant\u3164A", "", true},
+		{"Hangul choseong filler", "\u115fTenant", "", true},
+		{"halfwidth Hangul filler", "Ten\uffa0ant", "", true},
+		{"braille blank", "Tenant\u2800A", "", true},
+		{"combining grapheme joiner", "Tena\u034fnt", "", true},
+		{"variation selector", "Tenant\ufe0f", "", true},
+		{"variation selector supplement", "Tenant\U000e0100", "", true},
+		{"Khmer inherent vowel", "Tenant\u17b4", "", true},
+		{"Mongolian free variation selector", "Tenant\u180b", "", true},
+		{"unassigned", "Tenant\u2065", "", true},
+		{"private use", "Tenant\ue000", "", true},
+		{"no-break space", "Tenant\u00a0A", "", true},
+		{"ideographic space", "Tenant\u3000A", "", true},
+		{"line separator", "Tenant\u2028A", "", true},
+		{"paragraph separator", "Tenant\u2029A", "", true},
+		{"only marks", "\u0301\u0301", "", true},
+		{"only punctuation", "---", "", true},
 	}
 	for _, tc := range cases {
 		var v Violations
@@ -43,30 +62,46 @@ func TestCheckName(t *testing.T) {
 	}
 }
 
-// TestRefusalLimiter: once per actor and target a window, a few per actor,
-// and a new window starts afresh.
+// TestRefusalLimiter: once per actor and target a window, a few per actor
+// and per tenant, separate budgets for refusals answered as not found, and
+// a new window starts afresh.
 func TestRefusalLimiter(t *testing.T) {
 	l := &refusalLimiter{}
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	if !l.admit("user|mallory", "t1", t0) || l.admit("user|mallory", "t1", t0.Add(time.Second)) {
+	mallory := Principal{ID: "mallory", Type: PrincipalUser, TenantID: "tenant-a"}
+	if !l.admit(mallory, "t1", false, t0) || l.admit(mallory, "t1", false, t0.Add(time.Second)) {
 		t.Fatal("the same refusal twice in a window: want the first only")
 	}
-	admitted := 1
-	for i := range 100 {
-		if l.admit("user|mallory", string(rune('a'+i%26))+string(rune('a'+i/26)), t0.Add(2*time.Second)) {
-			admitted++
+	admitted := func(p Principal, hidden bool, n int) int {
+		got := 0
+		for i := range n {
+			if l.admit(p, fmt.Sprint("target-", i), hidden, t0.Add(2*time.Second)) {
+				got++
+			}
 		}
+		return got
 	}
-	if admitted != refusalsPerActor {
-		t.Errorf("one actor, 101 targets: %d admitted, want %d", admitted, refusalsPerActor)
+	if got := admitted(mallory, false, 100); got != refusalsPerActor-1 {
+		t.Errorf("one actor, 100 targets: %d admitted, want %d", got, refusalsPerActor-1)
 	}
-	if !l.admit("user|trent", "t1", t0.Add(3*time.Second)) {
-		t.Error("another actor is bounded by the first one's budget")
+	if got := admitted(mallory, true, 100); got != refusalsPerActor {
+		t.Errorf("refusals answered as not found share the shown ones' budget: %d admitted, want %d", got, refusalsPerActor)
 	}
-	if !l.admit("user|mallory", "t1", t0.Add(refusalWindow)) {
+	// Keys minted by one tenant are actors of their own, but its budget is shared.
+	total := 0
+	for k := range 20 {
+		total += admitted(Principal{ID: fmt.Sprint("key-", k), Type: PrincipalTenantKey, TenantID: "tenant-a"}, false, 5)
+	}
+	if total != refusalsPerTenant-refusalsPerActor {
+		t.Errorf("20 keys of one tenant: %d admitted, want the tenant's remaining %d", total, refusalsPerTenant-refusalsPerActor)
+	}
+	if !l.admit(Principal{ID: "trent", Type: PrincipalUser, TenantID: "tenant-b"}, "t1", false, t0.Add(3*time.Second)) {
+		t.Error("another tenant's actor is bounded by the first tenant's budget")
+	}
+	if !l.admit(mallory, "t1", false, t0.Add(refusalWindow)) {
 		t.Error("a new window does not start afresh")
 	}
-	if l.Dropped() != 1+100-(refusalsPerActor-1) {
-		t.Errorf("dropped %d", l.Dropped())
+	if l.Dropped() == 0 {
+		t.Error("nothing counted as dropped")
 	}
 }

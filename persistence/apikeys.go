@@ -24,6 +24,7 @@ type apiKeyRow struct {
 	ExpireTime   time.Time `bun:"expire_time,nullzero"`
 	RevokeTime   time.Time `bun:"revoke_time,nullzero"`
 	LastUsedTime time.Time `bun:"last_used_time,nullzero"`
+	CreatedBy    string    `bun:"created_by_key,nullzero"`
 }
 
 func newApiKeyRow(k *domain.ApiKey) *apiKeyRow {
@@ -34,6 +35,7 @@ func newApiKeyRow(k *domain.ApiKey) *apiKeyRow {
 	return &apiKeyRow{
 		ID: k.ID, TenantID: k.TenantID, Name: k.Name, Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
 		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, ExpireTime: k.ExpireTime, RevokeTime: k.RevokeTime, LastUsedTime: k.LastUsedTime,
+		CreatedBy: k.CreatedBy,
 	}
 }
 
@@ -41,7 +43,7 @@ func (r *apiKeyRow) domain() *domain.ApiKey {
 	return &domain.ApiKey{
 		ID: r.ID, TenantID: r.TenantID, Name: r.Name, Prefix: r.Prefix, Hash: r.Hash, Scopes: r.Scopes,
 		CreateTime: utc(r.CreateTime), UpdateTime: utc(r.UpdateTime), ExpireTime: utc(r.ExpireTime),
-		RevokeTime: utc(r.RevokeTime), LastUsedTime: utc(r.LastUsedTime),
+		RevokeTime: utc(r.RevokeTime), LastUsedTime: utc(r.LastUsedTime), CreatedBy: r.CreatedBy,
 	}
 }
 
@@ -121,6 +123,21 @@ func (r ApiKeyRepository) Update(ctx context.Context, k *domain.ApiKey) error {
 		return domain.Errorf(domain.KindNotFound, apiKeyNotFound)
 	}
 	return nil
+}
+
+// CreatedBy returns the unrevoked keys key id created.
+func (r ApiKeyRepository) CreatedBy(ctx context.Context, id string) ([]*domain.ApiKey, error) {
+	var rows []apiKeyRow
+	if err := r.db.NewSelect().Model(&rows).Where("created_by_key = ? AND revoke_time IS NULL", id).OrderExpr("id").Scan(ctx); err != nil {
+		return nil, dbError(err, domain.ApiKeyNotFoundMessage, "")
+	}
+	return apiKeys(rows), nil
+}
+
+// Reparent moves the keys created by key from to key to.
+func (r ApiKeyRepository) Reparent(ctx context.Context, from, to string) error {
+	_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("created_by_key = ?", to).Where("created_by_key = ?", from).Exec(ctx)
+	return dbError(err, domain.ApiKeyNotFoundMessage, "")
 }
 
 // Rehash replaces a key's hash if it is still oldHash; when a concurrent

@@ -105,9 +105,7 @@ func (a *Authenticator) accessToken(ctx context.Context, raw string) (domain.Pri
 	if name == "" {
 		name = claims.PreferredUsername
 	}
-	return domain.Principal{
-		ID: claims.Subject, Name: name, Type: domain.PrincipalUser, TenantID: tenant, Roles: claims.RealmAccess.Roles,
-	}, nil
+	return domain.UserPrincipal(claims.Subject, name, tenant, claims.RealmAccess.Roles), nil
 }
 
 // tokenVerifier discovers the issuer on first use, so the server starts

@@ -71,14 +71,16 @@ type Services struct {
 }
 
 // NewServices returns the handlers of every service over the domain
-// services persisting to store; keys verify through verifier.
+// services persisting to store; keys verify through verifier, audit
+// checkpoints are signed by checkpoints.
 func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerifier, checkpoints *domain.CheckpointSigner) Services {
+	d := domain.NewServices(store, now, verifier, checkpoints)
 	return Services{
-		Tenants:      NewTenantServer(domain.NewTenantService(store, now)),
-		Catalog:      NewCatalogServer(domain.NewCatalogService(store, now)),
-		Entitlements: NewEntitlementServer(domain.NewEntitlementService(store, now)),
-		ApiKeys:      NewApiKeyServer(domain.NewApiKeyService(store, now, verifier), now),
-		Audit:        NewAuditServer(domain.NewAuditService(store, now, checkpoints)),
+		Tenants:      NewTenantServer(d.Tenants),
+		Catalog:      NewCatalogServer(d.Catalog),
+		Entitlements: NewEntitlementServer(d.Entitlements),
+		ApiKeys:      NewApiKeyServer(d.ApiKeys, now),
+		Audit:        NewAuditServer(d.Audit),
 	}
 }
 

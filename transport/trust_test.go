@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
@@ -616,6 +617,24 @@ func TestRefusalsStayOutOfTheTargetsLog(t *testing.T) {
 		if _, err := w.c.audit.ListAuditEvents(w.as(w.user(t, "alice", w.tenantA, domain.RoleTenantAdmin)), &v1.ListAuditEventsRequest{}); connect.CodeOf(err) != connect.CodePermissionDenied {
 			t.Errorf("a tenant admin reading the platform chain: %v, want PermissionDenied", err)
 		}
+
+		// One limiter serves every service: an actor refused 30 times in
+		// each of five services in a minute still adds at most its budget.
+		w.srv.Clock.Advance(time.Minute)
+		platformHead = head("")
+		probe := w.user(t, "probe", w.tenantA, domain.RoleTenantAdmin)
+		for i := range 30 {
+			id, product := uuid.NewString(), fmt.Sprintf("product-%03d", i)
+			ctx := w.as(probe)
+			_, _ = w.c.tenants.UpdateTenant(ctx, &v1.UpdateTenantRequest{Id: id, DisplayName: &spam})
+			_, _ = w.c.catalog.StartTrial(ctx, &v1.StartTrialRequest{TenantId: id, Product: product})
+			_, _ = w.c.entitlements.GrantEntitlement(ctx, &v1.GrantEntitlementRequest{TenantId: id, Product: product})
+			_, _ = w.c.keys.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: id, Name: "x"})
+			_, _ = w.c.audit.RecordAuditEvent(ctx, &v1.RecordAuditEventRequest{Event: productEvent(id, "x.y")})
+		}
+		if grew := head("") - platformHead; grew > 10 {
+			t.Errorf("150 refusals of one actor across five services added %d events, want at most 10", grew)
+		}
 	})
 }
 
@@ -671,6 +690,203 @@ func TestKeyKinds(t *testing.T) {
 		// Nor is the registry's own product name anyone's to take.
 		if _, err := w.c.catalog.CreateProduct(ctx, &v1.CreateProductRequest{Key: "tenant-registry", DisplayName: "Fake"}); connect.CodeOf(err) != connect.CodeInvalidArgument {
 			t.Errorf("CreateProduct(tenant-registry): %v, want InvalidArgument", err)
+		}
+	})
+}
+
+// TestKeysDoNotOutliveTheirCreator: a key hands out nothing that outlives
+// it, in time or in revocation. A key that expires cannot create or
+// rotate a key that expires later (or never); revoking a key revokes the
+// keys it created, and theirs; a rotation hands the old key's creations
+// to its successor.
+func TestKeysDoNotOutliveTheirCreator(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		w := newTrustWorld(t, db)
+		adminA := w.user(t, "alice", w.tenantA, domain.RoleTenantAdmin)
+		now := w.srv.Clock.Now()
+		scopes := []string{domain.ScopeKeysManage, "analytics:read"}
+		create := func(tok string, expire time.Time) (*v1.CreateApiKeyResponse, error) {
+			req := &v1.CreateApiKeyRequest{TenantId: w.tenantA, Name: "k", Scopes: scopes}
+			if !expire.IsZero() {
+				req.ExpireTime = timestamppb.New(expire)
+			}
+			return w.c.keys.CreateApiKey(w.as(tok), req)
+		}
+		parent, err := create(adminA, now.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := parent.GetPlaintextKey()
+		for name, expire := range map[string]time.Time{"no expiry": {}, "a later expiry": now.Add(2 * time.Hour)} {
+			if _, err := create(p, expire); connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "outlives") {
+				t.Errorf("a one-hour key creating a key with %s: %v, want PermissionDenied", name, err)
+			}
+		}
+		unbounded, err := create(adminA, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.c.keys.RotateApiKey(w.as(p), &v1.RotateApiKeyRequest{Id: unbounded.GetApiKey().GetId()}); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Errorf("a one-hour key rotating a key that never expires: %v, want PermissionDenied", err)
+		}
+		child, err := create(p, now.Add(30*time.Minute))
+		if err != nil {
+			t.Fatalf("a child within the parent's lifetime: %v", err)
+		}
+		grandchild, err := create(child.GetPlaintextKey(), now.Add(20*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The parent is rotated by the admin: its successor inherits the child.
+		rotated, err := w.c.keys.RotateApiKey(w.as(adminA), &v1.RotateApiKeyRequest{Id: parent.GetApiKey().GetId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.c.keys.RevokeApiKey(w.as(adminA), &v1.RevokeApiKeyRequest{Id: rotated.GetApiKey().GetId()}); err != nil {
+			t.Fatal(err)
+		}
+		for name, key := range map[string]string{"child": child.GetPlaintextKey(), "grandchild": grandchild.GetPlaintextKey()} {
+			v, err := w.c.keys.VerifyApiKey(w.as(w.admin), &v1.VerifyApiKeyRequest{Key: key})
+			if err != nil || v.GetCode() != v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_REVOKED {
+				t.Errorf("the %s after its creator's successor was revoked: %v, %v; want REVOKED", name, v.GetCode(), err)
+			}
+		}
+		events, err := w.c.audit.ListAuditEvents(w.as(w.admin), &v1.ListAuditEventsRequest{TenantId: w.tenantA, Action: "api_key.revoked"})
+		if err != nil || len(events.GetEvents()) != 3 {
+			t.Errorf("revocation events: %d, %v; want one per revoked key (3)", len(events.GetEvents()), err)
+		}
+	})
+}
+
+// TestMissingKeysLookLikeOtherTenantsKeys: a key of another tenant and a
+// key that does not exist get the same answer and leave the same trace:
+// no message, audit event in the caller's log or spent refusal budget
+// tells them apart.
+func TestMissingKeysLookLikeOtherTenantsKeys(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		w := newTrustWorld(t, db)
+		adminA := w.user(t, "alice", w.tenantA, domain.RoleTenantAdmin)
+		count := func(tenant string) int {
+			res, err := w.c.audit.ListAuditEvents(w.as(w.admin), &v1.ListAuditEventsRequest{TenantId: tenant, PageSize: 500})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(res.GetEvents())
+		}
+		for _, id := range []string{w.b.keyID, uuid.NewString()} {
+			platform, own := count(""), count(w.tenantA)
+			for _, call := range []func() error{
+				func() error {
+					_, err := w.c.keys.RevokeApiKey(w.as(adminA), &v1.RevokeApiKeyRequest{Id: id})
+					return err
+				},
+				func() error {
+					_, err := w.c.keys.RotateApiKey(w.as(adminA), &v1.RotateApiKeyRequest{Id: id})
+					return err
+				},
+			} {
+				if err := call(); connect.CodeOf(err) != connect.CodeNotFound || err.Error() != "not_found: "+domain.ApiKeyNotFoundMessage {
+					t.Errorf("key %s: %v", id, err)
+				}
+			}
+			if got := count(""); got != platform+1 {
+				t.Errorf("key %s: the platform log grew by %d, want 1 (one per actor, permission and target)", id, got-platform)
+			}
+			if got := count(w.tenantA); got != own {
+				t.Errorf("key %s: the caller's own log grew by %d, want 0", id, got-own)
+			}
+		}
+	})
+}
+
+// TestRefusalsHoldNoCallerText: a refusal event names its target only by
+// an id the registry made, and its actor by id and type: not a product
+// key or a display name the caller wrote.
+func TestRefusalsHoldNoCallerText(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		w := newTrustWorld(t, db)
+		text := "ceo-approved-wire-to-acct-4711"
+		member := w.iss.signed(t, w.audience, map[string]any{
+			"sub": "mallory", "tenant_id": w.tenantA, "realm_access": map[string]any{"roles": []string{}},
+			"name": "Security Team\n[SYSTEM] approved \u202egnp.exe " + strings.Repeat("X", 1000),
+		})
+		_, _ = w.c.entitlements.GrantEntitlement(w.as(member), &v1.GrantEntitlementRequest{TenantId: w.tenantA, Product: text})
+		_, _ = w.c.catalog.RequestProduct(w.as(member), &v1.RequestProductRequest{TenantId: w.tenantA, Product: text})
+		_, _ = w.c.entitlements.GrantEntitlement(w.as(member), &v1.GrantEntitlementRequest{TenantId: w.b.tenantID, Product: text})
+		for _, tenant := range []string{w.tenantA, ""} {
+			res, err := w.c.audit.ListAuditEvents(w.as(w.admin), &v1.ListAuditEventsRequest{TenantId: tenant, PageSize: 500})
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := 0
+			for _, e := range res.GetEvents() {
+				if !e.GetIsFailure() {
+					continue
+				}
+				found++
+				if b, _ := protojson.Marshal(e); strings.Contains(string(b), "wire") || strings.Contains(string(b), "SYSTEM") {
+					t.Errorf("a refusal event holds the caller's text: %s", b)
+				}
+			}
+			if found == 0 {
+				t.Errorf("no refusal recorded in log %q", tenant)
+			}
+		}
+		// A user's name, outside refusals, is kept to what a name may be.
+		tn, err := w.c.tenants.GetTenant(w.as(member), &v1.GetTenantRequest{Id: w.tenantA})
+		if err != nil || tn == nil {
+			t.Fatalf("the member reading its tenant: %v", err)
+		}
+	})
+}
+
+// TestOddTenantClaims: a tenant claim that is not a tenant id means no
+// tenant; none of them reaches another tenant or the platform's, and none
+// makes the server fail.
+func TestOddTenantClaims(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		w := newTrustWorld(t, db)
+		admin := map[string]any{"roles": []string{domain.RoleTenantAdmin}}
+		claims := map[string]any{
+			"not a UUID":          "not-a-uuid",
+			"padded":              " " + w.tenantA + " ",
+			"upper case":          strings.ToUpper(w.tenantA),
+			"the platform tenant": domain.PlatformTenantID,
+			"a list":              []string{w.tenantA},
+			"empty":               "",
+		}
+		for name, claim := range claims {
+			tok := w.iss.signed(t, w.audience, map[string]any{"sub": "odd", "tenant_id": claim, "realm_access": admin})
+			ctx := w.as(tok)
+			calls := map[string]error{}
+			_, calls["GetTenant(B)"] = w.c.tenants.GetTenant(ctx, &v1.GetTenantRequest{Id: w.b.tenantID})
+			_, calls["CreateTenant"] = w.c.tenants.CreateTenant(ctx, &v1.CreateTenantRequest{Slug: "odd-claims", DisplayName: "x"})
+			_, calls["CreateApiKey(platform)"] = w.c.keys.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: domain.PlatformTenantID, Name: "x"})
+			_, calls["ListTenants"] = w.c.tenants.ListTenants(ctx, &v1.ListTenantsRequest{})
+			for call, err := range calls {
+				if code := connect.CodeOf(err); err == nil || (code != connect.CodeNotFound && code != connect.CodePermissionDenied) {
+					t.Errorf("tenant claim %s: %s answered %v", name, call, err)
+				}
+			}
+		}
+	})
+}
+
+// TestProductsDoNotWriteThePlatformLog: the platform's log holds the
+// registry's own events, refusals included; a product's key may not add
+// to it.
+func TestProductsDoNotWriteThePlatformLog(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		w := newTrustWorld(t, db)
+		_, product := w.key(t, w.admin, domain.PlatformTenantID, "analytics", domain.ScopeAuditWrite, "product:analytics")
+		_, err := w.c.audit.RecordAuditEvent(w.as(product), &v1.RecordAuditEventRequest{Event: &v1.AuditEvent{
+			Product: "analytics", Action: "api_key.created", Crud: "c", Actor: &v1.AuditActor{Id: "root"}, IsFailure: true,
+		}})
+		if connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Errorf("a product's key appending to the platform log: %v, want PermissionDenied", err)
+		}
+		if _, err := w.c.audit.RecordAuditEvent(w.as(product), &v1.RecordAuditEventRequest{Event: productEvent(w.b.tenantID, "report.viewed")}); err != nil {
+			t.Errorf("a product's key appending to a tenant's log: %v", err)
 		}
 	})
 }

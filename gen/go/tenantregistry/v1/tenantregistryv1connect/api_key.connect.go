@@ -67,7 +67,9 @@ type ApiKeyServiceClient interface {
 	// InvalidArgument for an empty name, an expire_time in the past, an unknown
 	// `registry:` scope, a tenant scope on a platform key or a `product:<key>`
 	// naming no catalog product; PermissionDenied naming a scope the key's kind
-	// may not carry or the caller does not hold.
+	// may not carry or the caller does not hold, or, when a key calls, an
+	// expire_time later than the calling key's own (a key creates nothing that
+	// outlives it; revoking it revokes what it created).
 	CreateApiKey(context.Context, *v1.CreateApiKeyRequest) (*v1.CreateApiKeyResponse, error)
 	// Lists a tenant's keys (active, revoked and expired), one page at a time.
 	// Never returns plaintexts.
@@ -81,7 +83,8 @@ type ApiKeyServiceClient interface {
 	// Callers: as ListApiKeys, for the key's tenant.
 	// Errors: NotFound, also for a key of a tenant the caller may not see.
 	GetApiKey(context.Context, *v1.GetApiKeyRequest) (*v1.GetApiKeyResponse, error)
-	// Revokes a key: it stops verifying. Revoking a revoked key returns it
+	// Revokes a key: it stops verifying, and so does every key it created (and
+	// theirs), each with an audit event. Revoking a revoked key returns it
 	// unchanged.
 	//
 	// Callers: as ListApiKeys, for the key's tenant.
@@ -89,7 +92,8 @@ type ApiKeyServiceClient interface {
 	RevokeApiKey(context.Context, *v1.RevokeApiKeyRequest) (*v1.RevokeApiKeyResponse, error)
 	// Replaces a key: creates a new key with the same tenant, name, scopes and
 	// expiry, returns its plaintext once, and makes the old key expire after
-	// the grace period.
+	// the grace period. The keys the old key created now count as created by the
+	// new one.
 	//
 	// Callers: as CreateApiKey, for the key's tenant and its scopes: rotating
 	// hands out a new key, so the caller must hold every scope of the old one.
@@ -263,7 +267,9 @@ type ApiKeyServiceHandler interface {
 	// InvalidArgument for an empty name, an expire_time in the past, an unknown
 	// `registry:` scope, a tenant scope on a platform key or a `product:<key>`
 	// naming no catalog product; PermissionDenied naming a scope the key's kind
-	// may not carry or the caller does not hold.
+	// may not carry or the caller does not hold, or, when a key calls, an
+	// expire_time later than the calling key's own (a key creates nothing that
+	// outlives it; revoking it revokes what it created).
 	CreateApiKey(context.Context, *v1.CreateApiKeyRequest) (*v1.CreateApiKeyResponse, error)
 	// Lists a tenant's keys (active, revoked and expired), one page at a time.
 	// Never returns plaintexts.
@@ -277,7 +283,8 @@ type ApiKeyServiceHandler interface {
 	// Callers: as ListApiKeys, for the key's tenant.
 	// Errors: NotFound, also for a key of a tenant the caller may not see.
 	GetApiKey(context.Context, *v1.GetApiKeyRequest) (*v1.GetApiKeyResponse, error)
-	// Revokes a key: it stops verifying. Revoking a revoked key returns it
+	// Revokes a key: it stops verifying, and so does every key it created (and
+	// theirs), each with an audit event. Revoking a revoked key returns it
 	// unchanged.
 	//
 	// Callers: as ListApiKeys, for the key's tenant.
@@ -285,7 +292,8 @@ type ApiKeyServiceHandler interface {
 	RevokeApiKey(context.Context, *v1.RevokeApiKeyRequest) (*v1.RevokeApiKeyResponse, error)
 	// Replaces a key: creates a new key with the same tenant, name, scopes and
 	// expiry, returns its plaintext once, and makes the old key expire after
-	// the grace period.
+	// the grace period. The keys the old key created now count as created by the
+	// new one.
 	//
 	// Callers: as CreateApiKey, for the key's tenant and its scopes: rotating
 	// hands out a new key, so the caller must hold every scope of the old one.

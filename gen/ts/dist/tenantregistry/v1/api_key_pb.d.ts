@@ -788,7 +788,9 @@ export declare const ApiKeyService: GenService<{
    * InvalidArgument for an empty name, an expire_time in the past, an unknown
    * `registry:` scope, a tenant scope on a platform key or a `product:<key>`
    * naming no catalog product; PermissionDenied naming a scope the key's kind
-   * may not carry or the caller does not hold.
+   * may not carry or the caller does not hold, or, when a key calls, an
+   * expire_time later than the calling key's own (a key creates nothing that
+   * outlives it; revoking it revokes what it created).
    *
    * @generated from rpc tenantregistry.v1.ApiKeyService.CreateApiKey
    */
@@ -826,7 +828,8 @@ export declare const ApiKeyService: GenService<{
     output: typeof GetApiKeyResponseSchema;
   },
   /**
-   * Revokes a key: it stops verifying. Revoking a revoked key returns it
+   * Revokes a key: it stops verifying, and so does every key it created (and
+   * theirs), each with an audit event. Revoking a revoked key returns it
    * unchanged.
    *
    * Callers: as ListApiKeys, for the key's tenant.
@@ -842,7 +845,8 @@ export declare const ApiKeyService: GenService<{
   /**
    * Replaces a key: creates a new key with the same tenant, name, scopes and
    * expiry, returns its plaintext once, and makes the old key expire after
-   * the grace period.
+   * the grace period. The keys the old key created now count as created by the
+   * new one.
    *
    * Callers: as CreateApiKey, for the key's tenant and its scopes: rotating
    * hands out a new key, so the caller must hold every scope of the old one.

@@ -1,0 +1,25 @@
+package domain
+
+// Services are the registry's use cases over one store. They share one
+// guard, so that the bounds on recorded refusals hold per replica rather
+// than per service.
+type Services struct {
+	Tenants      *TenantService
+	Catalog      *CatalogService
+	Entitlements *EntitlementService
+	ApiKeys      *ApiKeyService
+	Audit        *AuditService
+}
+
+// NewServices returns every service over store: keys verify through
+// verifier, audit checkpoints are signed by checkpoints.
+func NewServices(store Store, now Clock, verifier *KeyVerifier, checkpoints *CheckpointSigner) Services {
+	g := newGuard(store, now)
+	return Services{
+		Tenants:      &TenantService{guard: g},
+		Catalog:      &CatalogService{guard: g},
+		Entitlements: &EntitlementService{guard: g},
+		ApiKeys:      &ApiKeyService{guard: g, verifier: verifier},
+		Audit:        &AuditService{guard: g, keys: checkpoints},
+	}
+}
