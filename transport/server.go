@@ -67,7 +67,7 @@ type Services struct {
 	Catalog      tenantregistryv1connect.CatalogServiceHandler
 	Entitlements tenantregistryv1connect.EntitlementServiceHandler
 	ApiKeys      tenantregistryv1connect.ApiKeyServiceHandler
-	Audit        tenantregistryv1connect.AuditServiceHandler
+	Audit        *AuditServer
 }
 
 // NewServices returns the handlers of every service over the domain
@@ -120,6 +120,9 @@ func NewServer(cfg Config, svc Services) *Server {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	caller := callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}}
+	mux.Handle("GET /audit/export.csv", exportDownload{audit: svc.Audit.audit, caller: caller, log: cfg.Logger, csv: true})
+	mux.Handle("GET /audit/export.ndjson", exportDownload{audit: svc.Audit.audit, caller: caller, log: cfg.Logger})
 	s.http = NewHTTPServer(cfg, mux)
 	return s
 }
@@ -182,7 +185,7 @@ func newCORS(cfg Config) *cors.Cors {
 		},
 		AllowedMethods: connectcors.AllowedMethods(),
 		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
-		ExposedHeaders: append(connectcors.ExposedHeaders(), RequestIDHeader),
+		ExposedHeaders: append(connectcors.ExposedHeaders(), RequestIDHeader, "Content-Disposition"),
 		MaxAge:         7200,
 	})
 }

@@ -13,6 +13,8 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -887,6 +889,53 @@ func TestProductsDoNotWriteThePlatformLog(t *testing.T) {
 		}
 		if _, err := w.c.audit.RecordAuditEvent(w.as(product), &v1.RecordAuditEventRequest{Event: productEvent(w.b.tenantID, "report.viewed")}); err != nil {
 			t.Errorf("a product's key appending to a tenant's log: %v", err)
+		}
+	})
+}
+
+// TestExportDownloadsAreAuthorised: the CSV and NDJSON downloads are
+// authenticated and authorised as ExportAuditEvents is, with the same
+// not-found answer for another tenant's log.
+func TestExportDownloadsAreAuthorised(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		w := newTrustWorld(t, db)
+		adminA := w.user(t, "alice", w.tenantA, domain.RoleTenantAdmin)
+		get := func(tok, path string) (int, string) {
+			req, _ := http.NewRequest(http.MethodGet, w.srv.URL+path, nil)
+			if tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+			res, err := testserver.HTTP1.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, _ := io.ReadAll(res.Body)
+			return res.StatusCode, string(body)
+		}
+		for _, format := range []string{"csv", "ndjson"} {
+			path := "/audit/export." + format + "?tenant_id="
+			cases := []struct {
+				who, tok, tenant string
+				status           int
+				body             string
+			}{
+				{"A's admin, A's log", adminA, w.tenantA, http.StatusOK, "tenant.created"},
+				{"A's admin, B's log", adminA, w.b.tenantID, http.StatusNotFound, `"code":"not_found"`},
+				{"A's admin, a missing log", adminA, uuid.NewString(), http.StatusNotFound, `"code":"not_found"`},
+				{"A's member", w.user(t, "mallory", w.tenantA), w.tenantA, http.StatusForbidden, `"code":"permission_denied"`},
+				{"no token", "", w.tenantA, http.StatusUnauthorized, `"code":"unauthenticated"`},
+				{"the platform admin, B's log", w.admin, w.b.tenantID, http.StatusOK, "SECRET-AUDIT"},
+			}
+			for _, c := range cases {
+				status, body := get(c.tok, path+c.tenant)
+				if status != c.status || !strings.Contains(body, c.body) {
+					t.Errorf("%s as %s: %d %.200s, want %d with %s", format, c.who, status, body, c.status, c.body)
+				}
+				if c.status != http.StatusOK && strings.Contains(body, "SECRET") {
+					t.Errorf("%s as %s: a refusal carries B's data: %s", format, c.who, body)
+				}
+			}
 		}
 	})
 }

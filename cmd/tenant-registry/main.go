@@ -5,6 +5,7 @@
 //	tenant-registry migrate up|down|status   manage the database schema
 //	tenant-registry migrate create NAME      add an empty migration for both dialects
 //	tenant-registry keys bootstrap           print a first platform-admin service key
+//	tenant-registry audit keygen|key|verify  audit checkpoint keys; check an export offline
 package main
 
 import (
@@ -35,6 +36,9 @@ const usage = `usage:
   tenant-registry migrate status           list migrations and whether they are applied
   tenant-registry migrate create NAME      add empty migrations for both dialects under ./migrations
   tenant-registry keys bootstrap           create a platform-admin service key and print it once
+  tenant-registry audit keygen NAME        make an audit checkpoint signing key
+  tenant-registry audit key                print the configured signing key's verifier key
+  tenant-registry audit verify --checkpoint FILE --export FILE --key VERIFIER_KEY
 Configuration comes from the environment; see README.md.`
 
 func main() {
@@ -55,7 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "-help", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
-	case "serve", "migrate", "keys":
+	case "serve", "migrate", "keys", "audit":
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 	}
@@ -69,6 +73,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrateCommand(ctx, cfg, args, stdout)
 	case "keys":
 		return keysCommand(ctx, cfg, log, args, stdout, stderr)
+	case "audit":
+		return auditCommand(cfg, log, args, stdout, stderr)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", strings.Join(args, " "))
