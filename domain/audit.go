@@ -205,4 +205,15 @@ type AuditLog interface {
 	// StoredHashes returns up to limit stored hashes of a tenant's tree
 	// with index from or above, by index.
 	StoredHashes(ctx context.Context, tenantID string, from int64, limit int) ([]StoredHash, error)
+	// Retention returns how many days a log keeps its events, and whether
+	// that was set for it (else the default applies).
+	Retention(ctx context.Context, tenantID string) (days int, set bool, err error)
+	// SetRetention sets how many days a log keeps its events; 0: forever.
+	SetRetention(ctx context.Context, tenantID string, days int) error
 }
+
+// Bounds of audit retention, in days.
+const (
+	MaxAuditRetentionDays     = 36500
+	DefaultAuditRetentionDays = 400
+)

@@ -13,12 +13,94 @@ import (
 type AuditService struct {
 	guard
 	keys *CheckpointSigner
+	// retention is how many days a log keeps its events unless set for it.
+	retention int
 }
 
-// NewAuditService returns an AuditService on store, signing checkpoints
-// with keys.
-func NewAuditService(store Store, now Clock, keys *CheckpointSigner) *AuditService {
-	return &AuditService{guard: newGuard(store, now), keys: keys}
+// AuditSettings are the audit log's: the signer of its checkpoints, and
+// how many days a log keeps its events unless set for it (0: forever).
+type AuditSettings struct {
+	Checkpoints   *CheckpointSigner
+	RetentionDays int
+}
+
+// NewAuditService returns an AuditService on store.
+func NewAuditService(store Store, now Clock, settings AuditSettings) *AuditService {
+	return &AuditService{guard: newGuard(store, now), keys: settings.Checkpoints, retention: settings.RetentionDays}
+}
+
+// Retention is how long a log keeps its events.
+type Retention struct {
+	TenantID string
+	Days     int  // 0: forever
+	Default  bool // the registry's default, not set for this log
+}
+
+// Retention returns how long a tenant's log (the platform's for "") keeps
+// its events.
+func (s *AuditService) Retention(ctx context.Context, tenantID string) (*Retention, error) {
+	tenantID, err := s.chainTenant(ctx, PermAuditRead, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	days, set, err := s.store.Audit().Retention(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	if !set {
+		days = s.retention
+	}
+	return &Retention{TenantID: tenantID, Days: days, Default: !set}, nil
+}
+
+// SetRetention sets how many days a tenant's log keeps its events (0:
+// forever). Events older than that are deleted within the hour; their
+// leaves stay in the tree, so proofs and checkpoints of what remains
+// still verify.
+func (s *AuditService) SetRetention(ctx context.Context, tenantID string, days int) (*Retention, error) {
+	if days < 0 || days > MaxAuditRetentionDays {
+		return nil, Violations{{Field: "retention_days", Description: fmt.Sprintf("must be between 0 (keep forever) and %d", MaxAuditRetentionDays)}}.Err()
+	}
+	if tenantID != "" {
+		var err error
+		if tenantID, err = ParseID("tenant_id", tenantID); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.allow(ctx, PermAuditRetention, tenantID, tried("audit.retention_set", "u", "tenant", tenantID)); err != nil {
+		return nil, err
+	}
+	err := s.store.Atomically(ctx, func(r Repositories) error {
+		if tenantID != "" {
+			if _, err := r.Tenants().Get(ctx, tenantID); err != nil {
+				return err
+			}
+		}
+		before, set, err := r.Audit().Retention(ctx, tenantID)
+		if err != nil {
+			return err
+		}
+		if set && before == days {
+			return nil // a retry: no change, no event
+		}
+		if err := r.Audit().SetRetention(ctx, tenantID, days); err != nil {
+			return err
+		}
+		from := "default"
+		if set {
+			from = strconv.Itoa(before)
+		}
+		return recordChange(ctx, r, s.now(), change{
+			TenantID: tenantID, Action: "audit.retention_set", CRUD: "u",
+			Description: fmt.Sprintf("audit events kept %d days (0: forever)", days),
+			Target:      AuditTarget{ID: tenantID, Type: "tenant"},
+			Fields:      map[string]string{"from": from, "to": strconv.Itoa(days)},
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Retention{TenantID: tenantID, Days: days}, nil
 }
 
 // Record appends one event a product sends. It is idempotent by (tenant,

@@ -30,9 +30,10 @@ const (
 	PermKeysVerify Permission = "keys.verify"
 	PermKeysImport Permission = "keys.import"
 
-	PermAuditWrite  Permission = "audit.write"
-	PermAuditRead   Permission = "audit.read" // list and export
-	PermAuditVerify Permission = "audit.verify"
+	PermAuditWrite     Permission = "audit.write"
+	PermAuditRead      Permission = "audit.read" // list and export
+	PermAuditVerify    Permission = "audit.verify"
+	PermAuditRetention Permission = "audit.retention" // set how long a log keeps its events
 )
 
 // Roles of OIDC users that name registry permissions.

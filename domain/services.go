@@ -12,14 +12,14 @@ type Services struct {
 }
 
 // NewServices returns every service over store: keys verify through
-// verifier, audit checkpoints are signed by checkpoints.
-func NewServices(store Store, now Clock, verifier *KeyVerifier, checkpoints *CheckpointSigner) Services {
+// verifier; the audit log is kept as audit says.
+func NewServices(store Store, now Clock, verifier *KeyVerifier, audit AuditSettings) Services {
 	g := newGuard(store, now)
 	return Services{
 		Tenants:      &TenantService{guard: g},
 		Catalog:      &CatalogService{guard: g},
 		Entitlements: &EntitlementService{guard: g},
 		ApiKeys:      &ApiKeyService{guard: g, verifier: verifier},
-		Audit:        &AuditService{guard: g, keys: checkpoints},
+		Audit:        &AuditService{guard: g, keys: audit.Checkpoints, retention: audit.RetentionDays},
 	}
 }

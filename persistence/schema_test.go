@@ -28,13 +28,14 @@ func readSchema(t *testing.T, db *persistence.DB) schema {
 	var err error
 	if db.Dialect() == "pg" {
 		err = db.Bun().NewRaw(`SELECT table_name AS "table", column_name AS col FROM information_schema.columns
-			WHERE table_schema = 'public' AND table_name NOT LIKE 'bun\_%'`).Scan(ctx, &cols)
+			WHERE table_schema = 'public' AND table_name NOT LIKE 'bun\_%'
+				AND table_name NOT IN (SELECT relname FROM pg_class WHERE relispartition)`).Scan(ctx, &cols)
 		if err == nil {
 			err = db.Bun().NewRaw(`SELECT t.relname || '(' || string_agg(a.attname, ',' ORDER BY a.attname) || ')'
 				FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_class ix ON ix.oid = i.indexrelid
 				JOIN pg_namespace n ON n.oid = t.relnamespace
 				JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(i.indkey)
-				WHERE i.indisunique AND n.nspname = 'public' AND t.relname NOT LIKE 'bun\_%'
+				WHERE i.indisunique AND n.nspname = 'public' AND t.relname NOT LIKE 'bun\_%' AND NOT t.relispartition
 				GROUP BY t.relname, ix.relname`).Scan(ctx, &uniques)
 		}
 	} else {

@@ -203,3 +203,28 @@ func auditEventOut(e *domain.AuditEvent) *v1.AuditEvent {
 		ExternalId: e.ExternalID, Seq: e.Seq, Hash: e.Hash,
 	}
 }
+
+func retentionOut(r *domain.Retention) *v1.AuditRetention {
+	return &v1.AuditRetention{TenantId: r.TenantID, RetentionDays: int32(r.Days), Default: r.Default}
+}
+
+// GetAuditRetention returns how long a log keeps its events.
+func (s *AuditServer) GetAuditRetention(ctx context.Context, req *v1.GetAuditRetentionRequest) (*v1.GetAuditRetentionResponse, error) {
+	r, err := s.audit.Retention(ctx, req.GetTenantId())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.GetAuditRetentionResponse{Retention: retentionOut(r)}, nil
+}
+
+// SetAuditRetention sets how long a log keeps its events.
+func (s *AuditServer) SetAuditRetention(ctx context.Context, req *v1.SetAuditRetentionRequest) (*v1.SetAuditRetentionResponse, error) {
+	if req.RetentionDays == nil {
+		return nil, domain.Violations{{Field: "retention_days", Description: "is required: a number of days, or 0 to keep events forever"}}.Err()
+	}
+	r, err := s.audit.SetRetention(ctx, req.GetTenantId(), int(req.GetRetentionDays()))
+	if err != nil {
+		return nil, err
+	}
+	return &v1.SetAuditRetentionResponse{Retention: retentionOut(r)}, nil
+}

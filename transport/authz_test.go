@@ -302,6 +302,15 @@ func matrix() map[string]rpc {
 			_, err := c.audit.ProveAuditConsistency(ctx, &v1.ProveAuditConsistencyRequest{TenantId: f.tenantA, OldSize: 1})
 			return err
 		}},
+		tenantregistryv1connect.AuditServiceGetAuditRetentionProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
+			_, err := c.audit.GetAuditRetention(ctx, &v1.GetAuditRetentionRequest{TenantId: f.tenantA})
+			return err
+		}},
+		tenantregistryv1connect.AuditServiceSetAuditRetentionProcedure: {only, seenByA, func(ctx context.Context, c clients, f fixture) error {
+			days := int32(90)
+			_, err := c.audit.SetAuditRetention(ctx, &v1.SetAuditRetentionRequest{TenantId: f.tenantA, RetentionDays: &days})
+			return err
+		}},
 		tenantregistryv1connect.AuditServiceGetAuditVerifierKeyProcedure: {validPrincipals, nil, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.audit.GetAuditVerifierKey(ctx, &v1.GetAuditVerifierKeyRequest{})
 			return err

@@ -71,10 +71,10 @@ type Services struct {
 }
 
 // NewServices returns the handlers of every service over the domain
-// services persisting to store; keys verify through verifier, audit
-// checkpoints are signed by checkpoints.
-func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerifier, checkpoints *domain.CheckpointSigner) Services {
-	d := domain.NewServices(store, now, verifier, checkpoints)
+// services persisting to store; keys verify through verifier; the audit
+// log is kept as audit says.
+func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerifier, audit domain.AuditSettings) Services {
+	d := domain.NewServices(store, now, verifier, audit)
 	return Services{
 		Tenants:      NewTenantServer(d.Tenants),
 		Catalog:      NewCatalogServer(d.Catalog),

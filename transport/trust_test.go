@@ -308,6 +308,13 @@ func attacksOnB() map[string]attack {
 		tenantregistryv1connect.AuditServiceProveAuditConsistencyProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
 			return c.audit.ProveAuditConsistency(ctx, &v1.ProveAuditConsistencyRequest{TenantId: b.tenantID, OldSize: 1})
 		},
+		tenantregistryv1connect.AuditServiceGetAuditRetentionProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
+			return c.audit.GetAuditRetention(ctx, &v1.GetAuditRetentionRequest{TenantId: b.tenantID})
+		},
+		tenantregistryv1connect.AuditServiceSetAuditRetentionProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
+			days := int32(1)
+			return c.audit.SetAuditRetention(ctx, &v1.SetAuditRetentionRequest{TenantId: b.tenantID, RetentionDays: &days})
+		},
 		tenantregistryv1connect.AuditServiceGetAuditVerifierKeyProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
 			return c.audit.GetAuditVerifierKey(ctx, &v1.GetAuditVerifierKeyRequest{})
 		},
@@ -508,6 +515,8 @@ func TestNoExistenceOracle(t *testing.T) {
 		tenantregistryv1connect.AuditServiceGetAuditCheckpointProcedure,
 		tenantregistryv1connect.AuditServiceProveAuditEventProcedure,
 		tenantregistryv1connect.AuditServiceProveAuditConsistencyProcedure,
+		tenantregistryv1connect.AuditServiceGetAuditRetentionProcedure,
+		tenantregistryv1connect.AuditServiceSetAuditRetentionProcedure,
 	}
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
 		w := newTrustWorld(t, db)

@@ -49,6 +49,7 @@ type Config struct {
 	AuditSigningKey     string
 	AuditSigningKeyFile string
 	AuditEarlierKeys    []string
+	AuditRetentionDays  int // AUDIT_RETENTION_DAYS: how long logs keep events unless set per log; 0: forever
 }
 
 // LoadConfig reads the configuration through getenv. Every bad value is
@@ -201,6 +202,14 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		if _, err := domain.NewCheckpointSigner(c.AuditSigningKey, c.AuditEarlierKeys...); err != nil {
 			bad("AUDIT_SIGNING_KEY", "%v", err)
 		}
+	}
+	c.AuditRetentionDays = domain.DefaultAuditRetentionDays
+	if v := get("AUDIT_RETENTION_DAYS", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > domain.MaxAuditRetentionDays {
+			bad("AUDIT_RETENTION_DAYS", "want a number of days from 0 (keep forever) to %d, got %q", domain.MaxAuditRetentionDays, v)
+		}
+		c.AuditRetentionDays = n
 	}
 	for _, k := range c.AuditEarlierKeys {
 		if _, err := note.NewVerifier(k); err != nil {

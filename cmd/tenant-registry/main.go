@@ -175,6 +175,10 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	} else if err := schemaCurrent(ctx, migrator); err != nil {
 		return err
 	}
+	// The coming months' audit partitions exist before the first append.
+	if err := db.EnsureAuditPartitions(ctx, m.Clock()); err != nil {
+		return err
+	}
 	if m.Config.Env == "dev" {
 		if err := db.SeedDev(ctx, m.Clock()); err != nil {
 			return fmt.Errorf("seed dev data: %w", err)
@@ -219,7 +223,8 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		Ready:                 func(ctx context.Context) error { return ready(ctx, db, migrator) },
 		Logger:                m.Logger,
 		Interceptors:          interceptors,
-	}, transport.NewServices(db.Store(), m.Clock, m.Verifier, m.Checkpoints))
+	}, transport.NewServices(db.Store(), m.Clock, m.Verifier,
+		domain.AuditSettings{Checkpoints: m.Checkpoints, RetentionDays: m.Config.AuditRetentionDays}))
 	if tel.metrics != nil {
 		// Listened on here, not in Serve, so that a taken port stops the
 		// start like a bad ADDR does.
@@ -259,6 +264,7 @@ func (m *Main) Serve(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() {
 		m.Verifier.Run(bg, 5*time.Second, func(err error) { m.Logger.Warn("record key last use", "error", err) })
 	})
+	wg.Go(func() { m.maintainAudit(bg) })
 	if m.metricsLn != nil {
 		// Scrapes go on while the server drains; they stop with bg.
 		wg.Go(func() {
@@ -271,6 +277,31 @@ func (m *Main) Serve(ctx context.Context, ln net.Listener) error {
 	stop() // after the server drained: the last uses of its requests get written
 	wg.Wait()
 	return err
+}
+
+// auditMaintenanceInterval is how often the audit log's partitions are
+// created ahead and its retention applied.
+const auditMaintenanceInterval = time.Hour
+
+// maintainAudit applies audit retention and creates partitions ahead, at
+// once and then every auditMaintenanceInterval, until ctx ends.
+func (m *Main) maintainAudit(ctx context.Context) {
+	t := time.NewTicker(auditMaintenanceInterval)
+	defer t.Stop()
+	for {
+		e, ran, err := m.DB.MaintainAudit(ctx, m.Clock(), m.Config.AuditRetentionDays)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			m.Logger.Warn("audit maintenance", "error", err)
+		case ran && e.Events > 0:
+			m.Logger.Info("audit retention applied", "events_deleted", e.Events, "partitions_dropped", e.PartitionsDropped)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Close flushes telemetry and releases the database.

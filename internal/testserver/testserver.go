@@ -97,7 +97,7 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 		ShutdownGrace:     5 * time.Second,
 		Ready:             db.Ready,
 		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}, transport.NewServices(db.Store(), clock.Now, verifier, CheckpointSigner(t)))
+	}, transport.NewServices(db.Store(), clock.Now, verifier, AuditSettings(t)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,6 +116,12 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 		}
 	})
 	return &Server{URL: "http://" + ln.Addr().String(), DB: db, Clock: clock, Verifier: verifier, Logs: logs}
+}
+
+// AuditSettings are the default audit settings with a checkpoint signer
+// of their own.
+func AuditSettings(t testing.TB) domain.AuditSettings {
+	return domain.AuditSettings{Checkpoints: CheckpointSigner(t), RetentionDays: domain.DefaultAuditRetentionDays}
 }
 
 // CheckpointSigner returns a signer of audit checkpoints with a key of

@@ -1491,6 +1491,265 @@ func (x *ProveAuditConsistencyResponse) GetProof() [][]byte {
 	return nil
 }
 
+// How long a log keeps its events.
+type AuditRetention struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant whose log. Empty: the platform's.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Days events are kept after the registry received them; 0: forever.
+	RetentionDays int32 `protobuf:"varint,2,opt,name=retention_days,json=retentionDays,proto3" json:"retention_days,omitempty"`
+	// Whether this is the registry's default (AUDIT_RETENTION_DAYS), not set
+	// for this log.
+	Default       bool `protobuf:"varint,3,opt,name=default,proto3" json:"default,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRetention) Reset() {
+	*x = AuditRetention{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRetention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRetention) ProtoMessage() {}
+
+func (x *AuditRetention) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRetention.ProtoReflect.Descriptor instead.
+func (*AuditRetention) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AuditRetention) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *AuditRetention) GetRetentionDays() int32 {
+	if x != nil {
+		return x.RetentionDays
+	}
+	return 0
+}
+
+func (x *AuditRetention) GetDefault() bool {
+	if x != nil {
+		return x.Default
+	}
+	return false
+}
+
+// Request of AuditService.GetAuditRetention.
+type GetAuditRetentionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant whose log. Empty: the platform's (platform admins only).
+	TenantId      string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditRetentionRequest) Reset() {
+	*x = GetAuditRetentionRequest{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditRetentionRequest) ProtoMessage() {}
+
+func (x *GetAuditRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditRetentionRequest.ProtoReflect.Descriptor instead.
+func (*GetAuditRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetAuditRetentionRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+// Response of AuditService.GetAuditRetention.
+type GetAuditRetentionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log's retention.
+	Retention     *AuditRetention `protobuf:"bytes,1,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditRetentionResponse) Reset() {
+	*x = GetAuditRetentionResponse{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditRetentionResponse) ProtoMessage() {}
+
+func (x *GetAuditRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditRetentionResponse.ProtoReflect.Descriptor instead.
+func (*GetAuditRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetAuditRetentionResponse) GetRetention() *AuditRetention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+// Request of AuditService.SetAuditRetention.
+type SetAuditRetentionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tenant whose log. Empty: the platform's.
+	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// Required. Days to keep events, 1 to 36500; 0: forever (say so: an absent
+	// value is refused, not taken for forever).
+	RetentionDays *int32 `protobuf:"varint,2,opt,name=retention_days,json=retentionDays,proto3,oneof" json:"retention_days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAuditRetentionRequest) Reset() {
+	*x = SetAuditRetentionRequest{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAuditRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAuditRetentionRequest) ProtoMessage() {}
+
+func (x *SetAuditRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAuditRetentionRequest.ProtoReflect.Descriptor instead.
+func (*SetAuditRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SetAuditRetentionRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *SetAuditRetentionRequest) GetRetentionDays() int32 {
+	if x != nil && x.RetentionDays != nil {
+		return *x.RetentionDays
+	}
+	return 0
+}
+
+// Response of AuditService.SetAuditRetention.
+type SetAuditRetentionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log's retention now.
+	Retention     *AuditRetention `protobuf:"bytes,1,opt,name=retention,proto3" json:"retention,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAuditRetentionResponse) Reset() {
+	*x = SetAuditRetentionResponse{}
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAuditRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAuditRetentionResponse) ProtoMessage() {}
+
+func (x *SetAuditRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAuditRetentionResponse.ProtoReflect.Descriptor instead.
+func (*SetAuditRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SetAuditRetentionResponse) GetRetention() *AuditRetention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
 // Request of AuditService.GetAuditVerifierKey.
 type GetAuditVerifierKeyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1500,7 +1759,7 @@ type GetAuditVerifierKeyRequest struct {
 
 func (x *GetAuditVerifierKeyRequest) Reset() {
 	*x = GetAuditVerifierKeyRequest{}
-	mi := &file_tenantregistry_v1_audit_proto_msgTypes[19]
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1771,7 @@ func (x *GetAuditVerifierKeyRequest) String() string {
 func (*GetAuditVerifierKeyRequest) ProtoMessage() {}
 
 func (x *GetAuditVerifierKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tenantregistry_v1_audit_proto_msgTypes[19]
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1784,7 @@ func (x *GetAuditVerifierKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditVerifierKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditVerifierKeyRequest) Descriptor() ([]byte, []int) {
-	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{19}
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{24}
 }
 
 // Response of AuditService.GetAuditVerifierKey.
@@ -1544,7 +1803,7 @@ type GetAuditVerifierKeyResponse struct {
 
 func (x *GetAuditVerifierKeyResponse) Reset() {
 	*x = GetAuditVerifierKeyResponse{}
-	mi := &file_tenantregistry_v1_audit_proto_msgTypes[20]
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1556,7 +1815,7 @@ func (x *GetAuditVerifierKeyResponse) String() string {
 func (*GetAuditVerifierKeyResponse) ProtoMessage() {}
 
 func (x *GetAuditVerifierKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tenantregistry_v1_audit_proto_msgTypes[20]
+	mi := &file_tenantregistry_v1_audit_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1569,7 +1828,7 @@ func (x *GetAuditVerifierKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditVerifierKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditVerifierKeyResponse) Descriptor() ([]byte, []int) {
-	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{20}
+	return file_tenantregistry_v1_audit_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetAuditVerifierKeyResponse) GetVerifierKey() string {
@@ -1705,7 +1964,21 @@ const file_tenantregistry_v1_audit_proto_rawDesc = "" +
 	"\bnew_size\x18\x02 \x01(\x03R\anewSize\x12\"\n" +
 	"\rold_root_hash\x18\x03 \x01(\fR\voldRootHash\x12\"\n" +
 	"\rnew_root_hash\x18\x04 \x01(\fR\vnewRootHash\x12\x14\n" +
-	"\x05proof\x18\x05 \x03(\fR\x05proof\"\x1c\n" +
+	"\x05proof\x18\x05 \x03(\fR\x05proof\"n\n" +
+	"\x0eAuditRetention\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12%\n" +
+	"\x0eretention_days\x18\x02 \x01(\x05R\rretentionDays\x12\x18\n" +
+	"\adefault\x18\x03 \x01(\bR\adefault\"7\n" +
+	"\x18GetAuditRetentionRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"\\\n" +
+	"\x19GetAuditRetentionResponse\x12?\n" +
+	"\tretention\x18\x01 \x01(\v2!.tenantregistry.v1.AuditRetentionR\tretention\"v\n" +
+	"\x18SetAuditRetentionRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12*\n" +
+	"\x0eretention_days\x18\x02 \x01(\x05H\x00R\rretentionDays\x88\x01\x01B\x11\n" +
+	"\x0f_retention_days\"\\\n" +
+	"\x19SetAuditRetentionResponse\x12?\n" +
+	"\tretention\x18\x01 \x01(\v2!.tenantregistry.v1.AuditRetentionR\tretention\"\x1c\n" +
 	"\x1aGetAuditVerifierKeyRequest\"k\n" +
 	"\x1bGetAuditVerifierKeyResponse\x12!\n" +
 	"\fverifier_key\x18\x01 \x01(\tR\vverifierKey\x12\x12\n" +
@@ -1718,7 +1991,8 @@ const file_tenantregistry_v1_audit_proto_rawDesc = "" +
 	"\x1fAUDIT_LOG_PROBLEM_EVENT_MISSING\x10\x03\x12'\n" +
 	"#AUDIT_LOG_PROBLEM_EVENT_OUT_OF_BAND\x10\x04\x12\x1f\n" +
 	"\x1bAUDIT_LOG_PROBLEM_TRUNCATED\x10\x05\x12\x1f\n" +
-	"\x1bAUDIT_LOG_PROBLEM_REWRITTEN\x10\x062\xa6\b\n" +
+	"\x1bAUDIT_LOG_PROBLEM_REWRITTEN\x10\x062\x8b\n" +
+	"\n" +
 	"\fAuditService\x12k\n" +
 	"\x10RecordAuditEvent\x12*.tenantregistry.v1.RecordAuditEventRequest\x1a+.tenantregistry.v1.RecordAuditEventResponse\x12n\n" +
 	"\x11RecordAuditEvents\x12+.tenantregistry.v1.RecordAuditEventsRequest\x1a,.tenantregistry.v1.RecordAuditEventsResponse\x12m\n" +
@@ -1727,7 +2001,9 @@ const file_tenantregistry_v1_audit_proto_rawDesc = "" +
 	"\x10VerifyAuditChain\x12*.tenantregistry.v1.VerifyAuditChainRequest\x1a+.tenantregistry.v1.VerifyAuditChainResponse\"\x03\x90\x02\x01\x12v\n" +
 	"\x12GetAuditCheckpoint\x12,.tenantregistry.v1.GetAuditCheckpointRequest\x1a-.tenantregistry.v1.GetAuditCheckpointResponse\"\x03\x90\x02\x01\x12m\n" +
 	"\x0fProveAuditEvent\x12).tenantregistry.v1.ProveAuditEventRequest\x1a*.tenantregistry.v1.ProveAuditEventResponse\"\x03\x90\x02\x01\x12\x7f\n" +
-	"\x15ProveAuditConsistency\x12/.tenantregistry.v1.ProveAuditConsistencyRequest\x1a0.tenantregistry.v1.ProveAuditConsistencyResponse\"\x03\x90\x02\x01\x12y\n" +
+	"\x15ProveAuditConsistency\x12/.tenantregistry.v1.ProveAuditConsistencyRequest\x1a0.tenantregistry.v1.ProveAuditConsistencyResponse\"\x03\x90\x02\x01\x12s\n" +
+	"\x11GetAuditRetention\x12+.tenantregistry.v1.GetAuditRetentionRequest\x1a,.tenantregistry.v1.GetAuditRetentionResponse\"\x03\x90\x02\x01\x12n\n" +
+	"\x11SetAuditRetention\x12+.tenantregistry.v1.SetAuditRetentionRequest\x1a,.tenantregistry.v1.SetAuditRetentionResponse\x12y\n" +
 	"\x13GetAuditVerifierKey\x12-.tenantregistry.v1.GetAuditVerifierKeyRequest\x1a..tenantregistry.v1.GetAuditVerifierKeyResponse\"\x03\x90\x02\x01B\xde\x01\n" +
 	"\x15com.tenantregistry.v1B\n" +
 	"AuditProtoP\x01ZTgithub.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1;tenantregistryv1\xa2\x02\x03TXX\xaa\x02\x11Tenantregistry.V1\xca\x02\x11Tenantregistry\\V1\xe2\x02\x1dTenantregistry\\V1\\GPBMetadata\xea\x02\x12Tenantregistry::V1b\x06proto3"
@@ -1745,7 +2021,7 @@ func file_tenantregistry_v1_audit_proto_rawDescGZIP() []byte {
 }
 
 var file_tenantregistry_v1_audit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tenantregistry_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_tenantregistry_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_tenantregistry_v1_audit_proto_goTypes = []any{
 	(AuditLogProblem)(0),                  // 0: tenantregistry.v1.AuditLogProblem
 	(*AuditEvent)(nil),                    // 1: tenantregistry.v1.AuditEvent
@@ -1767,51 +2043,62 @@ var file_tenantregistry_v1_audit_proto_goTypes = []any{
 	(*ProveAuditEventResponse)(nil),       // 17: tenantregistry.v1.ProveAuditEventResponse
 	(*ProveAuditConsistencyRequest)(nil),  // 18: tenantregistry.v1.ProveAuditConsistencyRequest
 	(*ProveAuditConsistencyResponse)(nil), // 19: tenantregistry.v1.ProveAuditConsistencyResponse
-	(*GetAuditVerifierKeyRequest)(nil),    // 20: tenantregistry.v1.GetAuditVerifierKeyRequest
-	(*GetAuditVerifierKeyResponse)(nil),   // 21: tenantregistry.v1.GetAuditVerifierKeyResponse
-	nil,                                   // 22: tenantregistry.v1.AuditEvent.FieldsEntry
-	(*timestamppb.Timestamp)(nil),         // 23: google.protobuf.Timestamp
+	(*AuditRetention)(nil),                // 20: tenantregistry.v1.AuditRetention
+	(*GetAuditRetentionRequest)(nil),      // 21: tenantregistry.v1.GetAuditRetentionRequest
+	(*GetAuditRetentionResponse)(nil),     // 22: tenantregistry.v1.GetAuditRetentionResponse
+	(*SetAuditRetentionRequest)(nil),      // 23: tenantregistry.v1.SetAuditRetentionRequest
+	(*SetAuditRetentionResponse)(nil),     // 24: tenantregistry.v1.SetAuditRetentionResponse
+	(*GetAuditVerifierKeyRequest)(nil),    // 25: tenantregistry.v1.GetAuditVerifierKeyRequest
+	(*GetAuditVerifierKeyResponse)(nil),   // 26: tenantregistry.v1.GetAuditVerifierKeyResponse
+	nil,                                   // 27: tenantregistry.v1.AuditEvent.FieldsEntry
+	(*timestamppb.Timestamp)(nil),         // 28: google.protobuf.Timestamp
 }
 var file_tenantregistry_v1_audit_proto_depIdxs = []int32{
 	2,  // 0: tenantregistry.v1.AuditEvent.actor:type_name -> tenantregistry.v1.AuditActor
 	3,  // 1: tenantregistry.v1.AuditEvent.target:type_name -> tenantregistry.v1.AuditTarget
-	22, // 2: tenantregistry.v1.AuditEvent.fields:type_name -> tenantregistry.v1.AuditEvent.FieldsEntry
-	23, // 3: tenantregistry.v1.AuditEvent.occur_time:type_name -> google.protobuf.Timestamp
-	23, // 4: tenantregistry.v1.AuditEvent.receive_time:type_name -> google.protobuf.Timestamp
+	27, // 2: tenantregistry.v1.AuditEvent.fields:type_name -> tenantregistry.v1.AuditEvent.FieldsEntry
+	28, // 3: tenantregistry.v1.AuditEvent.occur_time:type_name -> google.protobuf.Timestamp
+	28, // 4: tenantregistry.v1.AuditEvent.receive_time:type_name -> google.protobuf.Timestamp
 	1,  // 5: tenantregistry.v1.RecordAuditEventRequest.event:type_name -> tenantregistry.v1.AuditEvent
 	1,  // 6: tenantregistry.v1.RecordAuditEventResponse.event:type_name -> tenantregistry.v1.AuditEvent
 	1,  // 7: tenantregistry.v1.RecordAuditEventsRequest.events:type_name -> tenantregistry.v1.AuditEvent
 	1,  // 8: tenantregistry.v1.RecordAuditEventsResponse.events:type_name -> tenantregistry.v1.AuditEvent
-	23, // 9: tenantregistry.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	23, // 10: tenantregistry.v1.ListAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
+	28, // 9: tenantregistry.v1.ListAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	28, // 10: tenantregistry.v1.ListAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
 	1,  // 11: tenantregistry.v1.ListAuditEventsResponse.events:type_name -> tenantregistry.v1.AuditEvent
-	23, // 12: tenantregistry.v1.ExportAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
-	23, // 13: tenantregistry.v1.ExportAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
+	28, // 12: tenantregistry.v1.ExportAuditEventsRequest.since:type_name -> google.protobuf.Timestamp
+	28, // 13: tenantregistry.v1.ExportAuditEventsRequest.until:type_name -> google.protobuf.Timestamp
 	1,  // 14: tenantregistry.v1.ExportAuditEventsResponse.event:type_name -> tenantregistry.v1.AuditEvent
 	0,  // 15: tenantregistry.v1.VerifyAuditChainResponse.problem_kind:type_name -> tenantregistry.v1.AuditLogProblem
-	4,  // 16: tenantregistry.v1.AuditService.RecordAuditEvent:input_type -> tenantregistry.v1.RecordAuditEventRequest
-	6,  // 17: tenantregistry.v1.AuditService.RecordAuditEvents:input_type -> tenantregistry.v1.RecordAuditEventsRequest
-	8,  // 18: tenantregistry.v1.AuditService.ListAuditEvents:input_type -> tenantregistry.v1.ListAuditEventsRequest
-	10, // 19: tenantregistry.v1.AuditService.ExportAuditEvents:input_type -> tenantregistry.v1.ExportAuditEventsRequest
-	12, // 20: tenantregistry.v1.AuditService.VerifyAuditChain:input_type -> tenantregistry.v1.VerifyAuditChainRequest
-	14, // 21: tenantregistry.v1.AuditService.GetAuditCheckpoint:input_type -> tenantregistry.v1.GetAuditCheckpointRequest
-	16, // 22: tenantregistry.v1.AuditService.ProveAuditEvent:input_type -> tenantregistry.v1.ProveAuditEventRequest
-	18, // 23: tenantregistry.v1.AuditService.ProveAuditConsistency:input_type -> tenantregistry.v1.ProveAuditConsistencyRequest
-	20, // 24: tenantregistry.v1.AuditService.GetAuditVerifierKey:input_type -> tenantregistry.v1.GetAuditVerifierKeyRequest
-	5,  // 25: tenantregistry.v1.AuditService.RecordAuditEvent:output_type -> tenantregistry.v1.RecordAuditEventResponse
-	7,  // 26: tenantregistry.v1.AuditService.RecordAuditEvents:output_type -> tenantregistry.v1.RecordAuditEventsResponse
-	9,  // 27: tenantregistry.v1.AuditService.ListAuditEvents:output_type -> tenantregistry.v1.ListAuditEventsResponse
-	11, // 28: tenantregistry.v1.AuditService.ExportAuditEvents:output_type -> tenantregistry.v1.ExportAuditEventsResponse
-	13, // 29: tenantregistry.v1.AuditService.VerifyAuditChain:output_type -> tenantregistry.v1.VerifyAuditChainResponse
-	15, // 30: tenantregistry.v1.AuditService.GetAuditCheckpoint:output_type -> tenantregistry.v1.GetAuditCheckpointResponse
-	17, // 31: tenantregistry.v1.AuditService.ProveAuditEvent:output_type -> tenantregistry.v1.ProveAuditEventResponse
-	19, // 32: tenantregistry.v1.AuditService.ProveAuditConsistency:output_type -> tenantregistry.v1.ProveAuditConsistencyResponse
-	21, // 33: tenantregistry.v1.AuditService.GetAuditVerifierKey:output_type -> tenantregistry.v1.GetAuditVerifierKeyResponse
-	25, // [25:34] is the sub-list for method output_type
-	16, // [16:25] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	20, // 16: tenantregistry.v1.GetAuditRetentionResponse.retention:type_name -> tenantregistry.v1.AuditRetention
+	20, // 17: tenantregistry.v1.SetAuditRetentionResponse.retention:type_name -> tenantregistry.v1.AuditRetention
+	4,  // 18: tenantregistry.v1.AuditService.RecordAuditEvent:input_type -> tenantregistry.v1.RecordAuditEventRequest
+	6,  // 19: tenantregistry.v1.AuditService.RecordAuditEvents:input_type -> tenantregistry.v1.RecordAuditEventsRequest
+	8,  // 20: tenantregistry.v1.AuditService.ListAuditEvents:input_type -> tenantregistry.v1.ListAuditEventsRequest
+	10, // 21: tenantregistry.v1.AuditService.ExportAuditEvents:input_type -> tenantregistry.v1.ExportAuditEventsRequest
+	12, // 22: tenantregistry.v1.AuditService.VerifyAuditChain:input_type -> tenantregistry.v1.VerifyAuditChainRequest
+	14, // 23: tenantregistry.v1.AuditService.GetAuditCheckpoint:input_type -> tenantregistry.v1.GetAuditCheckpointRequest
+	16, // 24: tenantregistry.v1.AuditService.ProveAuditEvent:input_type -> tenantregistry.v1.ProveAuditEventRequest
+	18, // 25: tenantregistry.v1.AuditService.ProveAuditConsistency:input_type -> tenantregistry.v1.ProveAuditConsistencyRequest
+	21, // 26: tenantregistry.v1.AuditService.GetAuditRetention:input_type -> tenantregistry.v1.GetAuditRetentionRequest
+	23, // 27: tenantregistry.v1.AuditService.SetAuditRetention:input_type -> tenantregistry.v1.SetAuditRetentionRequest
+	25, // 28: tenantregistry.v1.AuditService.GetAuditVerifierKey:input_type -> tenantregistry.v1.GetAuditVerifierKeyRequest
+	5,  // 29: tenantregistry.v1.AuditService.RecordAuditEvent:output_type -> tenantregistry.v1.RecordAuditEventResponse
+	7,  // 30: tenantregistry.v1.AuditService.RecordAuditEvents:output_type -> tenantregistry.v1.RecordAuditEventsResponse
+	9,  // 31: tenantregistry.v1.AuditService.ListAuditEvents:output_type -> tenantregistry.v1.ListAuditEventsResponse
+	11, // 32: tenantregistry.v1.AuditService.ExportAuditEvents:output_type -> tenantregistry.v1.ExportAuditEventsResponse
+	13, // 33: tenantregistry.v1.AuditService.VerifyAuditChain:output_type -> tenantregistry.v1.VerifyAuditChainResponse
+	15, // 34: tenantregistry.v1.AuditService.GetAuditCheckpoint:output_type -> tenantregistry.v1.GetAuditCheckpointResponse
+	17, // 35: tenantregistry.v1.AuditService.ProveAuditEvent:output_type -> tenantregistry.v1.ProveAuditEventResponse
+	19, // 36: tenantregistry.v1.AuditService.ProveAuditConsistency:output_type -> tenantregistry.v1.ProveAuditConsistencyResponse
+	22, // 37: tenantregistry.v1.AuditService.GetAuditRetention:output_type -> tenantregistry.v1.GetAuditRetentionResponse
+	24, // 38: tenantregistry.v1.AuditService.SetAuditRetention:output_type -> tenantregistry.v1.SetAuditRetentionResponse
+	26, // 39: tenantregistry.v1.AuditService.GetAuditVerifierKey:output_type -> tenantregistry.v1.GetAuditVerifierKeyResponse
+	29, // [29:40] is the sub-list for method output_type
+	18, // [18:29] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_tenantregistry_v1_audit_proto_init() }
@@ -1819,13 +2106,14 @@ func file_tenantregistry_v1_audit_proto_init() {
 	if File_tenantregistry_v1_audit_proto != nil {
 		return
 	}
+	file_tenantregistry_v1_audit_proto_msgTypes[22].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tenantregistry_v1_audit_proto_rawDesc), len(file_tenantregistry_v1_audit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -57,6 +57,12 @@ const (
 	// AuditServiceProveAuditConsistencyProcedure is the fully-qualified name of the AuditService's
 	// ProveAuditConsistency RPC.
 	AuditServiceProveAuditConsistencyProcedure = "/tenantregistry.v1.AuditService/ProveAuditConsistency"
+	// AuditServiceGetAuditRetentionProcedure is the fully-qualified name of the AuditService's
+	// GetAuditRetention RPC.
+	AuditServiceGetAuditRetentionProcedure = "/tenantregistry.v1.AuditService/GetAuditRetention"
+	// AuditServiceSetAuditRetentionProcedure is the fully-qualified name of the AuditService's
+	// SetAuditRetention RPC.
+	AuditServiceSetAuditRetentionProcedure = "/tenantregistry.v1.AuditService/SetAuditRetention"
 	// AuditServiceGetAuditVerifierKeyProcedure is the fully-qualified name of the AuditService's
 	// GetAuditVerifierKey RPC.
 	AuditServiceGetAuditVerifierKeyProcedure = "/tenantregistry.v1.AuditService/GetAuditVerifierKey"
@@ -121,6 +127,19 @@ type AuditServiceClient interface {
 	// Callers: as ListAuditEvents.
 	// Errors: InvalidArgument for sizes beyond the log or out of order.
 	ProveAuditConsistency(context.Context, *v1.ProveAuditConsistencyRequest) (*v1.ProveAuditConsistencyResponse, error)
+	// Returns how many days one tenant's log (or the platform's) keeps its
+	// events.
+	//
+	// Callers: as ListAuditEvents.
+	GetAuditRetention(context.Context, *v1.GetAuditRetentionRequest) (*v1.GetAuditRetentionResponse, error)
+	// Sets how many days one tenant's log (or the platform's) keeps its events:
+	// older ones are deleted within the hour. Their leaves stay in the tree, so
+	// checkpoints and proofs of the events that remain still verify. 0 keeps
+	// them forever.
+	//
+	// Callers: platform admins.
+	// Errors: InvalidArgument for retention_days outside 0 to 36500.
+	SetAuditRetention(context.Context, *v1.SetAuditRetentionRequest) (*v1.SetAuditRetentionResponse, error)
 	// Returns the public key checkpoints are signed with.
 	//
 	// Callers: every authenticated caller.
@@ -192,6 +211,19 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		getAuditRetention: connect.NewClient[v1.GetAuditRetentionRequest, v1.GetAuditRetentionResponse](
+			httpClient,
+			baseURL+AuditServiceGetAuditRetentionProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("GetAuditRetention")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		setAuditRetention: connect.NewClient[v1.SetAuditRetentionRequest, v1.SetAuditRetentionResponse](
+			httpClient,
+			baseURL+AuditServiceSetAuditRetentionProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("SetAuditRetention")),
+			connect.WithClientOptions(opts...),
+		),
 		getAuditVerifierKey: connect.NewClient[v1.GetAuditVerifierKeyRequest, v1.GetAuditVerifierKeyResponse](
 			httpClient,
 			baseURL+AuditServiceGetAuditVerifierKeyProcedure,
@@ -212,6 +244,8 @@ type auditServiceClient struct {
 	getAuditCheckpoint    *connect.Client[v1.GetAuditCheckpointRequest, v1.GetAuditCheckpointResponse]
 	proveAuditEvent       *connect.Client[v1.ProveAuditEventRequest, v1.ProveAuditEventResponse]
 	proveAuditConsistency *connect.Client[v1.ProveAuditConsistencyRequest, v1.ProveAuditConsistencyResponse]
+	getAuditRetention     *connect.Client[v1.GetAuditRetentionRequest, v1.GetAuditRetentionResponse]
+	setAuditRetention     *connect.Client[v1.SetAuditRetentionRequest, v1.SetAuditRetentionResponse]
 	getAuditVerifierKey   *connect.Client[v1.GetAuditVerifierKeyRequest, v1.GetAuditVerifierKeyResponse]
 }
 
@@ -277,6 +311,24 @@ func (c *auditServiceClient) ProveAuditEvent(ctx context.Context, req *v1.ProveA
 // ProveAuditConsistency calls tenantregistry.v1.AuditService.ProveAuditConsistency.
 func (c *auditServiceClient) ProveAuditConsistency(ctx context.Context, req *v1.ProveAuditConsistencyRequest) (*v1.ProveAuditConsistencyResponse, error) {
 	response, err := c.proveAuditConsistency.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// GetAuditRetention calls tenantregistry.v1.AuditService.GetAuditRetention.
+func (c *auditServiceClient) GetAuditRetention(ctx context.Context, req *v1.GetAuditRetentionRequest) (*v1.GetAuditRetentionResponse, error) {
+	response, err := c.getAuditRetention.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// SetAuditRetention calls tenantregistry.v1.AuditService.SetAuditRetention.
+func (c *auditServiceClient) SetAuditRetention(ctx context.Context, req *v1.SetAuditRetentionRequest) (*v1.SetAuditRetentionResponse, error) {
+	response, err := c.setAuditRetention.CallUnary(ctx, connect.NewRequest(req))
 	if response != nil {
 		return response.Msg, err
 	}
@@ -351,6 +403,19 @@ type AuditServiceHandler interface {
 	// Callers: as ListAuditEvents.
 	// Errors: InvalidArgument for sizes beyond the log or out of order.
 	ProveAuditConsistency(context.Context, *v1.ProveAuditConsistencyRequest) (*v1.ProveAuditConsistencyResponse, error)
+	// Returns how many days one tenant's log (or the platform's) keeps its
+	// events.
+	//
+	// Callers: as ListAuditEvents.
+	GetAuditRetention(context.Context, *v1.GetAuditRetentionRequest) (*v1.GetAuditRetentionResponse, error)
+	// Sets how many days one tenant's log (or the platform's) keeps its events:
+	// older ones are deleted within the hour. Their leaves stay in the tree, so
+	// checkpoints and proofs of the events that remain still verify. 0 keeps
+	// them forever.
+	//
+	// Callers: platform admins.
+	// Errors: InvalidArgument for retention_days outside 0 to 36500.
+	SetAuditRetention(context.Context, *v1.SetAuditRetentionRequest) (*v1.SetAuditRetentionResponse, error)
 	// Returns the public key checkpoints are signed with.
 	//
 	// Callers: every authenticated caller.
@@ -418,6 +483,19 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	auditServiceGetAuditRetentionHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceGetAuditRetentionProcedure,
+		svc.GetAuditRetention,
+		connect.WithSchema(auditServiceMethods.ByName("GetAuditRetention")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	auditServiceSetAuditRetentionHandler := connect.NewUnaryHandlerSimple(
+		AuditServiceSetAuditRetentionProcedure,
+		svc.SetAuditRetention,
+		connect.WithSchema(auditServiceMethods.ByName("SetAuditRetention")),
+		connect.WithHandlerOptions(opts...),
+	)
 	auditServiceGetAuditVerifierKeyHandler := connect.NewUnaryHandlerSimple(
 		AuditServiceGetAuditVerifierKeyProcedure,
 		svc.GetAuditVerifierKey,
@@ -443,6 +521,10 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 			auditServiceProveAuditEventHandler.ServeHTTP(w, r)
 		case AuditServiceProveAuditConsistencyProcedure:
 			auditServiceProveAuditConsistencyHandler.ServeHTTP(w, r)
+		case AuditServiceGetAuditRetentionProcedure:
+			auditServiceGetAuditRetentionHandler.ServeHTTP(w, r)
+		case AuditServiceSetAuditRetentionProcedure:
+			auditServiceSetAuditRetentionHandler.ServeHTTP(w, r)
 		case AuditServiceGetAuditVerifierKeyProcedure:
 			auditServiceGetAuditVerifierKeyHandler.ServeHTTP(w, r)
 		default:
@@ -484,6 +566,14 @@ func (UnimplementedAuditServiceHandler) ProveAuditEvent(context.Context, *v1.Pro
 
 func (UnimplementedAuditServiceHandler) ProveAuditConsistency(context.Context, *v1.ProveAuditConsistencyRequest) (*v1.ProveAuditConsistencyResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.AuditService.ProveAuditConsistency is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) GetAuditRetention(context.Context, *v1.GetAuditRetentionRequest) (*v1.GetAuditRetentionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.AuditService.GetAuditRetention is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) SetAuditRetention(context.Context, *v1.SetAuditRetentionRequest) (*v1.SetAuditRetentionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.AuditService.SetAuditRetention is not implemented"))
 }
 
 func (UnimplementedAuditServiceHandler) GetAuditVerifierKey(context.Context, *v1.GetAuditVerifierKeyRequest) (*v1.GetAuditVerifierKeyResponse, error) {

@@ -805,6 +805,129 @@ export declare type ProveAuditConsistencyResponse = Message<"tenantregistry.v1.P
 export declare const ProveAuditConsistencyResponseSchema: GenMessage<ProveAuditConsistencyResponse>;
 
 /**
+ * How long a log keeps its events.
+ *
+ * @generated from message tenantregistry.v1.AuditRetention
+ */
+export declare type AuditRetention = Message<"tenantregistry.v1.AuditRetention"> & {
+  /**
+   * The tenant whose log. Empty: the platform's.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Days events are kept after the registry received them; 0: forever.
+   *
+   * @generated from field: int32 retention_days = 2;
+   */
+  retentionDays: number;
+
+  /**
+   * Whether this is the registry's default (AUDIT_RETENTION_DAYS), not set
+   * for this log.
+   *
+   * @generated from field: bool default = 3;
+   */
+  default: boolean;
+};
+
+/**
+ * Describes the message tenantregistry.v1.AuditRetention.
+ * Use `create(AuditRetentionSchema)` to create a new message.
+ */
+export declare const AuditRetentionSchema: GenMessage<AuditRetention>;
+
+/**
+ * Request of AuditService.GetAuditRetention.
+ *
+ * @generated from message tenantregistry.v1.GetAuditRetentionRequest
+ */
+export declare type GetAuditRetentionRequest = Message<"tenantregistry.v1.GetAuditRetentionRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's (platform admins only).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditRetentionRequest.
+ * Use `create(GetAuditRetentionRequestSchema)` to create a new message.
+ */
+export declare const GetAuditRetentionRequestSchema: GenMessage<GetAuditRetentionRequest>;
+
+/**
+ * Response of AuditService.GetAuditRetention.
+ *
+ * @generated from message tenantregistry.v1.GetAuditRetentionResponse
+ */
+export declare type GetAuditRetentionResponse = Message<"tenantregistry.v1.GetAuditRetentionResponse"> & {
+  /**
+   * The log's retention.
+   *
+   * @generated from field: tenantregistry.v1.AuditRetention retention = 1;
+   */
+  retention?: AuditRetention | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditRetentionResponse.
+ * Use `create(GetAuditRetentionResponseSchema)` to create a new message.
+ */
+export declare const GetAuditRetentionResponseSchema: GenMessage<GetAuditRetentionResponse>;
+
+/**
+ * Request of AuditService.SetAuditRetention.
+ *
+ * @generated from message tenantregistry.v1.SetAuditRetentionRequest
+ */
+export declare type SetAuditRetentionRequest = Message<"tenantregistry.v1.SetAuditRetentionRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Required. Days to keep events, 1 to 36500; 0: forever (say so: an absent
+   * value is refused, not taken for forever).
+   *
+   * @generated from field: optional int32 retention_days = 2;
+   */
+  retentionDays?: number | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.SetAuditRetentionRequest.
+ * Use `create(SetAuditRetentionRequestSchema)` to create a new message.
+ */
+export declare const SetAuditRetentionRequestSchema: GenMessage<SetAuditRetentionRequest>;
+
+/**
+ * Response of AuditService.SetAuditRetention.
+ *
+ * @generated from message tenantregistry.v1.SetAuditRetentionResponse
+ */
+export declare type SetAuditRetentionResponse = Message<"tenantregistry.v1.SetAuditRetentionResponse"> & {
+  /**
+   * The log's retention now.
+   *
+   * @generated from field: tenantregistry.v1.AuditRetention retention = 1;
+   */
+  retention?: AuditRetention | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.SetAuditRetentionResponse.
+ * Use `create(SetAuditRetentionResponseSchema)` to create a new message.
+ */
+export declare const SetAuditRetentionResponseSchema: GenMessage<SetAuditRetentionResponse>;
+
+/**
  * Request of AuditService.GetAuditVerifierKey.
  *
  * @generated from message tenantregistry.v1.GetAuditVerifierKeyRequest
@@ -1059,6 +1182,35 @@ export declare const AuditService: GenService<{
     methodKind: "unary";
     input: typeof ProveAuditConsistencyRequestSchema;
     output: typeof ProveAuditConsistencyResponseSchema;
+  },
+  /**
+   * Returns how many days one tenant's log (or the platform's) keeps its
+   * events.
+   *
+   * Callers: as ListAuditEvents.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.GetAuditRetention
+   */
+  getAuditRetention: {
+    methodKind: "unary";
+    input: typeof GetAuditRetentionRequestSchema;
+    output: typeof GetAuditRetentionResponseSchema;
+  },
+  /**
+   * Sets how many days one tenant's log (or the platform's) keeps its events:
+   * older ones are deleted within the hour. Their leaves stay in the tree, so
+   * checkpoints and proofs of the events that remain still verify. 0 keeps
+   * them forever.
+   *
+   * Callers: platform admins.
+   * Errors: InvalidArgument for retention_days outside 0 to 36500.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.SetAuditRetention
+   */
+  setAuditRetention: {
+    methodKind: "unary";
+    input: typeof SetAuditRetentionRequestSchema;
+    output: typeof SetAuditRetentionResponseSchema;
   },
   /**
    * Returns the public key checkpoints are signed with.

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tenantregistry/v1/audit.proto.
  */
 export const file_tenantregistry_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("Ch10ZW5hbnRyZWdpc3RyeS92MS9hdWRpdC5wcm90bxIRdGVuYW50cmVnaXN0cnkudjEihgQKCkF1ZGl0RXZlbnQSCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg8KB3Byb2R1Y3QYAyABKAkSDgoGYWN0aW9uGAQgASgJEgwKBGNydWQYBSABKAkSLAoFYWN0b3IYBiABKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEFjdG9yEi4KBnRhcmdldBgHIAEoCzIeLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRISCgppc19mYWlsdXJlGAogASgIEhQKDGlzX2Fub255bW91cxgLIAEoCBI5CgZmaWVsZHMYDCADKAsyKS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50LkZpZWxkc0VudHJ5Ei4KCm9jY3VyX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZXh0ZXJuYWxfaWQYDyABKAkSCwoDc2VxGBAgASgDEgwKBGhhc2gYESABKAkaLQoLRmllbGRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI0CgpBdWRpdEFjdG9yEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEdHlwZRgDIAEoCSI1CgtBdWRpdFRhcmdldBIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEgwKBG5hbWUYAyABKAkiRwoXUmVjb3JkQXVkaXRFdmVudFJlcXVlc3QSLAoFZXZlbnQYASABKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50IkgKGFJlY29yZEF1ZGl0RXZlbnRSZXNwb25zZRIsCgVldmVudBgBIAEoCzIdLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0RXZlbnQiSQoYUmVjb3JkQXVkaXRFdmVudHNSZXF1ZXN0Ei0KBmV2ZW50cxgBIAMoCzIdLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0RXZlbnQiSgoZUmVjb3JkQXVkaXRFdmVudHNSZXNwb25zZRItCgZldmVudHMYASADKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50Iu4BChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEhAKCGFjdG9yX2lkGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIRCgl0YXJnZXRfaWQYBSABKAkSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYCCABKAUSEgoKcGFnZV90b2tlbhgJIAEoCSJhChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRItCgZldmVudHMYASADKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLJAQoYRXhwb3J0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEhAKCGFjdG9yX2lkGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIRCgl0YXJnZXRfaWQYBSABKAkSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJJChlFeHBvcnRBdWRpdEV2ZW50c1Jlc3BvbnNlEiwKBWV2ZW50GAEgASgLMh0udGVuYW50cmVnaXN0cnkudjEuQXVkaXRFdmVudCJAChdWZXJpZnlBdWRpdENoYWluUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEgoKY2hlY2twb2ludBgCIAEoCSLSAQoYVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlEgoKAm9rGAEgASgIEhYKDmV2ZW50c19jaGVja2VkGAIgASgDEhgKEGZpcnN0X2Jyb2tlbl9zZXEYAyABKAMSDwoHcHJvYmxlbRgEIAEoCRI4Cgxwcm9ibGVtX2tpbmQYBSABKA4yIi50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdExvZ1Byb2JsZW0SEAoIbG9nX3NpemUYBiABKAMSGwoTZXhwaXJlZF90aHJvdWdoX3NlcRgHIAEoAyIuChlHZXRBdWRpdENoZWNrcG9pbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSJWChpHZXRBdWRpdENoZWNrcG9pbnRSZXNwb25zZRISCgpjaGVja3BvaW50GAEgASgJEhEKCXRyZWVfc2l6ZRgCIAEoAxIRCglyb290X2hhc2gYAyABKAwiSwoWUHJvdmVBdWRpdEV2ZW50UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSCwoDc2VxGAIgASgDEhEKCXRyZWVfc2l6ZRgDIAEoAyJuChdQcm92ZUF1ZGl0RXZlbnRSZXNwb25zZRILCgNzZXEYASABKAMSEQoJdHJlZV9zaXplGAIgASgDEhEKCWxlYWZfaGFzaBgDIAEoDBIRCglyb290X2hhc2gYBCABKAwSDQoFcHJvb2YYBSADKAwiVQocUHJvdmVBdWRpdENvbnNpc3RlbmN5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEAoIb2xkX3NpemUYAiABKAMSEAoIbmV3X3NpemUYAyABKAMigAEKHVByb3ZlQXVkaXRDb25zaXN0ZW5jeVJlc3BvbnNlEhAKCG9sZF9zaXplGAEgASgDEhAKCG5ld19zaXplGAIgASgDEhUKDW9sZF9yb290X2hhc2gYAyABKAwSFQoNbmV3X3Jvb3RfaGFzaBgEIAEoDBINCgVwcm9vZhgFIAMoDCIcChpHZXRBdWRpdFZlcmlmaWVyS2V5UmVxdWVzdCJRChtHZXRBdWRpdFZlcmlmaWVyS2V5UmVzcG9uc2USFAoMdmVyaWZpZXJfa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSDgoGa2V5X2lkGAMgASgJKpICCg9BdWRpdExvZ1Byb2JsZW0SIQodQVVESVRfTE9HX1BST0JMRU1fVU5TUEVDSUZJRUQQABInCiNBVURJVF9MT0dfUFJPQkxFTV9UUkVFX0lOQ09OU0lTVEVOVBABEiMKH0FVRElUX0xPR19QUk9CTEVNX0VWRU5UX0NIQU5HRUQQAhIjCh9BVURJVF9MT0dfUFJPQkxFTV9FVkVOVF9NSVNTSU5HEAMSJwojQVVESVRfTE9HX1BST0JMRU1fRVZFTlRfT1VUX09GX0JBTkQQBBIfChtBVURJVF9MT0dfUFJPQkxFTV9UUlVOQ0FURUQQBRIfChtBVURJVF9MT0dfUFJPQkxFTV9SRVdSSVRURU4QBjKmCAoMQXVkaXRTZXJ2aWNlEmsKEFJlY29yZEF1ZGl0RXZlbnQSKi50ZW5hbnRyZWdpc3RyeS52MS5SZWNvcmRBdWRpdEV2ZW50UmVxdWVzdBorLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRSZXNwb25zZRJuChFSZWNvcmRBdWRpdEV2ZW50cxIrLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRzUmVxdWVzdBosLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRzUmVzcG9uc2USbQoPTGlzdEF1ZGl0RXZlbnRzEikudGVuYW50cmVnaXN0cnkudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBoqLnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlIgOQAgESdQoRRXhwb3J0QXVkaXRFdmVudHMSKy50ZW5hbnRyZWdpc3RyeS52MS5FeHBvcnRBdWRpdEV2ZW50c1JlcXVlc3QaLC50ZW5hbnRyZWdpc3RyeS52MS5FeHBvcnRBdWRpdEV2ZW50c1Jlc3BvbnNlIgOQAgEwARJwChBWZXJpZnlBdWRpdENoYWluEioudGVuYW50cmVnaXN0cnkudjEuVmVyaWZ5QXVkaXRDaGFpblJlcXVlc3QaKy50ZW5hbnRyZWdpc3RyeS52MS5WZXJpZnlBdWRpdENoYWluUmVzcG9uc2UiA5ACARJ2ChJHZXRBdWRpdENoZWNrcG9pbnQSLC50ZW5hbnRyZWdpc3RyeS52MS5HZXRBdWRpdENoZWNrcG9pbnRSZXF1ZXN0Gi0udGVuYW50cmVnaXN0cnkudjEuR2V0QXVkaXRDaGVja3BvaW50UmVzcG9uc2UiA5ACARJtCg9Qcm92ZUF1ZGl0RXZlbnQSKS50ZW5hbnRyZWdpc3RyeS52MS5Qcm92ZUF1ZGl0RXZlbnRSZXF1ZXN0GioudGVuYW50cmVnaXN0cnkudjEuUHJvdmVBdWRpdEV2ZW50UmVzcG9uc2UiA5ACARJ/ChVQcm92ZUF1ZGl0Q29uc2lzdGVuY3kSLy50ZW5hbnRyZWdpc3RyeS52MS5Qcm92ZUF1ZGl0Q29uc2lzdGVuY3lSZXF1ZXN0GjAudGVuYW50cmVnaXN0cnkudjEuUHJvdmVBdWRpdENvbnNpc3RlbmN5UmVzcG9uc2UiA5ACARJ5ChNHZXRBdWRpdFZlcmlmaWVyS2V5Ei0udGVuYW50cmVnaXN0cnkudjEuR2V0QXVkaXRWZXJpZmllcktleVJlcXVlc3QaLi50ZW5hbnRyZWdpc3RyeS52MS5HZXRBdWRpdFZlcmlmaWVyS2V5UmVzcG9uc2UiA5ACAULeAQoVY29tLnRlbmFudHJlZ2lzdHJ5LnYxQgpBdWRpdFByb3RvUAFaVGdpdGh1Yi5jb20vdGVuYW50LXJlZ2lzdHJ5L3RlbmFudC1yZWdpc3RyeS9nZW4vZ28vdGVuYW50cmVnaXN0cnkvdjE7dGVuYW50cmVnaXN0cnl2MaICA1RYWKoCEVRlbmFudHJlZ2lzdHJ5LlYxygIRVGVuYW50cmVnaXN0cnlcVjHiAh1UZW5hbnRyZWdpc3RyeVxWMVxHUEJNZXRhZGF0YeoCElRlbmFudHJlZ2lzdHJ5OjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch10ZW5hbnRyZWdpc3RyeS92MS9hdWRpdC5wcm90bxIRdGVuYW50cmVnaXN0cnkudjEihgQKCkF1ZGl0RXZlbnQSCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg8KB3Byb2R1Y3QYAyABKAkSDgoGYWN0aW9uGAQgASgJEgwKBGNydWQYBSABKAkSLAoFYWN0b3IYBiABKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEFjdG9yEi4KBnRhcmdldBgHIAEoCzIeLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0VGFyZ2V0EhEKCXNvdXJjZV9pcBgIIAEoCRITCgtkZXNjcmlwdGlvbhgJIAEoCRISCgppc19mYWlsdXJlGAogASgIEhQKDGlzX2Fub255bW91cxgLIAEoCBI5CgZmaWVsZHMYDCADKAsyKS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50LkZpZWxkc0VudHJ5Ei4KCm9jY3VyX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHJlY2VpdmVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLZXh0ZXJuYWxfaWQYDyABKAkSCwoDc2VxGBAgASgDEgwKBGhhc2gYESABKAkaLQoLRmllbGRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI0CgpBdWRpdEFjdG9yEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEdHlwZRgDIAEoCSI1CgtBdWRpdFRhcmdldBIKCgJpZBgBIAEoCRIMCgR0eXBlGAIgASgJEgwKBG5hbWUYAyABKAkiRwoXUmVjb3JkQXVkaXRFdmVudFJlcXVlc3QSLAoFZXZlbnQYASABKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50IkgKGFJlY29yZEF1ZGl0RXZlbnRSZXNwb25zZRIsCgVldmVudBgBIAEoCzIdLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0RXZlbnQiSQoYUmVjb3JkQXVkaXRFdmVudHNSZXF1ZXN0Ei0KBmV2ZW50cxgBIAMoCzIdLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0RXZlbnQiSgoZUmVjb3JkQXVkaXRFdmVudHNSZXNwb25zZRItCgZldmVudHMYASADKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50Iu4BChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEhAKCGFjdG9yX2lkGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIRCgl0YXJnZXRfaWQYBSABKAkSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYCCABKAUSEgoKcGFnZV90b2tlbhgJIAEoCSJhChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRItCgZldmVudHMYASADKAsyHS50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLJAQoYRXhwb3J0QXVkaXRFdmVudHNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEhAKCGFjdG9yX2lkGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIRCgl0YXJnZXRfaWQYBSABKAkSKQoFc2luY2UYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJJChlFeHBvcnRBdWRpdEV2ZW50c1Jlc3BvbnNlEiwKBWV2ZW50GAEgASgLMh0udGVuYW50cmVnaXN0cnkudjEuQXVkaXRFdmVudCJAChdWZXJpZnlBdWRpdENoYWluUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEgoKY2hlY2twb2ludBgCIAEoCSLSAQoYVmVyaWZ5QXVkaXRDaGFpblJlc3BvbnNlEgoKAm9rGAEgASgIEhYKDmV2ZW50c19jaGVja2VkGAIgASgDEhgKEGZpcnN0X2Jyb2tlbl9zZXEYAyABKAMSDwoHcHJvYmxlbRgEIAEoCRI4Cgxwcm9ibGVtX2tpbmQYBSABKA4yIi50ZW5hbnRyZWdpc3RyeS52MS5BdWRpdExvZ1Byb2JsZW0SEAoIbG9nX3NpemUYBiABKAMSGwoTZXhwaXJlZF90aHJvdWdoX3NlcRgHIAEoAyIuChlHZXRBdWRpdENoZWNrcG9pbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSJWChpHZXRBdWRpdENoZWNrcG9pbnRSZXNwb25zZRISCgpjaGVja3BvaW50GAEgASgJEhEKCXRyZWVfc2l6ZRgCIAEoAxIRCglyb290X2hhc2gYAyABKAwiSwoWUHJvdmVBdWRpdEV2ZW50UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSCwoDc2VxGAIgASgDEhEKCXRyZWVfc2l6ZRgDIAEoAyJuChdQcm92ZUF1ZGl0RXZlbnRSZXNwb25zZRILCgNzZXEYASABKAMSEQoJdHJlZV9zaXplGAIgASgDEhEKCWxlYWZfaGFzaBgDIAEoDBIRCglyb290X2hhc2gYBCABKAwSDQoFcHJvb2YYBSADKAwiVQocUHJvdmVBdWRpdENvbnNpc3RlbmN5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEAoIb2xkX3NpemUYAiABKAMSEAoIbmV3X3NpemUYAyABKAMigAEKHVByb3ZlQXVkaXRDb25zaXN0ZW5jeVJlc3BvbnNlEhAKCG9sZF9zaXplGAEgASgDEhAKCG5ld19zaXplGAIgASgDEhUKDW9sZF9yb290X2hhc2gYAyABKAwSFQoNbmV3X3Jvb3RfaGFzaBgEIAEoDBINCgVwcm9vZhgFIAMoDCJMCg5BdWRpdFJldGVudGlvbhIRCgl0ZW5hbnRfaWQYASABKAkSFgoOcmV0ZW50aW9uX2RheXMYAiABKAUSDwoHZGVmYXVsdBgDIAEoCCItChhHZXRBdWRpdFJldGVudGlvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJIlEKGUdldEF1ZGl0UmV0ZW50aW9uUmVzcG9uc2USNAoJcmV0ZW50aW9uGAEgASgLMiEudGVuYW50cmVnaXN0cnkudjEuQXVkaXRSZXRlbnRpb24iXQoYU2V0QXVkaXRSZXRlbnRpb25SZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIbCg5yZXRlbnRpb25fZGF5cxgCIAEoBUgAiAEBQhEKD19yZXRlbnRpb25fZGF5cyJRChlTZXRBdWRpdFJldGVudGlvblJlc3BvbnNlEjQKCXJldGVudGlvbhgBIAEoCzIhLnRlbmFudHJlZ2lzdHJ5LnYxLkF1ZGl0UmV0ZW50aW9uIhwKGkdldEF1ZGl0VmVyaWZpZXJLZXlSZXF1ZXN0IlEKG0dldEF1ZGl0VmVyaWZpZXJLZXlSZXNwb25zZRIUCgx2ZXJpZmllcl9rZXkYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZrZXlfaWQYAyABKAkqkgIKD0F1ZGl0TG9nUHJvYmxlbRIhCh1BVURJVF9MT0dfUFJPQkxFTV9VTlNQRUNJRklFRBAAEicKI0FVRElUX0xPR19QUk9CTEVNX1RSRUVfSU5DT05TSVNURU5UEAESIwofQVVESVRfTE9HX1BST0JMRU1fRVZFTlRfQ0hBTkdFRBACEiMKH0FVRElUX0xPR19QUk9CTEVNX0VWRU5UX01JU1NJTkcQAxInCiNBVURJVF9MT0dfUFJPQkxFTV9FVkVOVF9PVVRfT0ZfQkFORBAEEh8KG0FVRElUX0xPR19QUk9CTEVNX1RSVU5DQVRFRBAFEh8KG0FVRElUX0xPR19QUk9CTEVNX1JFV1JJVFRFThAGMosKCgxBdWRpdFNlcnZpY2USawoQUmVjb3JkQXVkaXRFdmVudBIqLnRlbmFudHJlZ2lzdHJ5LnYxLlJlY29yZEF1ZGl0RXZlbnRSZXF1ZXN0GisudGVuYW50cmVnaXN0cnkudjEuUmVjb3JkQXVkaXRFdmVudFJlc3BvbnNlEm4KEVJlY29yZEF1ZGl0RXZlbnRzEisudGVuYW50cmVnaXN0cnkudjEuUmVjb3JkQXVkaXRFdmVudHNSZXF1ZXN0GiwudGVuYW50cmVnaXN0cnkudjEuUmVjb3JkQXVkaXRFdmVudHNSZXNwb25zZRJtCg9MaXN0QXVkaXRFdmVudHMSKS50ZW5hbnRyZWdpc3RyeS52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GioudGVuYW50cmVnaXN0cnkudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2UiA5ACARJ1ChFFeHBvcnRBdWRpdEV2ZW50cxIrLnRlbmFudHJlZ2lzdHJ5LnYxLkV4cG9ydEF1ZGl0RXZlbnRzUmVxdWVzdBosLnRlbmFudHJlZ2lzdHJ5LnYxLkV4cG9ydEF1ZGl0RXZlbnRzUmVzcG9uc2UiA5ACATABEnAKEFZlcmlmeUF1ZGl0Q2hhaW4SKi50ZW5hbnRyZWdpc3RyeS52MS5WZXJpZnlBdWRpdENoYWluUmVxdWVzdBorLnRlbmFudHJlZ2lzdHJ5LnYxLlZlcmlmeUF1ZGl0Q2hhaW5SZXNwb25zZSIDkAIBEnYKEkdldEF1ZGl0Q2hlY2twb2ludBIsLnRlbmFudHJlZ2lzdHJ5LnYxLkdldEF1ZGl0Q2hlY2twb2ludFJlcXVlc3QaLS50ZW5hbnRyZWdpc3RyeS52MS5HZXRBdWRpdENoZWNrcG9pbnRSZXNwb25zZSIDkAIBEm0KD1Byb3ZlQXVkaXRFdmVudBIpLnRlbmFudHJlZ2lzdHJ5LnYxLlByb3ZlQXVkaXRFdmVudFJlcXVlc3QaKi50ZW5hbnRyZWdpc3RyeS52MS5Qcm92ZUF1ZGl0RXZlbnRSZXNwb25zZSIDkAIBEn8KFVByb3ZlQXVkaXRDb25zaXN0ZW5jeRIvLnRlbmFudHJlZ2lzdHJ5LnYxLlByb3ZlQXVkaXRDb25zaXN0ZW5jeVJlcXVlc3QaMC50ZW5hbnRyZWdpc3RyeS52MS5Qcm92ZUF1ZGl0Q29uc2lzdGVuY3lSZXNwb25zZSIDkAIBEnMKEUdldEF1ZGl0UmV0ZW50aW9uEisudGVuYW50cmVnaXN0cnkudjEuR2V0QXVkaXRSZXRlbnRpb25SZXF1ZXN0GiwudGVuYW50cmVnaXN0cnkudjEuR2V0QXVkaXRSZXRlbnRpb25SZXNwb25zZSIDkAIBEm4KEVNldEF1ZGl0UmV0ZW50aW9uEisudGVuYW50cmVnaXN0cnkudjEuU2V0QXVkaXRSZXRlbnRpb25SZXF1ZXN0GiwudGVuYW50cmVnaXN0cnkudjEuU2V0QXVkaXRSZXRlbnRpb25SZXNwb25zZRJ5ChNHZXRBdWRpdFZlcmlmaWVyS2V5Ei0udGVuYW50cmVnaXN0cnkudjEuR2V0QXVkaXRWZXJpZmllcktleVJlcXVlc3QaLi50ZW5hbnRyZWdpc3RyeS52MS5HZXRBdWRpdFZlcmlmaWVyS2V5UmVzcG9uc2UiA5ACAULeAQoVY29tLnRlbmFudHJlZ2lzdHJ5LnYxQgpBdWRpdFByb3RvUAFaVGdpdGh1Yi5jb20vdGVuYW50LXJlZ2lzdHJ5L3RlbmFudC1yZWdpc3RyeS9nZW4vZ28vdGVuYW50cmVnaXN0cnkvdjE7dGVuYW50cmVnaXN0cnl2MaICA1RYWKoCEVRlbmFudHJlZ2lzdHJ5LlYxygIRVGVuYW50cmVnaXN0cnlcVjHiAh1UZW5hbnRyZWdpc3RyeVxWMVxHUEJNZXRhZGF0YeoCElRlbmFudHJlZ2lzdHJ5OjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * One audit event. On input (RecordAuditEvent), the output-only fields are
@@ -827,6 +827,134 @@ export const ProveAuditConsistencyResponseSchema: GenMessage<ProveAuditConsisten
   messageDesc(file_tenantregistry_v1_audit, 18);
 
 /**
+ * How long a log keeps its events.
+ *
+ * @generated from message tenantregistry.v1.AuditRetention
+ */
+export type AuditRetention = Message<"tenantregistry.v1.AuditRetention"> & {
+  /**
+   * The tenant whose log. Empty: the platform's.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Days events are kept after the registry received them; 0: forever.
+   *
+   * @generated from field: int32 retention_days = 2;
+   */
+  retentionDays: number;
+
+  /**
+   * Whether this is the registry's default (AUDIT_RETENTION_DAYS), not set
+   * for this log.
+   *
+   * @generated from field: bool default = 3;
+   */
+  default: boolean;
+};
+
+/**
+ * Describes the message tenantregistry.v1.AuditRetention.
+ * Use `create(AuditRetentionSchema)` to create a new message.
+ */
+export const AuditRetentionSchema: GenMessage<AuditRetention> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 19);
+
+/**
+ * Request of AuditService.GetAuditRetention.
+ *
+ * @generated from message tenantregistry.v1.GetAuditRetentionRequest
+ */
+export type GetAuditRetentionRequest = Message<"tenantregistry.v1.GetAuditRetentionRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's (platform admins only).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditRetentionRequest.
+ * Use `create(GetAuditRetentionRequestSchema)` to create a new message.
+ */
+export const GetAuditRetentionRequestSchema: GenMessage<GetAuditRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 20);
+
+/**
+ * Response of AuditService.GetAuditRetention.
+ *
+ * @generated from message tenantregistry.v1.GetAuditRetentionResponse
+ */
+export type GetAuditRetentionResponse = Message<"tenantregistry.v1.GetAuditRetentionResponse"> & {
+  /**
+   * The log's retention.
+   *
+   * @generated from field: tenantregistry.v1.AuditRetention retention = 1;
+   */
+  retention?: AuditRetention | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.GetAuditRetentionResponse.
+ * Use `create(GetAuditRetentionResponseSchema)` to create a new message.
+ */
+export const GetAuditRetentionResponseSchema: GenMessage<GetAuditRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 21);
+
+/**
+ * Request of AuditService.SetAuditRetention.
+ *
+ * @generated from message tenantregistry.v1.SetAuditRetentionRequest
+ */
+export type SetAuditRetentionRequest = Message<"tenantregistry.v1.SetAuditRetentionRequest"> & {
+  /**
+   * The tenant whose log. Empty: the platform's.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Required. Days to keep events, 1 to 36500; 0: forever (say so: an absent
+   * value is refused, not taken for forever).
+   *
+   * @generated from field: optional int32 retention_days = 2;
+   */
+  retentionDays?: number | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.SetAuditRetentionRequest.
+ * Use `create(SetAuditRetentionRequestSchema)` to create a new message.
+ */
+export const SetAuditRetentionRequestSchema: GenMessage<SetAuditRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 22);
+
+/**
+ * Response of AuditService.SetAuditRetention.
+ *
+ * @generated from message tenantregistry.v1.SetAuditRetentionResponse
+ */
+export type SetAuditRetentionResponse = Message<"tenantregistry.v1.SetAuditRetentionResponse"> & {
+  /**
+   * The log's retention now.
+   *
+   * @generated from field: tenantregistry.v1.AuditRetention retention = 1;
+   */
+  retention?: AuditRetention | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.SetAuditRetentionResponse.
+ * Use `create(SetAuditRetentionResponseSchema)` to create a new message.
+ */
+export const SetAuditRetentionResponseSchema: GenMessage<SetAuditRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_audit, 23);
+
+/**
  * Request of AuditService.GetAuditVerifierKey.
  *
  * @generated from message tenantregistry.v1.GetAuditVerifierKeyRequest
@@ -839,7 +967,7 @@ export type GetAuditVerifierKeyRequest = Message<"tenantregistry.v1.GetAuditVeri
  * Use `create(GetAuditVerifierKeyRequestSchema)` to create a new message.
  */
 export const GetAuditVerifierKeyRequestSchema: GenMessage<GetAuditVerifierKeyRequest> = /*@__PURE__*/
-  messageDesc(file_tenantregistry_v1_audit, 19);
+  messageDesc(file_tenantregistry_v1_audit, 24);
 
 /**
  * Response of AuditService.GetAuditVerifierKey.
@@ -875,7 +1003,7 @@ export type GetAuditVerifierKeyResponse = Message<"tenantregistry.v1.GetAuditVer
  * Use `create(GetAuditVerifierKeyResponseSchema)` to create a new message.
  */
 export const GetAuditVerifierKeyResponseSchema: GenMessage<GetAuditVerifierKeyResponse> = /*@__PURE__*/
-  messageDesc(file_tenantregistry_v1_audit, 20);
+  messageDesc(file_tenantregistry_v1_audit, 25);
 
 /**
  * How a log fails verification.
@@ -1084,6 +1212,35 @@ export const AuditService: GenService<{
     methodKind: "unary";
     input: typeof ProveAuditConsistencyRequestSchema;
     output: typeof ProveAuditConsistencyResponseSchema;
+  },
+  /**
+   * Returns how many days one tenant's log (or the platform's) keeps its
+   * events.
+   *
+   * Callers: as ListAuditEvents.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.GetAuditRetention
+   */
+  getAuditRetention: {
+    methodKind: "unary";
+    input: typeof GetAuditRetentionRequestSchema;
+    output: typeof GetAuditRetentionResponseSchema;
+  },
+  /**
+   * Sets how many days one tenant's log (or the platform's) keeps its events:
+   * older ones are deleted within the hour. Their leaves stay in the tree, so
+   * checkpoints and proofs of the events that remain still verify. 0 keeps
+   * them forever.
+   *
+   * Callers: platform admins.
+   * Errors: InvalidArgument for retention_days outside 0 to 36500.
+   *
+   * @generated from rpc tenantregistry.v1.AuditService.SetAuditRetention
+   */
+  setAuditRetention: {
+    methodKind: "unary";
+    input: typeof SetAuditRetentionRequestSchema;
+    output: typeof SetAuditRetentionResponseSchema;
   },
   /**
    * Returns the public key checkpoints are signed with.

@@ -1,0 +1,257 @@
+package persistence
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// retentionRow is the audit_retention table.
+type retentionRow struct {
+	bun.BaseModel `bun:"table:audit_retention"`
+
+	TenantID string `bun:"tenant_id,pk"`
+	Days     int    `bun:"days,notnull"`
+}
+
+// Retention returns a log's retention, if set.
+func (l AuditLog) Retention(ctx context.Context, tenantID string) (int, bool, error) {
+	row := &retentionRow{TenantID: tenantID}
+	err := l.db.NewSelect().Model(row).WherePK().Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, dbError(err, "", "")
+	}
+	return row.Days, true, nil
+}
+
+// SetRetention sets a log's retention.
+func (l AuditLog) SetRetention(ctx context.Context, tenantID string, days int) error {
+	_, err := l.db.NewInsert().Model(&retentionRow{TenantID: tenantID, Days: days}).
+		On("CONFLICT (tenant_id) DO UPDATE").Set("days = EXCLUDED.days").Exec(ctx)
+	return dbError(err, "", "")
+}
+
+// Expiry is what one run of ExpireAudit removed.
+type Expiry struct {
+	Events            int64    // event bodies deleted, one by one or in dropped partitions
+	PartitionsDropped []string // PostgreSQL's monthly partitions dropped whole
+}
+
+// partitionPattern matches the names of the events' monthly partitions.
+var partitionPattern = regexp.MustCompile(`^audit_events_(\d{4})(\d{2})$`)
+
+// monthStart is the first instant of t's month, in UTC.
+func monthStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// EnsureAuditPartitions creates the monthly partitions of the events
+// table (PostgreSQL) from the month before now's to three months ahead,
+// so that appends always find theirs, even with some clock skew. It does
+// nothing on SQLite.
+func (db *DB) EnsureAuditPartitions(ctx context.Context, now time.Time) error {
+	if db.Embedded {
+		return nil
+	}
+	for m := monthStart(now).AddDate(0, -1, 0); !m.After(monthStart(now).AddDate(0, 3, 0)); m = m.AddDate(0, 1, 0) {
+		name := fmt.Sprintf("audit_events_%04d%02d", m.Year(), int(m.Month()))
+		_, err := db.bun.ExecContext(ctx, fmt.Sprintf(
+			"CREATE TABLE IF NOT EXISTS %s PARTITION OF audit_events FOR VALUES FROM ('%s') TO ('%s')",
+			name, m.Format(time.RFC3339), m.AddDate(0, 1, 0).Format(time.RFC3339)))
+		if err != nil {
+			return fmt.Errorf("create audit partition %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// logRetention is one log's retention as ExpireAudit applies it.
+type logRetention struct {
+	TenantID string `bun:"tenant_id"`
+	Days     *int   `bun:"days"` // nil: the default
+}
+
+// ExpireAudit deletes the event bodies older than their log's retention
+// (defaultDays for logs without one; 0 keeps forever), recording in each
+// log's head the highest seq removed; the tree's hashes stay. On
+// PostgreSQL a past month whose events have all expired is detached and
+// dropped whole; events of a month that also holds events kept longer are
+// deleted one by one. Idempotency keys go with their events.
+func (db *DB) ExpireAudit(ctx context.Context, now time.Time, defaultDays int) (Expiry, error) {
+	var out Expiry
+	var logs []logRetention
+	err := db.bun.NewRaw(`SELECT h.tenant_id, r.days FROM audit_chain_heads AS h
+		LEFT JOIN audit_retention AS r ON r.tenant_id = h.tenant_id ORDER BY h.tenant_id`).Scan(ctx, &logs)
+	if err != nil {
+		return out, err
+	}
+	cutoff := map[string]time.Time{} // by log; absent: kept forever
+	for _, l := range logs {
+		days := defaultDays
+		if l.Days != nil {
+			days = *l.Days
+		}
+		if days > 0 {
+			cutoff[l.TenantID] = now.AddDate(0, 0, -days)
+		}
+	}
+	if !db.Embedded {
+		if err := db.dropExpiredPartitions(ctx, now, cutoff, &out); err != nil {
+			return out, err
+		}
+	}
+	for _, l := range logs {
+		before, ok := cutoff[l.TenantID]
+		if !ok {
+			continue
+		}
+		n, err := db.expireLog(ctx, l.TenantID, before)
+		if err != nil {
+			return out, fmt.Errorf("expire the audit log of %q: %w", l.TenantID, err)
+		}
+		out.Events += n
+	}
+	return out, nil
+}
+
+// expireLog deletes one log's events received before the cutoff, in one
+// transaction with its head's expired_through and its idempotency keys.
+func (db *DB) expireLog(ctx context.Context, tenantID string, before time.Time) (int64, error) {
+	var n int64
+	err := db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var gone struct {
+			Count int64 `bun:"count"`
+			Max   int64 `bun:"max"`
+		}
+		err := tx.NewRaw(`SELECT count(*) AS count, coalesce(max(seq), 0) AS max FROM audit_events
+			WHERE tenant_id = ? AND receive_time < ?`, tenantID, before).Scan(ctx, &gone)
+		if err != nil || gone.Count == 0 {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM audit_events WHERE tenant_id = ? AND receive_time < ?", tenantID, before); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM audit_external_ids WHERE tenant_id = ? AND receive_time < ?", tenantID, before); err != nil {
+			return err
+		}
+		n = gone.Count
+		return raiseExpired(ctx, tx, tenantID, gone.Max)
+	})
+	return n, err
+}
+
+// raiseExpired records that a log's events up to seq are gone.
+func raiseExpired(ctx context.Context, db bun.IDB, tenantID string, seq int64) error {
+	_, err := db.ExecContext(ctx, `UPDATE audit_chain_heads SET expired_through = ? WHERE tenant_id = ? AND expired_through < ?`,
+		seq, tenantID, seq)
+	return err
+}
+
+// dropExpiredPartitions drops each past monthly partition whose every
+// event has expired: it records each log's highest seq there first, then
+// detaches the partition without blocking appends and drops it.
+func (db *DB) dropExpiredPartitions(ctx context.Context, now time.Time, cutoff map[string]time.Time, out *Expiry) error {
+	var names []string
+	err := db.bun.NewRaw(`SELECT c.relname FROM pg_inherits AS i
+		JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_class AS p ON p.oid = i.inhparent
+		WHERE p.relname = 'audit_events' ORDER BY c.relname`).Scan(ctx, &names)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		m := partitionPattern.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		start, err := time.Parse("200601", m[1]+m[2])
+		if err != nil {
+			continue
+		}
+		end := start.AddDate(0, 1, 0)
+		if !end.Before(monthStart(now).AddDate(0, -1, 0)) {
+			continue // the current month, the one before it, and those ahead stay
+		}
+		var logs []struct {
+			TenantID string `bun:"tenant_id"`
+			Max      int64  `bun:"max"`
+			Count    int64  `bun:"count"`
+		}
+		if err := db.bun.NewRaw(fmt.Sprintf(`SELECT tenant_id, max(seq) AS max, count(*) AS count FROM %s GROUP BY tenant_id`, name)).Scan(ctx, &logs); err != nil {
+			return err
+		}
+		expired := true
+		for _, l := range logs {
+			if before, ok := cutoff[l.TenantID]; !ok || before.Before(end) {
+				expired = false // some of its events are kept longer
+			}
+		}
+		if !expired {
+			continue
+		}
+		err = db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			for _, l := range logs {
+				if err := raiseExpired(ctx, tx, l.TenantID, l.Max); err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, `DELETE FROM audit_external_ids WHERE tenant_id = ? AND receive_time >= ? AND receive_time < ?`,
+					l.TenantID, start, end); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		// CONCURRENTLY waits for the transactions that use the partition,
+		// without blocking appends to the others; it may not run in a
+		// transaction block, so each statement runs on its own.
+		if _, err := db.bun.ExecContext(ctx, "ALTER TABLE audit_events DETACH PARTITION "+name+" CONCURRENTLY"); err != nil {
+			return fmt.Errorf("detach %s: %w", name, err)
+		}
+		if _, err := db.bun.ExecContext(ctx, "DROP TABLE "+name); err != nil {
+			return fmt.Errorf("drop %s: %w", name, err)
+		}
+		for _, l := range logs {
+			out.Events += l.Count
+		}
+		out.PartitionsDropped = append(out.PartitionsDropped, name)
+	}
+	return nil
+}
+
+// auditMaintenanceLock is the PostgreSQL advisory lock that keeps audit
+// maintenance to one replica at a time.
+const auditMaintenanceLock = 7_311_001
+
+// MaintainAudit creates the coming months' partitions and applies
+// retention (ExpireAudit), on one replica at a time: when another holds
+// the lock it does nothing and reports false.
+func (db *DB) MaintainAudit(ctx context.Context, now time.Time, defaultDays int) (Expiry, bool, error) {
+	if !db.Embedded {
+		conn, err := db.bun.Conn(ctx)
+		if err != nil {
+			return Expiry{}, false, err
+		}
+		defer conn.Close()
+		var locked bool
+		if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", auditMaintenanceLock).Scan(&locked); err != nil || !locked {
+			return Expiry{}, false, err
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", auditMaintenanceLock) //nolint:errcheck // the session's end releases it too
+	}
+	if err := db.EnsureAuditPartitions(ctx, now); err != nil {
+		return Expiry{}, true, err
+	}
+	e, err := db.ExpireAudit(ctx, now, defaultDays)
+	return e, true, err
+}
