@@ -123,6 +123,9 @@ func NewServer(cfg Config, svc Services) *Server {
 	caller := callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}}
 	mux.Handle("GET /audit/export.csv", exportDownload{audit: svc.Audit.audit, caller: caller, log: cfg.Logger, csv: true})
 	mux.Handle("GET /audit/export.ndjson", exportDownload{audit: svc.Audit.audit, caller: caller, log: cfg.Logger})
+	text := auditText{audit: svc.Audit.audit, caller: caller, log: cfg.Logger}
+	mux.HandleFunc("GET /audit/checkpoint", text.checkpoint)
+	mux.HandleFunc("GET /audit/verifier-key", text.verifierKey)
 	s.http = NewHTTPServer(cfg, mux)
 	return s
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -17,8 +18,12 @@ type readmeExample struct {
 	expect  []string
 }
 
-// readmeExamples extracts the curl and grpcurl commands of the README's sh
-// blocks, joining continuation lines.
+// readmeCommands are the beginnings of the README's commands the test
+// runs: calls of the running server, and the offline audit commands.
+var readmeCommands = []string{"curl ", "grpcurl ", "go run ./cmd/tenant-registry audit "}
+
+// readmeExamples extracts the commands of the README's sh blocks that
+// readmeCommands name, joining continuation lines.
 func readmeExamples(t *testing.T, path string) []readmeExample {
 	t.Helper()
 	f, err := os.Open(path)
@@ -45,7 +50,7 @@ func readmeExamples(t *testing.T, path string) []readmeExample {
 		switch {
 		case cont:
 			out[len(out)-1].command += " " + strings.TrimSuffix(trimmed, `\`)
-		case strings.HasPrefix(trimmed, "curl ") || strings.HasPrefix(trimmed, "grpcurl "):
+		case slices.ContainsFunc(readmeCommands, func(p string) bool { return strings.HasPrefix(trimmed, p) }):
 			out = append(out, readmeExample{command: strings.TrimSuffix(trimmed, `\`)})
 		case strings.HasPrefix(trimmed, "# expect: ") && len(out) > 0:
 			out[len(out)-1].expect = append(out[len(out)-1].expect, strings.TrimPrefix(trimmed, "# expect: "))
@@ -77,6 +82,15 @@ func TestReadmeExamples(t *testing.T) {
 		t.Fatal("curl is needed to run the README's examples")
 	}
 
+	// The binary stands for `go run ./cmd/tenant-registry`; every command
+	// runs in one scratch directory, where the examples' downloads land.
+	binary := filepath.Join(bin, "tenant-registry")
+	build = exec.Command("go", "build", "-o", binary, "./cmd/tenant-registry")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build tenant-registry: %v\n%s", err, out)
+	}
+	work := t.TempDir()
 	addr := readmeServer(t)
 	for _, ex := range examples {
 		if len(ex.expect) == 0 {
@@ -84,7 +98,9 @@ func TestReadmeExamples(t *testing.T) {
 			continue
 		}
 		command := strings.ReplaceAll(ex.command, "localhost:8090", addr)
+		command = strings.ReplaceAll(command, "go run ./cmd/tenant-registry ", binary+" ")
 		cmd := exec.Command("bash", "-c", command)
+		cmd.Dir = work
 		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -96,7 +112,7 @@ func TestReadmeExamples(t *testing.T) {
 				t.Errorf("%s\nanswered %s\nwant it to contain %s", ex.command, out, want)
 			}
 		}
-		if strings.HasPrefix(ex.command, "curl") {
+		if strings.HasPrefix(ex.command, "curl") && strings.HasPrefix(strings.TrimSpace(string(out)), "{") {
 			var v map[string]any
 			if err := json.Unmarshal(out, &v); err != nil {
 				t.Errorf("%s\nanswered non-JSON %q", ex.command, out)

@@ -114,6 +114,51 @@ func (d exportDownload) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	panic(http.ErrAbortHandler)
 }
 
+// auditText serves GET /audit/checkpoint?tenant_id=… (a log's signed
+// checkpoint, as GetAuditCheckpoint) and GET /audit/verifier-key (the key
+// to check it with) as plain text, for customers to keep and pass to
+// `tenant-registry audit verify` as they are. Authenticated and
+// authorised as the RPCs are.
+type auditText struct {
+	audit  *domain.AuditService
+	caller callerInterceptor
+	log    *slog.Logger
+}
+
+func (d auditText) checkpoint(w http.ResponseWriter, r *http.Request) {
+	fail := exportDownload{log: d.log}.fail
+	ctx, err := d.caller.with(r.Context(), connect.Peer{Addr: r.RemoteAddr}, r.Header)
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	for name := range q {
+		if name != "tenant_id" || len(q[name]) > 1 {
+			fail(w, r, domain.Violations{{Field: name, Description: "is not a parameter: use tenant_id, once"}}.Err())
+			return
+		}
+	}
+	c, err := d.audit.Checkpoint(ctx, q.Get("tenant_id"))
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(c.Note)
+}
+
+func (d auditText) verifierKey(w http.ResponseWriter, r *http.Request) {
+	if _, err := d.caller.with(r.Context(), connect.Peer{Addr: r.RemoteAddr}, r.Header); err != nil {
+		exportDownload{log: d.log}.fail(w, r, err)
+		return
+	}
+	_, _, vkey := d.audit.VerifierKey()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte(vkey + "\n"))
+}
+
 // exportFilter reads the filters of a download from its query.
 func exportFilter(r *http.Request) (domain.AuditFilter, error) {
 	q := r.URL.Query()
