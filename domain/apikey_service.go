@@ -131,7 +131,7 @@ func (s *ApiKeyService) issue(ctx context.Context, r Repositories, k *ApiKey, di
 		return err
 	}
 	// Another replica may remember this hash as unknown.
-	return r.Invalidations().Key(ctx, digest)
+	return r.Invalidations().Announce(ctx, Change{Kind: ChangeKeyCreated, TenantID: k.TenantID, KeyID: k.ID, KeyHash: digest})
 }
 
 // Get returns a key's metadata.
@@ -201,14 +201,14 @@ func (s *ApiKeyService) Revoke(ctx context.Context, id string) (*ApiKey, error) 
 			// having reached this replica's cache yet: answering before it
 			// has would let a verification that starts after this answer
 			// see the key as valid.
-			return invalidateKey(ctx, r, k)
+			return r.Invalidations().Repeat(ctx, staleKey(k, ChangeKeyRevoked))
 		}
 		now := s.now()
 		k.RevokeTime, k.UpdateTime = now, now
 		if err := r.ApiKeys().Update(ctx, k); err != nil {
 			return err
 		}
-		if err := invalidateKey(ctx, r, k); err != nil {
+		if err := r.Invalidations().Announce(ctx, staleKey(k, ChangeKeyRevoked)); err != nil {
 			return err
 		}
 		return recordChange(ctx, r, now, keyChange(k, "api_key.revoked", "u", "API key revoked"))
@@ -265,7 +265,7 @@ func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Durati
 		if err := r.ApiKeys().Update(ctx, k); err != nil {
 			return err
 		}
-		if err := invalidateKey(ctx, r, k); err != nil {
+		if err := r.Invalidations().Announce(ctx, staleKey(k, ChangeKeyRotated)); err != nil {
 			return err
 		}
 		old = k
@@ -388,15 +388,16 @@ func decodeBase64(s string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(s)
 }
 
-// invalidateKey drops a key's cached verification everywhere.
-func invalidateKey(ctx context.Context, r Repositories, k *ApiKey) error {
-	digest, ok := strings.CutPrefix(k.Hash, hashFormatSHA256)
-	if !ok {
-		// A legacy key is cached under the digest of a plaintext we never
-		// saw, once a verification rehashes it: drop the tenant's keys.
-		return r.Invalidations().Tenant(ctx, k.TenantID)
+// staleKey is the change of kind to key k. A key of the previous format
+// is cached under the digest of a plaintext never seen here, once a
+// verification rehashes it: without its digest the change drops the
+// tenant's keys from the registry's cache.
+func staleKey(k *ApiKey, kind ChangeKind) Change {
+	digest, _ := strings.CutPrefix(k.Hash, hashFormatSHA256)
+	if digest == k.Hash {
+		digest = ""
 	}
-	return r.Invalidations().Key(ctx, digest)
+	return Change{Kind: kind, TenantID: k.TenantID, KeyID: k.ID, KeyHash: digest}
 }
 
 func keyChange(k *ApiKey, action, crud, description string) change {

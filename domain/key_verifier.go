@@ -71,6 +71,9 @@ func NewKeyVerifier(store Store, now Clock, cache *KeyCache) *KeyVerifier {
 	}
 }
 
+// Cache returns the verifier's key cache.
+func (v *KeyVerifier) Cache() *KeyCache { return v.cache }
+
 // Verify checks key, and when product is not empty that the key's tenant
 // is entitled to it, and that the key has every required scope. Problems
 // with the key are answered by the code; an error means the check could

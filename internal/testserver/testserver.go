@@ -83,9 +83,7 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 	t.Helper()
 	clock := NewClock(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
 	logs := &Logs{}
-	cache := domain.NewKeyCache(domain.DefaultKeyCacheConfig)
-	db.OnInvalidation(cache.Invalidate)
-	verifier := domain.NewKeyVerifier(db.Store(), clock.Now, cache)
+	verifier := db.KeyVerifier(clock.Now, domain.DefaultKeyCacheConfig)
 	var auth *transport.Authenticator
 	if oidcCfg != nil {
 		auth = transport.NewAuthenticator(*oidcCfg, verifier)
