@@ -351,6 +351,11 @@ func (s *ApiKeyService) Import(ctx context.Context, in []ImportedApiKey) ([]*Api
 			if err := r.ApiKeys().Create(ctx, k); err != nil {
 				return err
 			}
+			// Its plaintext may have been presented, and remembered as
+			// unknown, before.
+			if err := r.Invalidations().Announce(ctx, staleKey(k, ChangeKeyCreated)); err != nil {
+				return err
+			}
 			if err := recordChange(ctx, r, now, keyChange(k, "api_key.imported", "c", "API key imported from the previous implementation")); err != nil {
 				return err
 			}

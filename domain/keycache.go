@@ -166,7 +166,8 @@ func (c *KeyCache) dropLocked(digest, tenant string) {
 }
 
 // apply drops what a change concerns: one key (and its hash from the
-// unknown ones), a tenant's keys, or for a reset everything.
+// unknown ones), a tenant's keys, the unknown hashes for an imported key,
+// or for a reset everything.
 func (c *KeyCache) apply(ch Change) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -177,6 +178,11 @@ func (c *KeyCache) apply(ch Change) {
 		if e, ok := c.keys[ch.KeyHash]; ok {
 			c.dropLocked(ch.KeyHash, e.rec.Key.TenantID)
 		}
+	case ch.Kind == ChangeKeyCreated:
+		// An imported key, stored under a hash of the previous format: the
+		// digest of its plaintext is not known, and may be remembered as
+		// unknown.
+		c.unknown = map[string]time.Time{}
 	case ch.Kind != ChangeReset && ch.TenantID != "":
 		for d := range c.byTenant[ch.TenantID] {
 			delete(c.keys, d)

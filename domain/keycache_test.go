@@ -88,6 +88,7 @@ func TestKeyCacheDropsWhatChangesName(t *testing.T) {
 	}{
 		{Change{Kind: ChangeKeyRevoked, TenantID: "a", KeyID: "k0", KeyHash: "a1"}, "[a2 b1 u1]"},
 		{Change{Kind: ChangeKeyCreated, TenantID: "c", KeyHash: "u1"}, "[a1 a2 b1]"},
+		{Change{Kind: ChangeKeyCreated, TenantID: "c", KeyID: "imported"}, "[a1 a2 b1]"},
 		{Change{Kind: ChangeTenantFrozen, TenantID: "a"}, "[b1 u1]"},
 		{Change{Kind: ChangeKeyRevoked, TenantID: "a", KeyID: "k0"}, "[b1 u1]"}, // a key of the previous format: its tenant
 		{Change{Kind: ChangeUnknown, KeyHash: "b1"}, "[a1 a2 u1]"},

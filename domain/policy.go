@@ -33,6 +33,8 @@ const (
 	PermAuditWrite  Permission = "audit.write"
 	PermAuditRead   Permission = "audit.read" // list and export
 	PermAuditVerify Permission = "audit.verify"
+
+	PermChangesWatch Permission = "changes.watch" // the change stream
 )
 
 // Roles of OIDC users that name registry permissions.
@@ -47,7 +49,7 @@ const (
 // does not start with "registry:" is a product's own, free-form.
 const (
 	ScopeAdmin            = "registry:admin"             // platform: everything
-	ScopeVerify           = "registry:verify"            // platform: VerifyApiKey
+	ScopeVerify           = "registry:verify"            // platform: VerifyApiKey and the change stream
 	ScopeAuditWrite       = "registry:audit.write"       // platform: append events of its product:<key>
 	ScopeEntitlementsRead = "registry:entitlements.read" // platform: CheckEntitlement for any tenant
 	ScopeProductPrefix    = "product:"                   // platform: product:<key> names the product a key acts for
@@ -107,6 +109,7 @@ var policy = map[Permission]grant{
 	PermKeysVerify:        {false, false, "", ScopeVerify},
 	PermAuditWrite:        {false, false, "", ScopeAuditWrite},
 	PermAuditRead:         {true, false, ScopeAuditRead, ""},
+	PermChangesWatch:      {false, false, "", ScopeVerify},
 }
 
 func (p Principal) isKey() bool {

@@ -207,7 +207,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		Ready:                 func(ctx context.Context) error { return ready(ctx, db, migrator) },
 		Logger:                m.Logger,
 		Interceptors:          interceptors,
-	}, transport.NewServices(db.Store(), m.Clock, m.Verifier))
+	}, transport.NewServices(db.Store(), m.Clock, m.Verifier, db.Changes()))
 	if tel.metrics != nil {
 		// Listened on here, not in Serve, so that a taken port stops the
 		// start like a bad ADDR does.
