@@ -13,6 +13,7 @@ require (
 	github.com/prometheus/client_golang v1.24.1
 	github.com/rs/cors v1.11.1
 	github.com/tenant-registry/tenant-registry/gen v0.0.0
+	github.com/tenant-registry/tenant-registry/sdk/go v0.0.0
 	github.com/uptrace/bun v1.2.18
 	github.com/uptrace/bun/dialect/pgdialect v1.2.18
 	github.com/uptrace/bun/dialect/sqlitedialect v1.2.18
@@ -77,3 +78,5 @@ require (
 )
 
 replace github.com/tenant-registry/tenant-registry/gen => ./gen
+
+replace github.com/tenant-registry/tenant-registry/sdk/go => ./sdk/go
