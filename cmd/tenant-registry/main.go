@@ -179,7 +179,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	// on PostgreSQL from when the listener has heard its first heartbeat.
 	m.Verifier = db.KeyVerifier(m.Clock, cacheCfg)
 	m.KeyCache = m.Verifier.Cache()
-	if err := tel.observe(m.KeyCache, db.AuditEventsAppended); err != nil {
+	if err := tel.observe(m.KeyCache, db.Changes(), db.AuditEventsAppended); err != nil {
 		return err
 	}
 	interceptors, err := tel.interceptors()
