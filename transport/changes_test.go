@@ -1,9 +1,14 @@
 package transport_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -359,5 +364,83 @@ func TestWatchEndsWhenItsKeyIsRevoked(t *testing.T) {
 	<-tenantAdmin.ended
 	if connect.CodeOf(tenantAdmin.err) != connect.CodePermissionDenied {
 		t.Errorf("a tenant admin's stream: %v, want PermissionDenied", tenantAdmin.err)
+	}
+}
+
+// TestWatchChangesRefusesBadInput sends WatchChanges what a confused or
+// hostile client might: each is refused with a caller's-fault code and a
+// message, never Internal, and a good request still gets its stream.
+func TestWatchChangesRefusesBadInput(t *testing.T) {
+	db := testdb.MustOpen(t, "sqlite")
+	srv := testserver.Start(t, db)
+	frame := func(flags byte, payload []byte) []byte {
+		return append([]byte{flags, byte(len(payload) >> 24), byte(len(payload) >> 16), byte(len(payload) >> 8), byte(len(payload))}, payload...)
+	}
+	for _, tc := range []struct {
+		name, contentType string
+		body              []byte
+		header            map[string]string
+		want              connect.Code // 0: the stream starts
+	}{
+		{"good JSON", "application/connect+json", frame(0, []byte(`{}`)), nil, 0},
+		{"good binary", "application/connect+proto", frame(0, nil), nil, 0},
+		{"malformed JSON", "application/connect+json", frame(0, []byte(`{"a":`)), nil, connect.CodeInvalidArgument},
+		{"unknown JSON field", "application/connect+json", frame(0, []byte(`{"noSuchField":1}`)), nil, connect.CodeInvalidArgument},
+		{"JSON array", "application/connect+json", frame(0, []byte(`[1]`)), nil, connect.CodeInvalidArgument},
+		{"binary garbage", "application/connect+proto", frame(0, []byte{0xff, 0xff, 0xff}), nil, connect.CodeInvalidArgument},
+		{"frame longer than the body", "application/connect+proto", []byte{0, 0, 0, 0, 100, 1}, nil, connect.CodeInvalidArgument},
+		{"gzip garbage", "application/connect+json", frame(1, []byte("not gzip")), map[string]string{"Connect-Content-Encoding": "gzip"}, connect.CodeInvalidArgument},
+		{"bad Connect-Timeout-Ms", "application/connect+json", frame(0, []byte(`{}`)), map[string]string{"Connect-Timeout-Ms": "abc"}, connect.CodeInvalidArgument},
+		{"unsupported compression", "application/connect+json", frame(1, []byte(`{}`)), map[string]string{"Connect-Content-Encoding": "br"}, connect.CodeUnimplemented},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+tenantregistryv1connect.ChangeServiceWatchChangesProcedure, bytes.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", tc.contentType)
+			req.Header.Set("Connect-Protocol-Version", "1")
+			for k, v := range tc.header {
+				req.Header.Set(k, v)
+			}
+			res, err := testserver.HTTP1.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			head := make([]byte, 5)
+			if _, err := io.ReadFull(res.Body, head); err != nil {
+				t.Fatalf("HTTP %d, no frame: %v", res.StatusCode, err)
+			}
+			data := make([]byte, binary.BigEndian.Uint32(head[1:]))
+			if _, err := io.ReadFull(res.Body, data); err != nil {
+				t.Fatal(err)
+			}
+			var end struct {
+				Error *struct{ Code, Message string } `json:"error"`
+			}
+			if head[0]&2 != 0 {
+				if err := json.Unmarshal(data, &end); err != nil {
+					t.Fatalf("end-stream frame %q: %v", data, err)
+				}
+			}
+			switch {
+			case tc.want == 0 && end.Error != nil:
+				t.Fatalf("a good request was refused: %+v", end.Error)
+			case tc.want == 0:
+				return // the first message of a live stream
+			case end.Error == nil:
+				t.Fatalf("accepted, want %v", tc.want)
+			}
+			var got connect.Code
+			if err := got.UnmarshalText([]byte(end.Error.Code)); err != nil || got != tc.want || end.Error.Message == "" {
+				t.Errorf("refused with %q %q, want %v with a message", end.Error.Code, end.Error.Message, tc.want)
+			}
+		})
+	}
+	if logs := srv.Logs.String(); strings.Contains(logs, "level=ERROR") {
+		t.Errorf("the server logged errors:\n%s", logs)
 	}
 }
