@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	registryv1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
+	"github.com/tenant-registry/tenant-registry/internal/tcpproxy"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
 	"github.com/tenant-registry/tenant-registry/internal/testserver"
 	"github.com/tenant-registry/tenant-registry/persistence"
@@ -349,4 +351,47 @@ func mistype(key string) string {
 		b[10] = 'a'
 	}
 	return string(b)
+}
+
+// TestProductReconnectsPastAFrozenLink starts the product with its link to
+// the registry frozen (connections accepted, no byte moving, as behind a
+// black hole): its change stream gives up each silent attempt and tries
+// again, the product fails closed meanwhile, and once the link thaws the
+// stream is live.
+func TestProductReconnectsPastAFrozenLink(t *testing.T) {
+	registry := testserver.Start(t, testdb.MustOpen(t, "sqlite"))
+	proxy := tcpproxy.Start(t, strings.TrimPrefix(registry.URL, "http://"))
+	proxy.Freeze(true)
+	auth, err := keyauth.New(keyauth.Config{RegistryURL: "http://" + proxy.Addr(), VerifyTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = auth.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		proxy.Freeze(false)
+		cancel()
+		<-ran
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for auth.Stats().Connects < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream was opened %d times in 10 s over a frozen link: an attempt hangs", auth.Stats().Connects)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := auth.Verify(context.Background(), "bp_0123456789012345678901234567890123456789012abcdef"); !errors.Is(err, keyauth.ErrUnavailable) || auth.Trusted() {
+		t.Errorf("over a frozen link: %v, trusted %v; want ErrUnavailable, untrusted", err, auth.Trusted())
+	}
+	proxy.Freeze(false)
+	for deadline := time.Now().Add(10 * time.Second); auth.Stats().State != keyauth.StreamLive; {
+		if time.Now().After(deadline) {
+			t.Fatalf("not live 10 s after the thaw: %+v", auth.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -60,16 +60,8 @@ func (v *Verifier) Run(ctx context.Context) error {
 func (v *Verifier) watch(ctx context.Context, connected *atomic.Bool) (beat bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	v.stats.connects.Add(1)
-	stream, err := v.changes.WatchChanges(ctx, &registryv1.WatchChangesRequest{})
-	if err != nil {
-		return false, err
-	}
-	defer stream.Close()
-	connected.Store(true)
-	defer connected.Store(false)
-	// A frozen connection blocks Receive with no error: the stream is
-	// given up when nothing came for streamSilence.
+	// A frozen connection blocks the call, and then Receive, with no
+	// error: the stream is given up when nothing came for streamSilence.
 	var heard atomic.Int64
 	heard.Store(int64(time.Since(v.epoch)))
 	go func() {
@@ -87,6 +79,14 @@ func (v *Verifier) watch(ctx context.Context, connected *atomic.Bool) (beat bool
 			}
 		}
 	}()
+	v.stats.connects.Add(1)
+	stream, err := v.changes.WatchChanges(ctx, &registryv1.WatchChangesRequest{})
+	if err != nil {
+		return false, err
+	}
+	defer stream.Close()
+	connected.Store(true)
+	defer connected.Store(false)
 	for stream.Receive() {
 		heard.Store(int64(time.Since(v.epoch)))
 		if v.apply(stream.Msg()) {
