@@ -116,7 +116,7 @@ func NewServer(cfg Config, svc Services) *Server {
 	mux.Handle(tenantregistryv1connect.NewEntitlementServiceHandler(svc.Entitlements, opts))
 	mux.Handle(tenantregistryv1connect.NewApiKeyServiceHandler(svc.ApiKeys, opts))
 	mux.Handle(tenantregistryv1connect.NewAuditServiceHandler(svc.Audit, opts))
-	mux.Handle(tenantregistryv1connect.NewChangeServiceHandler(svc.Changes, opts))
+	mux.Handle(NewChangeServiceHandler(svc.Changes, opts))
 	mux.Handle(grpchealth.NewHandler(healthChecker{s}))
 	reflector := grpcreflect.NewStaticReflector(append([]string{grpchealth.HealthV1ServiceName}, serviceNames...)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
