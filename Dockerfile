@@ -9,8 +9,12 @@
 
 FROM golang:1.26 AS build
 WORKDIR /src
-# Modules first: this layer stays cached while only the code changes.
+# Modules first: this layer stays cached while only the code changes. The
+# generated code and the Go SDK are modules of their own (replaced by ./gen
+# and ./sdk/go), so their go.mod files come along.
 COPY go.mod go.sum ./
+COPY gen/go.mod gen/go.sum ./gen/
+COPY sdk/go/go.mod sdk/go/go.sum ./sdk/go/
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 # The same flags as `task image:check`, which checks the result is static.

@@ -8,6 +8,8 @@ require (
 	connectrpc.com/grpcreflect v1.3.1
 	github.com/bojand/ghz v0.120.0
 	github.com/tenant-registry/tenant-registry v0.0.0
+	github.com/tenant-registry/tenant-registry/gen v0.0.0
+	github.com/tenant-registry/tenant-registry/sdk/go v0.0.0
 	github.com/tsenart/vegeta/v12 v12.12.0
 	github.com/uptrace/bun/driver/pgdriver v1.2.18
 	google.golang.org/protobuf v1.36.12
@@ -95,3 +97,7 @@ require (
 )
 
 replace github.com/tenant-registry/tenant-registry => ../
+
+replace github.com/tenant-registry/tenant-registry/gen => ../gen
+
+replace github.com/tenant-registry/tenant-registry/sdk/go => ../sdk/go

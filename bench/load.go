@@ -153,6 +153,16 @@ func connectGet(rawURL string) func(*vegeta.Target) error {
 	}
 }
 
+// getWithKey returns a target function sending the same GET with key as a
+// bearer token, as a product's callers do.
+func getWithKey(rawURL, key string) func(*vegeta.Target) error {
+	header := http.Header{"Authorization": {"Bearer " + key}}
+	return func(t *vegeta.Target) error {
+		t.Method, t.URL, t.Header, t.Body = http.MethodGet, rawURL, header, nil
+		return nil
+	}
+}
+
 // grpcLoad drives gRPC with ghz, finding the method by server reflection.
 // ghz's workers are closed loop like vegeta's; they share one HTTP/2
 // connection, as a gRPC client of the service would.

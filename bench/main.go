@@ -83,7 +83,7 @@ type options struct {
 func (o options) wants(group string) bool { return len(o.Only) == 0 || o.Only[group] }
 
 // rowGroups name what --only selects.
-var rowGroups = []string{"limit", "verify", "cold", "reads", "audit", "chains", "propagation"}
+var rowGroups = []string{"limit", "verify", "cold", "reads", "audit", "chains", "product", "propagation"}
 
 func runCommand(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)

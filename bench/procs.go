@@ -23,10 +23,11 @@ import (
 	"github.com/uptrace/bun/driver/pgdriver"
 )
 
-// binaries are the two servers under test, built once per run.
+// binaries are the servers under test, built once per run.
 type binaries struct {
 	service  string // the real tenant-registry
 	baseline string // bench/baseline
+	product  string // bench/product: a product on the Go SDK
 }
 
 // build compiles the service in its own module (so the benchmark's
@@ -39,10 +40,11 @@ func build(ctx context.Context, dir string) (binaries, error) {
 	if _, err := os.Stat(filepath.Join(root, "cmd", "tenant-registry")); err != nil {
 		return binaries{}, errors.New("run the harness from the bench directory of the repository (cd bench)")
 	}
-	b := binaries{service: filepath.Join(dir, "tenant-registry"), baseline: filepath.Join(dir, "baseline")}
+	b := binaries{service: filepath.Join(dir, "tenant-registry"), baseline: filepath.Join(dir, "baseline"), product: filepath.Join(dir, "product")}
 	for _, step := range []struct{ dir, out, pkg string }{
 		{root, b.service, "./cmd/tenant-registry"},
 		{".", b.baseline, "./baseline"},
+		{".", b.product, "./product"},
 	} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", step.out, step.pkg)
 		cmd.Dir = step.dir
@@ -104,6 +106,8 @@ type process struct {
 	pprofAddr string // set when profiles were asked for
 	done      chan error
 	logPath   string
+	noAuthURL string     // a product's baseline port
+	deps      []*process // stopped after this one: a product's registry
 }
 
 // start runs bin with env added to the harness's environment, on a free
@@ -229,7 +233,8 @@ func databaseCPU(name string) time.Duration {
 	return total
 }
 
-// stop ends the process with SIGTERM, as an orchestrator would, and waits.
+// stop ends the process with SIGTERM, as an orchestrator would, and waits;
+// then the processes it depends on.
 func (p *process) stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -238,6 +243,9 @@ func (p *process) stop() {
 	case <-time.After(10 * time.Second):
 		_ = p.cmd.Process.Kill()
 		p.done <- <-p.done
+	}
+	for _, d := range p.deps {
+		d.stop()
 	}
 }
 

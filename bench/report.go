@@ -54,6 +54,7 @@ const (
 	batchAppendMin = 10   // × single appends' events/s
 	deepListMax    = 2    // × the p50 latency with 1k events
 	propagationMax = 1000 // ms
+	productMin     = 0.9  // × the product's requests/s without authentication
 )
 
 // judge fills in ratios, targets and verdicts.
@@ -85,7 +86,7 @@ func judge(rows []*row) {
 		if r.Protocol == "grpc" {
 			limit = by["limit-grpc"]
 		}
-		if limit != nil && limit.RPS > 0 && r.RPS > 0 && !strings.HasPrefix(r.Key, "limit-") {
+		if limit != nil && limit.RPS > 0 && r.RPS > 0 && !strings.HasPrefix(r.Key, "limit-") && r.Server != productSDK {
 			v := r.RPS / limit.RPS
 			r.VsLimit = &v
 		}
@@ -125,8 +126,12 @@ func judge(rows []*row) {
 			if vsRPS(r, "append-chain-1k") {
 				verdict(r, fmt.Sprintf("≥ %.1f × with 1k events", 1.0/deepListMax), *r.Ratio >= 1.0/deepListMax)
 			}
-		case "revocation-propagation":
+		case "revocation-propagation", "revocation-at-product":
 			verdict(r, fmt.Sprintf("max ≤ %d ms", propagationMax), r.MaxMs <= propagationMax)
+		case "product-sdk":
+			if vsRPS(r, "product-noauth") {
+				verdict(r, fmt.Sprintf("≥ %.1f × without authentication", productMin), *r.Ratio >= productMin)
+			}
 		}
 	}
 }
@@ -172,7 +177,7 @@ func (s summary) write(w io.Writer, dir string) error {
 			result = map[bool]string{true: "PASS", false: "FAIL"}[*r.Pass]
 		}
 		rps, cpu := fmt.Sprintf("%.0f", r.RPS), fmt.Sprintf("%.0f", r.CPUPerRequestUs)
-		if r.Key == "revocation-propagation" {
+		if r.Key == "revocation-propagation" || r.Key == "revocation-at-product" {
 			rps, cpu = "", ""
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%s\t%d\t%s\t%.1f\t%s\t%s\t%s\t%s\t\n",

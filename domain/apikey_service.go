@@ -167,7 +167,7 @@ func (s *ApiKeyService) issue(ctx context.Context, r Repositories, k *ApiKey, di
 		return err
 	}
 	// Another replica may remember this hash as unknown.
-	return r.Invalidations().Key(ctx, digest)
+	return r.Invalidations().Announce(ctx, Change{Kind: ChangeKeyCreated, TenantID: k.TenantID, KeyID: k.ID, KeyHash: digest})
 }
 
 // Get returns a key's metadata.
@@ -237,7 +237,7 @@ func (s *ApiKeyService) Revoke(ctx context.Context, id string) (*ApiKey, error) 
 			// having reached this replica's cache yet: answering before it
 			// has would let a verification that starts after this answer
 			// see the key as valid.
-			return invalidateKey(ctx, r, k)
+			return r.Invalidations().Repeat(ctx, staleKey(k, ChangeKeyRevoked))
 		}
 		return revokeWithDescendants(ctx, r, k, s.now(), "")
 	})
@@ -308,7 +308,7 @@ func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Durati
 		if err := r.ApiKeys().Update(ctx, k); err != nil {
 			return err
 		}
-		if err := invalidateKey(ctx, r, k); err != nil {
+		if err := r.Invalidations().Announce(ctx, staleKey(k, ChangeKeyRotated)); err != nil {
 			return err
 		}
 		old = k
@@ -394,6 +394,11 @@ func (s *ApiKeyService) Import(ctx context.Context, in []ImportedApiKey) ([]*Api
 			if err := r.ApiKeys().Create(ctx, k); err != nil {
 				return err
 			}
+			// Its plaintext may have been presented, and remembered as
+			// unknown, before.
+			if err := r.Invalidations().Announce(ctx, staleKey(k, ChangeKeyCreated)); err != nil {
+				return err
+			}
 			if err := recordChange(ctx, r, now, keyChange(k, "api_key.imported", "c", "API key imported from the previous implementation")); err != nil {
 				return err
 			}
@@ -438,7 +443,7 @@ func revokeWithDescendants(ctx context.Context, r Repositories, k *ApiKey, now t
 	if err := r.ApiKeys().Update(ctx, k); err != nil {
 		return err
 	}
-	if err := invalidateKey(ctx, r, k); err != nil {
+	if err := r.Invalidations().Announce(ctx, staleKey(k, ChangeKeyRevoked)); err != nil {
 		return err
 	}
 	c := keyChange(k, "api_key.revoked", "u", "API key revoked")
@@ -461,15 +466,16 @@ func revokeWithDescendants(ctx context.Context, r Repositories, k *ApiKey, now t
 	return nil
 }
 
-// invalidateKey drops a key's cached verification everywhere.
-func invalidateKey(ctx context.Context, r Repositories, k *ApiKey) error {
-	digest, ok := strings.CutPrefix(k.Hash, hashFormatSHA256)
-	if !ok {
-		// A legacy key is cached under the digest of a plaintext we never
-		// saw, once a verification rehashes it: drop the tenant's keys.
-		return r.Invalidations().Tenant(ctx, k.TenantID)
+// staleKey is the change of kind to key k. A key of the previous format
+// is cached under the digest of a plaintext never seen here, once a
+// verification rehashes it: without its digest the change drops the
+// tenant's keys from the registry's cache.
+func staleKey(k *ApiKey, kind ChangeKind) Change {
+	digest, _ := strings.CutPrefix(k.Hash, hashFormatSHA256)
+	if digest == k.Hash {
+		digest = ""
 	}
-	return r.Invalidations().Key(ctx, digest)
+	return Change{Kind: kind, TenantID: k.TenantID, KeyID: k.ID, KeyHash: digest}
 }
 
 func keyChange(k *ApiKey, action, crud, description string) change {

@@ -276,7 +276,7 @@ func (s *CatalogService) StartTrial(ctx context.Context, tenantID, product strin
 		if err := r.Entitlements().Upsert(ctx, e); err != nil {
 			return err
 		}
-		if err := r.Invalidations().Tenant(ctx, t.ID); err != nil {
+		if err := r.Invalidations().Announce(ctx, staleEntitlement(e, ChangeEntitlementGranted)); err != nil {
 			return err
 		}
 		out = e

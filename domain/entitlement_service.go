@@ -158,7 +158,7 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 				out = prev.ReadAt(now)
 				// A retry: nothing changes and no event, but the answer
 				// waits until this replica's cache feels the grant.
-				return r.Invalidations().Tenant(ctx, t.ID)
+				return r.Invalidations().Repeat(ctx, staleEntitlement(prev, ChangeEntitlementGranted))
 			}
 		}
 		e := &Entitlement{
@@ -171,7 +171,11 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 		if err := r.Entitlements().Upsert(ctx, e); err != nil {
 			return err
 		}
-		if err := r.Invalidations().Tenant(ctx, t.ID); err != nil {
+		kind := ChangeEntitlementGranted
+		if from == string(EntitlementActive) && prev.Source == SourceGrant {
+			kind = ChangeEntitlementChanged // an active grant whose end moved
+		}
+		if err := r.Invalidations().Announce(ctx, staleEntitlement(e, kind)); err != nil {
 			return err
 		}
 		out = e
@@ -214,14 +218,14 @@ func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product strin
 		}
 		if e.Status == EntitlementRevoked {
 			out = e.ReadAt(now)
-			return r.Invalidations().Tenant(ctx, t.ID) // already revoked: a safe retry, felt here before it answers
+			return r.Invalidations().Repeat(ctx, staleEntitlement(e, ChangeEntitlementRevoked)) // already revoked: a safe retry, felt here before it answers
 		}
 		from := e.StatusAt(now)
 		e.Status, e.UpdateTime = EntitlementRevoked, now
 		if err := r.Entitlements().Upsert(ctx, e); err != nil {
 			return err
 		}
-		if err := r.Invalidations().Tenant(ctx, t.ID); err != nil {
+		if err := r.Invalidations().Announce(ctx, staleEntitlement(e, ChangeEntitlementRevoked)); err != nil {
 			return err
 		}
 		out = e.ReadAt(now)
@@ -254,4 +258,9 @@ func tenantAndProduct(tenantID, product string) (string, error) {
 	tenantID = checkID(&v, "tenant_id", tenantID)
 	checkProductKey(&v, "product", product)
 	return tenantID, v.Err()
+}
+
+// staleEntitlement is the change of kind to entitlement e.
+func staleEntitlement(e *Entitlement, kind ChangeKind) Change {
+	return Change{Kind: kind, TenantID: e.TenantID, Product: e.Product}
 }

@@ -36,6 +36,10 @@ type Verification struct {
 	Scopes     []string
 	Products   []string  // the tenant's entitled products now
 	ExpireTime time.Time // when the key stops verifying; zero: never
+	// Until is when a VALID answer changes by the passing of time alone,
+	// with no change announced: the key's expiry, or the end of one of the
+	// entitlements in Products, whichever is first. Zero: never.
+	Until time.Time
 }
 
 // Valid reports whether the key was accepted.
@@ -71,6 +75,9 @@ func NewKeyVerifier(store Store, now Clock, cache *KeyCache) *KeyVerifier {
 		usage:       usageRecorder{pending: map[string]time.Time{}, written: map[string]time.Time{}},
 	}
 }
+
+// Cache returns the verifier's key cache.
+func (v *KeyVerifier) Cache() *KeyCache { return v.cache }
 
 // Verify checks key, and when product is not empty that the key's tenant
 // is entitled to it, and that the key has every required scope. Problems
@@ -115,7 +122,21 @@ func (v *KeyVerifier) verify(ctx context.Context, key, product string, requiredS
 	return &Verification{
 		Code: VerifyValid, KeyID: rec.Key.ID, TenantID: rec.Tenant.ID, TenantSlug: rec.Tenant.Slug,
 		Scopes: rec.Key.Scopes, Products: EntitledProducts(rec.Tenant, rec.Entitlements, now), ExpireTime: rec.Key.ExpireTime,
+		Until: validUntil(rec, now),
 	}, nil
+}
+
+// validUntil is the first moment after now at which a valid answer for rec
+// changes with time alone: the key expires, or an entitlement it counts
+// ends.
+func validUntil(rec *KeyRecord, now time.Time) time.Time {
+	until := rec.Key.ExpireTime
+	for _, e := range rec.Entitlements {
+		if end := e.ExpireTime; Entitled(rec.Tenant, e, now) && !end.IsZero() && (until.IsZero() || end.Before(until)) {
+			until = end
+		}
+	}
+	return until
 }
 
 func evaluate(rec *KeyRecord, product string, requiredScopes []string, now time.Time) VerifyCode {

@@ -21,11 +21,13 @@ type cachedRecord struct {
 }
 
 // KeyCache keeps verified keys (and, briefly, unknown key hashes) in memory
-// so repeated verifications do not touch the database. Invalidations drop
-// entries; a cache whose invalidation feed is down is not trusted (every
-// verification then reads the database) until the feed is back and the
-// cache has been flushed.
+// so repeated verifications do not touch the database. It is subscribed to
+// a change feed from birth: every committed change it hears drops the
+// entries it concerns, and it answers only while its feed is current
+// (every verification reads the database otherwise). There is no way to
+// build one that misses invalidations and still answers.
 type KeyCache struct {
+	feed     *ChangeFeed
 	mu       sync.RWMutex
 	keys     map[string]cachedRecord // by key digest
 	byTenant map[string]map[string]struct{}
@@ -33,7 +35,6 @@ type KeyCache struct {
 	// gen counts invalidations: a record read from the database before an
 	// invalidation must not be cached after it.
 	gen     uint64
-	trusted atomic.Bool
 	enabled bool
 
 	ttl, unknownTTL     time.Duration
@@ -54,27 +55,24 @@ type KeyCacheConfig struct {
 // DefaultKeyCacheConfig suits a replica serving many products.
 var DefaultKeyCacheConfig = KeyCacheConfig{TTL: time.Minute, UnknownTTL: 5 * time.Second, MaxKeys: 100_000, MaxUnknown: 10_000}
 
-// NewKeyCache returns an empty cache, trusted until SetTrusted(false).
-func NewKeyCache(cfg KeyCacheConfig) *KeyCache {
-	c := &KeyCache{
-		keys: map[string]cachedRecord{}, byTenant: map[string]map[string]struct{}{}, unknown: map[string]time.Time{},
-		enabled: !cfg.Disabled, ttl: cfg.TTL, unknownTTL: cfg.UnknownTTL, maxKeys: cfg.MaxKeys, maxUnknown: cfg.MaxUnknown,
+// NewKeyCache returns an empty cache kept coherent by feed, which it
+// subscribes to for the rest of the process's life.
+func NewKeyCache(feed *ChangeFeed, cfg KeyCacheConfig) *KeyCache {
+	if feed == nil {
+		panic("domain: a KeyCache needs the change feed that keeps it coherent")
 	}
-	c.trusted.Store(true)
+	c := &KeyCache{
+		feed: feed,
+		keys: map[string]cachedRecord{}, byTenant: map[string]map[string]struct{}{}, unknown: map[string]time.Time{},
+		enabled: !cfg.Disabled, ttl: cfg.TTL, unknownTTL: cfg.UnknownTTL, maxKeys: max(1, cfg.MaxKeys), maxUnknown: max(1, cfg.MaxUnknown),
+	}
+	feed.Subscribe(c.apply)
 	return c
 }
 
-// SetTrusted says whether invalidations are arriving. Becoming trusted
-// again flushes the cache, since invalidations may have been missed.
-func (c *KeyCache) SetTrusted(ok bool) {
-	if ok && !c.trusted.Load() {
-		c.Invalidate(Invalidation{})
-	}
-	c.trusted.Store(ok)
-}
-
-// Trusted reports whether the cache is used.
-func (c *KeyCache) Trusted() bool { return c.enabled && c.trusted.Load() }
+// Trusted reports whether the cache answers: it is enabled and its feed
+// is current.
+func (c *KeyCache) Trusted() bool { return c.enabled && c.feed.Current() }
 
 // HitRatio returns hits / (hits + misses) so far, and the lookup count.
 func (c *KeyCache) HitRatio() (float64, uint64) {
@@ -88,9 +86,10 @@ func (c *KeyCache) HitRatio() (float64, uint64) {
 // lookup returns the cached record for digest, or unknown=true when the
 // digest is known not to exist. gen is to be passed to a later put.
 func (c *KeyCache) lookup(digest string, now time.Time) (rec *KeyRecord, unknown bool, gen uint64) {
+	trusted := c.Trusted() // before the lock: it reads the clock
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if !c.Trusted() {
+	if !trusted {
 		return nil, false, c.gen
 	}
 	if e, ok := c.keys[digest]; ok && now.Before(e.expires) {
@@ -137,10 +136,9 @@ func (c *KeyCache) putUnknown(digest string, gen uint64, now time.Time) {
 		return
 	}
 	if len(c.unknown) >= c.maxUnknown {
-		for d, until := range c.unknown { // drop the expired, else any
-			if !now.Before(until) || len(c.unknown) >= c.maxUnknown {
-				delete(c.unknown, d)
-			}
+		for d := range c.unknown { // drop one, in map order: any will do
+			delete(c.unknown, d)
+			break
 		}
 	}
 	c.unknown[digest] = now.Add(c.unknownTTL)
@@ -167,24 +165,30 @@ func (c *KeyCache) dropLocked(digest, tenant string) {
 	}
 }
 
-// Invalidate drops what inv names: one key, a tenant's keys, or, for the
-// zero Invalidation, everything.
-func (c *KeyCache) Invalidate(inv Invalidation) {
+// apply drops what a change concerns: one key (and its hash from the
+// unknown ones), a tenant's keys, the unknown hashes for an imported key,
+// or for a reset everything.
+func (c *KeyCache) apply(ch Change) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
 	switch {
-	case inv.KeyHash != "":
-		delete(c.unknown, inv.KeyHash)
-		if e, ok := c.keys[inv.KeyHash]; ok {
-			c.dropLocked(inv.KeyHash, e.rec.Key.TenantID)
+	case ch.Kind != ChangeReset && ch.KeyHash != "":
+		delete(c.unknown, ch.KeyHash)
+		if e, ok := c.keys[ch.KeyHash]; ok {
+			c.dropLocked(ch.KeyHash, e.rec.Key.TenantID)
 		}
-	case inv.TenantID != "":
-		for d := range c.byTenant[inv.TenantID] {
+	case ch.Kind == ChangeKeyCreated:
+		// An imported key, stored under a hash of the previous format: the
+		// digest of its plaintext is not known, and may be remembered as
+		// unknown.
+		c.unknown = map[string]time.Time{}
+	case ch.Kind != ChangeReset && ch.TenantID != "":
+		for d := range c.byTenant[ch.TenantID] {
 			delete(c.keys, d)
 		}
-		delete(c.byTenant, inv.TenantID)
-	default:
+		delete(c.byTenant, ch.TenantID)
+	default: // a reset, or a change naming nothing this cache can find
 		c.keys, c.byTenant, c.unknown = map[string]cachedRecord{}, map[string]map[string]struct{}{}, map[string]time.Time{}
 	}
 }

@@ -34,6 +34,8 @@ const (
 	PermAuditRead      Permission = "audit.read" // list and export
 	PermAuditVerify    Permission = "audit.verify"
 	PermAuditRetention Permission = "audit.retention" // set how long a log keeps its events
+
+	PermChangesWatch Permission = "changes.watch" // the change stream
 )
 
 // Roles of OIDC users that name registry permissions.
@@ -48,7 +50,7 @@ const (
 // does not start with "registry:" is a product's own, free-form.
 const (
 	ScopeAdmin            = "registry:admin"             // platform: everything
-	ScopeVerify           = "registry:verify"            // platform: VerifyApiKey
+	ScopeVerify           = "registry:verify"            // platform: VerifyApiKey and the change stream
 	ScopeAuditWrite       = "registry:audit.write"       // platform: append events of its product:<key>
 	ScopeEntitlementsRead = "registry:entitlements.read" // platform: CheckEntitlement for any tenant
 	ScopeProductPrefix    = "product:"                   // platform: product:<key> names the product a key acts for
@@ -108,6 +110,7 @@ var policy = map[Permission]grant{
 	PermKeysVerify:        {false, false, "", ScopeVerify},
 	PermAuditWrite:        {false, false, "", ScopeAuditWrite},
 	PermAuditRead:         {true, false, ScopeAuditRead, ""},
+	PermChangesWatch:      {false, false, "", ScopeVerify},
 }
 
 func (p Principal) isKey() bool {

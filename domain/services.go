@@ -9,11 +9,13 @@ type Services struct {
 	Entitlements *EntitlementService
 	ApiKeys      *ApiKeyService
 	Audit        *AuditService
+	Changes      *ChangeService
 }
 
 // NewServices returns every service over store: keys verify through
-// verifier; the audit log is kept as audit says.
-func NewServices(store Store, now Clock, verifier *KeyVerifier, audit AuditSettings) Services {
+// verifier; the change stream tells what feed delivers; the audit log is
+// kept as audit says.
+func NewServices(store Store, now Clock, verifier *KeyVerifier, feed *ChangeFeed, audit AuditSettings) Services {
 	g := newGuard(store, now)
 	return Services{
 		Tenants:      &TenantService{guard: g},
@@ -21,5 +23,6 @@ func NewServices(store Store, now Clock, verifier *KeyVerifier, audit AuditSetti
 		Entitlements: &EntitlementService{guard: g},
 		ApiKeys:      &ApiKeyService{guard: g, verifier: verifier},
 		Audit:        &AuditService{guard: g, keys: audit.Checkpoints, retention: audit.RetentionDays},
+		Changes:      &ChangeService{guard: g, feed: feed},
 	}
 }

@@ -223,7 +223,7 @@ func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus, 
 			// Already there: a safe retry changes nothing, but it answers
 			// only once the change it repeats is felt by this replica's
 			// cache (a concurrent first call may not have got that far).
-			return r.Invalidations().Tenant(ctx, t.ID)
+			return r.Invalidations().Repeat(ctx, staleTenant(t.ID, to))
 		}
 		from := t.Status
 		t.Status = to
@@ -232,7 +232,7 @@ func (s *TenantService) moveTo(ctx context.Context, id string, to TenantStatus, 
 			return err
 		}
 		// Keys and entitlements of the tenant answer differently now.
-		if err := r.Invalidations().Tenant(ctx, t.ID); err != nil {
+		if err := r.Invalidations().Announce(ctx, staleTenant(t.ID, to)); err != nil {
 			return err
 		}
 		c := tenantChange(t, action, "u", fmt.Sprintf("tenant moved from %s to %s", from, to))
@@ -269,4 +269,14 @@ func mergeMetadata(base, patch map[string]string) map[string]string {
 		}
 	}
 	return out
+}
+
+// staleTenant is the change of a tenant moved to status to: its keys and
+// entitlements answer differently now.
+func staleTenant(id string, to TenantStatus) Change {
+	kind := ChangeTenantActivated
+	if to == TenantFrozen {
+		kind = ChangeTenantFrozen
+	}
+	return Change{Kind: kind, TenantID: id}
 }

@@ -191,24 +191,33 @@ type verificationRow struct {
 	EntExpire    time.Time `bun:"e_expire_time,nullzero"`
 }
 
+// verificationQuery reads a key by hash, with its tenant and one row per
+// entitlement of the tenant. SQLite runs it as it is; PostgreSQL runs the
+// same query inside the api_key_verification function (migration
+// 20261122000006), whose plan it keeps; TestVerificationQueryAgrees holds
+// the three to the same rows.
+const verificationQuery = `SELECT k.id, k.tenant_id, k.name, k.prefix, k.hash, k.scopes, k.create_time, k.update_time,
+		k.expire_time, k.revoke_time, k.last_used_time, t.slug AS tenant_slug, t.status AS tenant_status,
+		e.product AS e_product, e.status AS e_status, e.source AS e_source,
+		e.start_time AS e_start_time, e.expire_time AS e_expire_time
+	FROM api_keys AS k
+	JOIN tenants AS t ON t.id = k.tenant_id
+	LEFT JOIN entitlements AS e ON e.tenant_id = k.tenant_id
+	WHERE k.hash = ?`
+
+// verificationFunction is verificationQuery as PostgreSQL runs it.
+const verificationFunction = "SELECT * FROM api_key_verification(?)"
+
 // GetForVerification reads the key with this hash, its tenant and the
 // tenant's entitlements in one round trip: the database path of the
 // verification hot path.
 func (r ApiKeyRepository) GetForVerification(ctx context.Context, hash string) (*domain.KeyRecord, error) {
-	var rows []verificationRow
+	query := verificationQuery
 	if isPostgres(r.db) {
-		// The same query inside a function, whose plan PostgreSQL keeps.
-		err := r.db.NewRaw("SELECT * FROM api_key_verification(?)", hash).Scan(ctx, &rows)
-		return verificationRecord(rows, err)
+		query = verificationFunction
 	}
-	err := r.db.NewRaw(`SELECT k.id, k.tenant_id, k.name, k.prefix, k.hash, k.scopes, k.create_time, k.update_time,
-			k.expire_time, k.revoke_time, k.last_used_time, t.slug AS tenant_slug, t.status AS tenant_status,
-			e.product AS e_product, e.status AS e_status, e.source AS e_source,
-			e.start_time AS e_start_time, e.expire_time AS e_expire_time
-		FROM api_keys AS k
-		JOIN tenants AS t ON t.id = k.tenant_id
-		LEFT JOIN entitlements AS e ON e.tenant_id = k.tenant_id
-		WHERE k.hash = ?`, hash).Scan(ctx, &rows)
+	var rows []verificationRow
+	err := r.db.NewRaw(query, hash).Scan(ctx, &rows)
 	return verificationRecord(rows, err)
 }
 

@@ -1,6 +1,9 @@
 // Package persistence implements the domain's repositories with Bun, on
 // PostgreSQL in production and on embedded SQLite by default. The models,
-// repositories and queries are shared; only the migrations differ.
+// repositories and queries are shared; only the migrations differ. It also
+// owns the process's change feed: what commits through it is delivered to
+// the feed after the commit, and on PostgreSQL a listener delivers what
+// the other replicas commit.
 package persistence
 
 import (
@@ -9,6 +12,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	neturl "net/url"
 	"os"
@@ -16,6 +20,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,10 +40,21 @@ const DefaultSQLitePath = "data/tenant-registry.db"
 
 // DB is an open database of either dialect.
 type DB struct {
-	bun  *bun.DB
-	subs *subscribers
+	bun *bun.DB
 	// Embedded reports whether this is the embedded SQLite database.
 	Embedded bool
+	// feed delivers committed changes to this process's caches; origin
+	// tells this process's NOTIFYs from other replicas'.
+	feed   *domain.ChangeFeed
+	origin string
+	log    *slog.Logger
+	// connector opens PostgreSQL connections outside the pool, for the
+	// listener's heartbeats; nil on SQLite.
+	connector *pgdriver.Connector
+	// The listener runs from the first Changes call until Close.
+	listenOnce sync.Once
+	stopListen context.CancelFunc
+	listening  sync.WaitGroup
 	// auditAppended counts the audit events appended through this DB.
 	auditAppended atomic.Uint64
 	// statementTimeout is PostgreSQL's statement_timeout on every
@@ -52,7 +68,12 @@ type Option func(*options)
 type options struct {
 	maxConns         int
 	statementTimeout time.Duration
+	log              *slog.Logger
 }
+
+// WithLogger logs the change listener's state to log (default: slog's
+// default logger).
+func WithLogger(log *slog.Logger) Option { return func(o *options) { o.log = log } }
 
 // WithMaxConns bounds the pool to n connections (n > 0); by default it
 // holds a few per core. Callers beyond the bound wait for a connection, for
@@ -72,7 +93,7 @@ func WithStatementTimeout(d time.Duration) Option { return func(o *options) { o.
 // default (a SQLite file under ./data), "postgres://…" for PostgreSQL, or
 // "sqlite:PATH" ("sqlite::memory:" for a throwaway database).
 func Open(ctx context.Context, url string, opts ...Option) (*DB, error) {
-	var o options
+	o := options{log: slog.Default()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -122,7 +143,10 @@ func openPostgres(dsn string, o options) (*DB, error) {
 	sqldb.SetMaxOpenConns(maxConns)
 	sqldb.SetMaxIdleConns(maxConns)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	return &DB{bun: bun.NewDB(sqldb, pgdialect.New()), subs: &subscribers{}, statementTimeout: o.statementTimeout}, nil
+	return &DB{
+		bun: bun.NewDB(sqldb, pgdialect.New()), feed: domain.NewChangeFeed(maxSilence), origin: domain.NewID()[24:],
+		log: o.log, connector: connector, statementTimeout: o.statementTimeout,
+	}, nil
 }
 
 // newConnector is pgdriver.NewConnector, which panics on a URL it cannot
@@ -194,12 +218,35 @@ func openSQLite(path string, o options) *DB {
 	}
 	sqldb.SetMaxIdleConns(2 * runtime.GOMAXPROCS(0))
 	sqldb.SetConnMaxIdleTime(0)
-	return &DB{bun: bun.NewDB(sqldb, sqlitedialect.New()), subs: &subscribers{}, Embedded: true}
+	// One process owns the file: every change is committed here, and the
+	// feed is always current.
+	return &DB{bun: bun.NewDB(sqldb, sqlitedialect.New()), Embedded: true, feed: domain.NewLocalChangeFeed(), origin: domain.NewID()[24:], log: o.log}
 }
 
-// OnInvalidation registers fn to receive every invalidation this process
-// commits, and, once ListenInvalidations runs, those of other replicas.
-func (db *DB) OnInvalidation(fn func(domain.Invalidation)) { db.subs.add(fn) }
+// Changes returns the change feed of this process: every change committed
+// through db is delivered to it after the commit, and on PostgreSQL the
+// first call starts the listener (stopped by Close) that delivers the
+// other replicas' changes and keeps the feed current.
+func (db *DB) Changes() *domain.ChangeFeed {
+	if db.connector != nil {
+		db.listenOnce.Do(func() {
+			ctx, stop := context.WithCancel(context.Background())
+			db.stopListen = stop
+			l := newListener(db)
+			db.listening.Go(func() { l.run(ctx) })
+			db.listening.Go(func() { l.heartbeat(ctx) })
+			db.listening.Go(func() { l.watch(ctx) })
+		})
+	}
+	return db.feed
+}
+
+// KeyVerifier returns a verifier of db's keys whose cache is kept coherent
+// by db's change feed (see Changes). The server, the test servers and the
+// tools build theirs here, so no cache misses an invalidation.
+func (db *DB) KeyVerifier(now domain.Clock, cfg domain.KeyCacheConfig) *domain.KeyVerifier {
+	return domain.NewKeyVerifier(db.Store(), now, domain.NewKeyCache(db.Changes(), cfg))
+}
 
 // Ready reports whether the database answers.
 func (db *DB) Ready(ctx context.Context) error {
@@ -213,8 +260,15 @@ func (db *DB) Ready(ctx context.Context) error {
 // metric.
 func (db *DB) AuditEventsAppended() uint64 { return db.auditAppended.Load() }
 
-// Close closes the connection pool.
-func (db *DB) Close() error { return db.bun.Close() }
+// Close stops the change listener and closes the connection pool.
+func (db *DB) Close() error {
+	db.listenOnce.Do(func() {}) // no listener starts after this
+	if db.stopListen != nil {
+		db.stopListen()
+	}
+	db.listening.Wait()
+	return db.bun.Close()
+}
 
 // Bun returns the underlying Bun database, for tests and tools.
 func (db *DB) Bun() *bun.DB { return db.bun }

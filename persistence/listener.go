@@ -2,83 +2,180 @@ package persistence
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/driver/pgdriver"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 )
 
-// Heartbeat of the invalidation listener: it pings itself every
-// listenPing and distrusts the feed after listenSilence without a word.
+// The listener's timing. A heartbeat is a NOTIFY this process sends itself
+// every heartbeatEvery, on a connection of its own with a deadline, and
+// hears back on the listening connection: since PostgreSQL delivers
+// notifications in commit order, hearing the one sent at t proves every
+// change committed before t has been heard. The feed stops being current
+// maxSilence after the last heartbeat heard was sent, whatever the
+// listener is doing; a listening connection that hears no heartbeat for
+// deadAfter is given up and opened anew.
 const (
-	listenPing    = 200 * time.Millisecond
-	listenSilence = 600 * time.Millisecond
-	listenBackoff = 250 * time.Millisecond
+	heartbeatEvery   = 100 * time.Millisecond
+	heartbeatTimeout = 300 * time.Millisecond
+	maxSilence       = 500 * time.Millisecond
+	deadAfter        = 2 * time.Second
+	connectTimeout   = 2 * time.Second
+	listenBackoff    = 250 * time.Millisecond
 )
 
-// ListenInvalidations delivers the invalidations other replicas commit
-// until ctx ends, and reports through trusted whether the feed works: false
-// when its connection is lost or silent, true once it is back (a cache
-// becoming trusted again flushes, since some may have been missed). On
-// SQLite there is one process and it returns at once.
-func (db *DB) ListenInvalidations(ctx context.Context, trusted func(bool), log *slog.Logger) {
-	if db.Embedded {
-		return
+// listener feeds a replica's change feed with the changes every replica
+// commits, heard through PostgreSQL LISTEN.
+type listener struct {
+	db    *DB
+	feed  *domain.ChangeFeed
+	log   *slog.Logger
+	ping  string    // this process's heartbeat channel
+	start time.Time // heartbeats carry their send time relative to it
+}
+
+func newListener(db *DB) *listener {
+	return &listener{
+		db: db, feed: db.feed, log: db.log,
+		// A channel of this process's own, so replicas do not hear each
+		// other's heartbeats.
+		ping:  "tenant_registry_ping_" + db.origin,
+		start: time.Now(),
 	}
-	// A channel of this process's own carries its heartbeats, so replicas
-	// do not hear each other's.
-	ping := "tenant_registry_ping_" + domain.NewID()[24:]
+}
+
+// run listens until ctx ends, starting over whenever the connection is
+// lost or falls silent.
+func (l *listener) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		err := db.listen(ctx, ping, trusted)
-		trusted(false)
-		if ctx.Err() == nil {
-			log.Warn("invalidation listener lost; verifications read the database until it is back", "error", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(listenBackoff):
-			}
+		err := l.session(ctx)
+		l.feed.Lost()
+		if ctx.Err() != nil {
+			return
+		}
+		l.log.Warn("change listener lost; verifications read the database until it is back", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(listenBackoff):
 		}
 	}
 }
 
-func (db *DB) listen(ctx context.Context, ping string, trusted func(bool)) error {
-	ln := pgdriver.NewListener(db.bun)
+// session listens on one connection until it fails or falls silent.
+func (l *listener) session(ctx context.Context) error {
+	ln := pgdriver.NewListener(l.db.bun)
 	defer ln.Close()
-	if err := ln.Listen(ctx, invalidationChannel, ping); err != nil {
+	listenCtx, cancel := context.WithTimeout(ctx, connectTimeout)
+	err := ln.Listen(listenCtx, changeChannel, legacyChannel, l.ping)
+	cancel()
+	if err != nil {
 		return err
 	}
-	trusted(true) // the cache flushes on becoming trusted: what happened while away is unknown
-	heard, pinged := time.Now(), time.Time{}
+	// Listening now: what was committed before is unknown.
+	l.feed.Reset()
+	heard := time.Now()
+	var last domain.Change // the last change heard, to skip its legacy twin
 	for {
-		if time.Since(pinged) >= listenPing {
-			pinged = time.Now()
-			if err := pgdriver.Notify(ctx, db.bun, ping, ""); err != nil {
-				return err
-			}
-		}
-		channel, payload, err := ln.ReceiveTimeout(ctx, listenPing)
+		// The deadline bounds the reconnection pgdriver attempts by itself
+		// after an error, which this session discards anyway.
+		receiveCtx, cancel := context.WithTimeout(ctx, 2*heartbeatEvery)
+		channel, payload, err := ln.ReceiveTimeout(receiveCtx, heartbeatEvery)
+		cancel()
 		var netErr net.Error
 		switch {
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return nil
 		case errors.As(err, &netErr) && netErr.Timeout():
-			if time.Since(heard) > listenSilence {
-				trusted(false) // silent: maybe dead; keep waiting for a ping
+			if time.Since(heard) > deadAfter {
+				return errors.New("no heartbeat heard for " + deadAfter.String())
 			}
 			continue
 		case err != nil:
 			return err
 		}
-		heard = time.Now()
-		trusted(true)
-		if channel == invalidationChannel {
-			if inv, ok := parseInvalidation(payload); ok {
-				db.subs.deliver(inv)
+		switch channel {
+		case l.ping:
+			if sent, err := strconv.ParseInt(payload, 10, 64); err == nil {
+				heard = time.Now()
+				l.feed.CurrentAsOf(l.start.Add(time.Duration(sent)))
 			}
+			last = domain.Change{}
+		case changeChannel:
+			if c, origin, ok := decodeChange(payload); ok {
+				l.feed.Heard(c, origin == l.db.origin)
+				last = c
+			}
+		case legacyChannel:
+			// A replica of this version sends each change on both channels
+			// in one transaction, so its legacy payload comes right after
+			// the change: only one from an earlier replica is news.
+			c, ok := decodeLegacy(payload)
+			if ok && c.KeyHash == last.KeyHash && (c.KeyHash != "" || c.TenantID == last.TenantID) {
+				ok = false
+			}
+			if ok {
+				l.feed.Heard(c, false)
+			}
+			last = domain.Change{}
 		}
+	}
+}
+
+// heartbeat sends a heartbeat every heartbeatEvery until ctx ends, on a
+// connection of its own: a pool saturated by slow queries must not delay
+// it, nor can it wait on one for longer than heartbeatTimeout.
+func (l *listener) heartbeat(ctx context.Context) {
+	sqldb := sql.OpenDB(l.db.connector)
+	sqldb.SetMaxOpenConns(1)
+	conn := bun.NewDB(sqldb, pgdialect.New())
+	defer conn.Close()
+	tick := time.NewTicker(heartbeatEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		sent := strconv.FormatInt(int64(time.Since(l.start)), 10)
+		pingCtx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
+		_, err := conn.ExecContext(pingCtx, "SELECT pg_notify(?, ?)", l.ping, sent)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			// The listener's silence says what matters; this says why.
+			l.log.Debug("change listener heartbeat failed", "error", err)
+		}
+	}
+}
+
+// watch logs when the feed stops and starts being current. It reads the
+// clock and the feed only, so no blocked call can keep it from noticing.
+func (l *listener) watch(ctx context.Context) {
+	tick := time.NewTicker(heartbeatEvery)
+	defer tick.Stop()
+	current := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := l.feed.Current()
+		switch {
+		case now && !current:
+			l.log.Info("change feed current: the key cache answers")
+		case !now && current:
+			l.log.Warn("change feed not current: verifications read the database", "max_silence", maxSilence)
+		}
+		current = now
 	}
 }

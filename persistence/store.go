@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -13,16 +12,12 @@ import (
 )
 
 // repositories binds every repository to one bun.IDB: the database itself,
-// or a transaction, whose invalidations wait in pending until it commits.
+// or a transaction, whose after-commit work waits in after until it
+// commits.
 type repositories struct {
-	db      bun.IDB
-	pending *[]domain.Invalidation
-	subs    *subscribers
-	// auditTotal counts the audit events appended by this process;
-	// auditPending, in a transaction, the events it appended so far,
-	// added to auditTotal only when it commits.
-	auditTotal   *atomic.Uint64
-	auditPending *int
+	db    bun.IDB
+	owner *DB          // the change feed and the audit counter
+	after *afterCommit // nil outside a transaction: work runs at once
 }
 
 func (r repositories) Tenants() domain.TenantRepository { return TenantRepository{db: r.db} }
@@ -37,19 +32,13 @@ func (r repositories) ProductRequests() domain.ProductRequestRepository {
 }
 func (r repositories) Trials() domain.TrialRepository { return TrialRepository{db: r.db} }
 func (r repositories) Invalidations() domain.Invalidations {
-	return invalidations{db: r.db, pending: r.pending, subs: r.subs}
+	return invalidations{db: r.db, owner: r.owner, after: r.after}
 }
 
-// countAudit counts n appended audit events: at once outside a
-// transaction, at its commit inside one, so a rolled-back append is not
-// counted.
+// countAudit counts n appended audit events once they are committed, so a
+// rolled-back append is not counted.
 func (r repositories) countAudit(n int) {
-	switch {
-	case r.auditPending != nil:
-		*r.auditPending += n
-	case r.auditTotal != nil:
-		r.auditTotal.Add(uint64(n))
-	}
+	r.after.add(func() { r.owner.auditAppended.Add(uint64(n)) })
 }
 
 // Store implements domain.Store.
@@ -65,29 +54,23 @@ var _ domain.Store = (*Store)(nil)
 
 // Store returns the domain's persistence port on db.
 func (db *DB) Store() *Store {
-	return &Store{repositories: repositories{db: db.bun, subs: db.subs, auditTotal: &db.auditAppended}, db: db.bun, statementTimeout: db.statementTimeout}
+	return &Store{repositories: repositories{db: db.bun, owner: db}, db: db.bun, statementTimeout: db.statementTimeout}
 }
 
-// Atomically runs fn in a transaction whose repositories it hands to fn.
+// Atomically runs fn in a transaction whose repositories it hands to fn,
+// and after the commit the work they left for it, in order.
 func (s *Store) Atomically(ctx context.Context, fn func(domain.Repositories) error) error {
-	var pending []domain.Invalidation
-	var audited int
+	after := &afterCommit{}
 	err := s.runInTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		pending, audited = pending[:0], 0 // a retried callback starts afresh
 		if err := s.limitStatements(ctx, tx); err != nil {
 			return err
 		}
-		return fn(repositories{db: tx, pending: &pending, subs: s.subs, auditTotal: s.auditTotal, auditPending: &audited})
+		return fn(repositories{db: tx, owner: s.owner, after: after})
 	})
 	if err != nil {
 		return dbError(err, "not found", "already exists")
 	}
-	if s.auditTotal != nil {
-		s.auditTotal.Add(uint64(audited))
-	}
-	for _, inv := range pending {
-		s.subs.deliver(inv)
-	}
+	after.run()
 	return nil
 }
 

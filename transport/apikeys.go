@@ -106,7 +106,7 @@ func (s *ApiKeyServer) VerifyApiKey(ctx context.Context, req *v1.VerifyApiKeyReq
 	}
 	return &v1.VerifyApiKeyResponse{
 		Valid: r.Valid(), Code: verifyCodes[r.Code], KeyId: r.KeyID, TenantId: r.TenantID,
-		TenantSlug: r.TenantSlug, Scopes: r.Scopes, Products: r.Products,
+		TenantSlug: r.TenantSlug, Scopes: r.Scopes, Products: r.Products, ValidUntil: timeOut(r.Until),
 	}, nil
 }
 

@@ -378,10 +378,10 @@ func TestEntitlementChangesAreAudited(t *testing.T) {
 		h.newProduct(t, "helpdesk", 14)
 		var mu sync.Mutex
 		invalidated := 0
-		db.OnInvalidation(func(inv domain.Invalidation) {
+		db.Changes().Subscribe(func(c domain.Change) {
 			mu.Lock()
 			defer mu.Unlock()
-			if inv.TenantID == tn.Id {
+			if c.TenantID == tn.Id {
 				invalidated++
 			}
 		})

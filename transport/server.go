@@ -61,26 +61,29 @@ type Config struct {
 	Interceptors []connect.Interceptor
 }
 
-// Services are the handlers of the five services of the contract.
+// Services are the handlers of the six services of the contract.
 type Services struct {
 	Tenants      tenantregistryv1connect.TenantServiceHandler
 	Catalog      tenantregistryv1connect.CatalogServiceHandler
 	Entitlements tenantregistryv1connect.EntitlementServiceHandler
 	ApiKeys      tenantregistryv1connect.ApiKeyServiceHandler
 	Audit        *AuditServer
+	// Changes is the change stream, which the server ends when it drains.
+	Changes *ChangeServer
 }
 
 // NewServices returns the handlers of every service over the domain
-// services persisting to store; keys verify through verifier; the audit
-// log is kept as audit says.
-func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerifier, audit domain.AuditSettings) Services {
-	d := domain.NewServices(store, now, verifier, audit)
+// services persisting to store; keys verify through verifier; the change
+// stream tells what feed delivers; the audit log is kept as audit says.
+func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerifier, feed *domain.ChangeFeed, audit domain.AuditSettings) Services {
+	d := domain.NewServices(store, now, verifier, feed, audit)
 	return Services{
 		Tenants:      NewTenantServer(d.Tenants),
 		Catalog:      NewCatalogServer(d.Catalog),
 		Entitlements: NewEntitlementServer(d.Entitlements),
 		ApiKeys:      NewApiKeyServer(d.ApiKeys, now),
 		Audit:        NewAuditServer(d.Audit),
+		Changes:      NewChangeServer(d.Changes),
 	}
 }
 
@@ -88,6 +91,7 @@ func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerif
 type Server struct {
 	cfg      Config
 	http     *http.Server
+	changes  *ChangeServer
 	draining atomic.Bool
 }
 
@@ -98,13 +102,14 @@ var serviceNames = []string{
 	tenantregistryv1connect.EntitlementServiceName,
 	tenantregistryv1connect.ApiKeyServiceName,
 	tenantregistryv1connect.AuditServiceName,
+	tenantregistryv1connect.ChangeServiceName,
 }
 
 // NewServer assembles the server: the services behind their interceptors,
 // gRPC health, reflection, /healthz and /readyz, all behind CORS.
 func NewServer(cfg Config, svc Services) *Server {
 	cfg.Logger = requestLogger(cfg.Logger)
-	s := &Server{cfg: cfg}
+	s := &Server{cfg: cfg, changes: svc.Changes}
 	opts := HandlerOptions(cfg)
 	mux := http.NewServeMux()
 	mux.Handle(tenantregistryv1connect.NewTenantServiceHandler(svc.Tenants, opts))
@@ -112,6 +117,7 @@ func NewServer(cfg Config, svc Services) *Server {
 	mux.Handle(tenantregistryv1connect.NewEntitlementServiceHandler(svc.Entitlements, opts))
 	mux.Handle(tenantregistryv1connect.NewApiKeyServiceHandler(svc.ApiKeys, opts))
 	mux.Handle(tenantregistryv1connect.NewAuditServiceHandler(svc.Audit, opts))
+	mux.Handle(NewChangeServiceHandler(svc.Changes, opts))
 	mux.Handle(grpchealth.NewHandler(healthChecker{s}))
 	reflector := grpcreflect.NewStaticReflector(append([]string{grpchealth.HealthV1ServiceName}, serviceNames...)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
@@ -242,9 +248,10 @@ func recovered(log *slog.Logger) func(context.Context, connect.Spec, http.Header
 }
 
 // Serve serves on ln until ctx is done, then stops taking new work: /readyz
-// and health turn not-ready, requests are still served for ShutdownDelay,
-// then the listener closes and in-flight requests get ShutdownGrace to
-// finish. It returns nil after a clean shutdown.
+// and health turn not-ready, change streams end (their watchers reconnect
+// elsewhere), requests are still served for ShutdownDelay, then the
+// listener closes and in-flight requests get ShutdownGrace to finish. It
+// returns nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(ln) }()
@@ -254,6 +261,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
+	s.changes.Close()
 	if s.cfg.ShutdownDelay > 0 {
 		// HTTP/1.1 answers now carry "Connection: close", so keep-alive
 		// clients reconnect, through the load balancer, to another replica.

@@ -143,7 +143,7 @@ func startServer(t *testing.T, db *persistence.DB) *harness {
 		ShutdownGrace:     10 * time.Second,
 		Ready:             db.Ready,
 		Logger:            logger,
-	}, transport.NewServices(db.Store(), clock.Now, domain.NewKeyVerifier(db.Store(), clock.Now, domain.NewKeyCache(domain.DefaultKeyCacheConfig)), testserver.AuditSettings(t)))
+	}, transport.NewServices(db.Store(), clock.Now, db.KeyVerifier(clock.Now, domain.DefaultKeyCacheConfig), db.Changes(), testserver.AuditSettings(t)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -318,6 +318,21 @@ func attacksOnB() map[string]attack {
 		tenantregistryv1connect.AuditServiceGetAuditVerifierKeyProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
 			return c.audit.GetAuditVerifierKey(ctx, &v1.GetAuditVerifierKeyRequest{})
 		},
+		tenantregistryv1connect.ChangeServiceWatchChangesProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
+			// A watcher would hear of B's changes (ids only): the first
+			// message says whether the stream opened at all.
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			stream, err := c.changes.WatchChanges(ctx, &v1.WatchChangesRequest{})
+			if err != nil {
+				return nil, err
+			}
+			defer stream.Close()
+			if stream.Receive() {
+				return stream.Msg(), nil
+			}
+			return nil, stream.Err()
+		},
 	}
 }
 

@@ -33,7 +33,7 @@ func TestKeysBootstrap(t *testing.T) {
 	}
 
 	db := testdb.MustOpenURL(t, dbURL)
-	v, err := domain.NewKeyVerifier(db.Store(), domain.SystemClock, domain.NewKeyCache(domain.DefaultKeyCacheConfig)).Verify(ctx, key, "", []string{domain.ScopeAdmin})
+	v, err := db.KeyVerifier(domain.SystemClock, domain.DefaultKeyCacheConfig).Verify(ctx, key, "", []string{domain.ScopeAdmin})
 	if err != nil || !v.Valid() || v.TenantID != domain.PlatformTenantID || !slices.Equal(v.Scopes, []string{domain.ScopeAdmin}) {
 		t.Fatalf("the bootstrap key does not verify as a platform admin key: %+v %v", v, err)
 	}

@@ -189,13 +189,11 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	}
 	cacheCfg := domain.DefaultKeyCacheConfig
 	cacheCfg.Disabled = !m.Config.KeyCache
-	m.KeyCache = domain.NewKeyCache(cacheCfg)
-	if !db.Embedded {
-		m.KeyCache.SetTrusted(false) // until the invalidation listener is connected
-	}
-	db.OnInvalidation(m.KeyCache.Invalidate)
-	m.Verifier = domain.NewKeyVerifier(db.Store(), m.Clock, m.KeyCache)
-	if err := tel.observe(m.KeyCache, db.AuditEventsAppended); err != nil {
+	// The cache answers only while the database's change feed is current:
+	// on PostgreSQL from when the listener has heard its first heartbeat.
+	m.Verifier = db.KeyVerifier(m.Clock, cacheCfg)
+	m.KeyCache = m.Verifier.Cache()
+	if err := tel.observe(m.KeyCache, db.Changes(), db.AuditEventsAppended); err != nil {
 		return err
 	}
 	interceptors, err := tel.interceptors()
@@ -223,7 +221,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		Ready:                 func(ctx context.Context) error { return ready(ctx, db, migrator) },
 		Logger:                m.Logger,
 		Interceptors:          interceptors,
-	}, transport.NewServices(db.Store(), m.Clock, m.Verifier,
+	}, transport.NewServices(db.Store(), m.Clock, m.Verifier, db.Changes(),
 		domain.AuditSettings{Checkpoints: m.Checkpoints, RetentionDays: m.Config.AuditRetentionDays}))
 	if tel.metrics != nil {
 		// Listened on here, not in Serve, so that a taken port stops the
@@ -239,7 +237,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 // longest request it can serve (REQUEST_TIMEOUT, and a second for the
 // driver to notice the deadline first and answer DeadlineExceeded).
 func (m *Main) dbOptions() []persistence.Option {
-	opts := []persistence.Option{persistence.WithMaxConns(m.Config.DBMaxConns)}
+	opts := []persistence.Option{persistence.WithMaxConns(m.Config.DBMaxConns), persistence.WithLogger(m.Logger)}
 	if m.Config.RequestTimeout > 0 {
 		opts = append(opts, persistence.WithStatementTimeout(m.Config.RequestTimeout+time.Second))
 	}
@@ -255,12 +253,11 @@ func (m *Main) MetricsAddr() string {
 	return m.metricsLn.Addr().String()
 }
 
-// Serve runs the server on ln, with the key cache's invalidation listener
-// and the last-use writer beside it, until ctx ends.
+// Serve runs the server on ln, with the last-use writer beside it, until
+// ctx ends. (The database's change listener runs from Open to Close.)
 func (m *Main) Serve(ctx context.Context, ln net.Listener) error {
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Go(func() { m.DB.ListenInvalidations(bg, m.KeyCache.SetTrusted, m.Logger) })
 	wg.Go(func() {
 		m.Verifier.Run(bg, 5*time.Second, func(err error) { m.Logger.Warn("record key last use", "error", err) })
 	})

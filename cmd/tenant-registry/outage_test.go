@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -18,100 +17,9 @@ import (
 
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
+	"github.com/tenant-registry/tenant-registry/internal/tcpproxy"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
 )
-
-// dbProxy forwards TCP connections to a database and can cut them: while
-// cut, it closes every forwarded connection and every new one at once, as
-// a database that went away would look to the service. Stopping the shared
-// PostgreSQL instead would break the other packages' tests running beside.
-type dbProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  map[net.Conn]struct{}
-}
-
-func startProxy(t *testing.T, target string) *dbProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &dbProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.setCut(true)
-	})
-	return p
-}
-
-func (p *dbProxy) accept() {
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go p.forward(client)
-	}
-}
-
-// track remembers c unless the proxy is cut, in which case it closes c.
-func (p *dbProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cut {
-		c.Close()
-		return false
-	}
-	p.conns[c] = struct{}{}
-	return true
-}
-
-func (p *dbProxy) forward(client net.Conn) {
-	if !p.track(client) {
-		return
-	}
-	server, err := net.Dial("tcp", p.target)
-	if err != nil {
-		client.Close()
-		return
-	}
-	if !p.track(server) {
-		client.Close()
-		return
-	}
-	go func() { _, _ = io.Copy(server, client); server.Close(); client.Close() }()
-	_, _ = io.Copy(client, server)
-	client.Close()
-	server.Close()
-}
-
-// setCut cuts (closing every forwarded connection) or heals the proxy.
-func (p *dbProxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for c := range p.conns {
-			c.Close()
-		}
-		clear(p.conns)
-	}
-}
-
-// proxied returns dbURL with its host replaced by the proxy's.
-func (p *dbProxy) proxied(t *testing.T, dbURL string) string {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Host = p.ln.Addr().String()
-	return u.String()
-}
 
 // call is one write of the outage test's load.
 type call struct {
@@ -133,8 +41,8 @@ func TestDatabaseOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startProxy(t, u.Host)
-	env := devEnv(proxy.proxied(t, dbURL))
+	proxy := tcpproxy.Start(t, u.Host)
+	env := devEnv(proxy.URL(t, dbURL))
 	env["REQUEST_TIMEOUT"] = "10s"
 	srv := serve(t, env)
 
@@ -230,14 +138,14 @@ func TestDatabaseOutage(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // half a second of healthy load
 
 	cutAt := time.Now()
-	proxy.setCut(true)
+	proxy.Cut(true)
 	notReady := waitFor("/readyz turning 503", 5*time.Second, func() bool { return ready() == http.StatusServiceUnavailable })
 	time.Sleep(2 * time.Second) // two seconds of outage under load
 	if code := ready(); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz = %d during the outage, want 503", code)
 	}
 	healAt := time.Now()
-	proxy.setCut(false)
+	proxy.Cut(false)
 	recovered := waitFor("a write succeeding after the database is back", 10*time.Second, succeededSince(healAt))
 	readyAgain := waitFor("/readyz turning 200", 10*time.Second, func() bool { return ready() == http.StatusOK })
 	time.Sleep(time.Second) // a second of load after recovery
@@ -338,13 +246,13 @@ func TestDatabaseOutage(t *testing.T) {
 func TestDatabaseRestartWhileIdle(t *testing.T) {
 	tests := []struct {
 		name string
-		kill func(t *testing.T, proxy *dbProxy, dbURL string)
+		kill func(t *testing.T, proxy *tcpproxy.Proxy, dbURL string)
 	}{
-		{"connections closed between", func(t *testing.T, proxy *dbProxy, _ string) {
-			proxy.setCut(true)
-			proxy.setCut(false)
+		{"connections closed between", func(t *testing.T, proxy *tcpproxy.Proxy, _ string) {
+			proxy.Cut(true)
+			proxy.Cut(false)
 		}},
-		{"backends terminated by the server", func(t *testing.T, _ *dbProxy, dbURL string) {
+		{"backends terminated by the server", func(t *testing.T, _ *tcpproxy.Proxy, dbURL string) {
 			admin := testdb.MustOpenURL(t, dbURL)
 			ctx := context.Background()
 			var pids []int64
@@ -386,8 +294,8 @@ func TestDatabaseRestartWhileIdle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			proxy := startProxy(t, u.Host)
-			srv := serve(t, devEnv(proxy.proxied(t, dbURL)))
+			proxy := tcpproxy.Start(t, u.Host)
+			srv := serve(t, devEnv(proxy.URL(t, dbURL)))
 			tenants := tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: srv.http1}, srv.baseURL)
 			ctx := context.Background()
 			create := func(slug string) error {

@@ -227,10 +227,10 @@ func (h childQuerySpans) AfterQuery(ctx context.Context, e *bun.QueryEvent) {
 }
 
 // observe reports the service's own metrics: the key-verification cache's
-// hit ratio and lookups, and the audit events appended, read when metrics
-// are collected so that the hot paths only bump the counters they keep
-// anyway.
-func (t *telemetry) observe(cache *domain.KeyCache, auditAppended func() uint64) error {
+// hit ratio and lookups, whether its change feed is current, and the audit
+// events appended, read when metrics are collected so that the hot paths
+// only bump the counters they keep anyway.
+func (t *telemetry) observe(cache *domain.KeyCache, feed *domain.ChangeFeed, auditAppended func() uint64) error {
 	if t.meter == nil {
 		return nil
 	}
@@ -241,7 +241,9 @@ func (t *telemetry) observe(cache *domain.KeyCache, auditAppended func() uint64)
 		metric.WithDescription("API key verifications that looked in the in-process cache"))
 	appended, err3 := m.Int64ObservableCounter("tenant_registry.audit.events_appended", metric.WithUnit("{event}"),
 		metric.WithDescription("Audit events appended (committed; idempotent repeats excluded)"))
-	if err := errors.Join(err1, err2, err3); err != nil {
+	current, err4 := m.Int64ObservableGauge("tenant_registry.change_feed.current",
+		metric.WithDescription("1 while the change feed is current and the key cache answers; 0 while verifications read the database"))
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
@@ -249,8 +251,9 @@ func (t *telemetry) observe(cache *domain.KeyCache, auditAppended func() uint64)
 		o.ObserveFloat64(hitRatio, ratio)
 		o.ObserveInt64(lookups, int64(n))
 		o.ObserveInt64(appended, int64(auditAppended()))
+		o.ObserveInt64(current, map[bool]int64{true: 1}[feed.Current()])
 		return nil
-	}, hitRatio, lookups, appended)
+	}, hitRatio, lookups, appended, current)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}

@@ -177,6 +177,9 @@ func TestTelemetry(t *testing.T) {
 		if ratio <= 0 || ratio >= 1 {
 			t.Errorf("key cache hit ratio = %v, want between 0 and 1 after a miss and hits", ratio)
 		}
+		if current := metricValue(t, after, "tenant_registry_change_feed_current"); current != 1 {
+			t.Errorf("change feed current = %v, want 1", current)
+		}
 		appended := metricValue(t, after, "tenant_registry_audit_events_appended_total") -
 			metricValue(t, before, "tenant_registry_audit_events_appended_total")
 		// CreateTenant, CreateApiKey and one RecordAuditEvent; its repeat

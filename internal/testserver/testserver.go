@@ -49,7 +49,12 @@ type Server struct {
 	Clock    *Clock
 	Verifier *domain.KeyVerifier
 	Logs     *Logs // everything the server logged
+	stop     func() error
 }
+
+// Stop shuts the server down as SIGTERM does and returns what Serve
+// returned; the test's end does the same if Stop was not called.
+func (s *Server) Stop() error { return s.stop() }
 
 // Logs collects log output safely across goroutines.
 type Logs struct {
@@ -83,9 +88,7 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 	t.Helper()
 	clock := NewClock(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
 	logs := &Logs{}
-	cache := domain.NewKeyCache(domain.DefaultKeyCacheConfig)
-	db.OnInvalidation(cache.Invalidate)
-	verifier := domain.NewKeyVerifier(db.Store(), clock.Now, cache)
+	verifier := db.KeyVerifier(clock.Now, domain.DefaultKeyCacheConfig)
 	var auth *transport.Authenticator
 	if oidcCfg != nil {
 		auth = transport.NewAuthenticator(*oidcCfg, verifier)
@@ -97,7 +100,7 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 		ShutdownGrace:     5 * time.Second,
 		Ready:             db.Ready,
 		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}, transport.NewServices(db.Store(), clock.Now, verifier, AuditSettings(t)))
+	}, transport.NewServices(db.Store(), clock.Now, verifier, db.Changes(), AuditSettings(t)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -105,17 +108,25 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
+	var once sync.Once
+	var served error
+	stop := func() error {
+		once.Do(func() {
+			// A connection a client dialled but never used counts as busy
+			// for five seconds during shutdown: drop such connections first.
+			HTTP1.CloseIdleConnections()
+			H2C.CloseIdleConnections()
+			cancel()
+			served = <-done
+		})
+		return served
+	}
 	t.Cleanup(func() {
-		// A connection a client dialled but never used counts as busy for
-		// five seconds during shutdown: drop such connections first.
-		HTTP1.CloseIdleConnections()
-		H2C.CloseIdleConnections()
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &Server{URL: "http://" + ln.Addr().String(), DB: db, Clock: clock, Verifier: verifier, Logs: logs}
+	return &Server{URL: "http://" + ln.Addr().String(), DB: db, Clock: clock, Verifier: verifier, Logs: logs, stop: stop}
 }
 
 // AuditSettings are the default audit settings with a checkpoint signer

@@ -1093,7 +1093,12 @@ type VerifyApiKeyResponse struct {
 	Scopes []string `protobuf:"bytes,6,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// The keys of the products the tenant is entitled to now, so the caller
 	// can authorise in one call.
-	Products      []string `protobuf:"bytes,7,rep,name=products,proto3" json:"products,omitempty"`
+	Products []string `protobuf:"bytes,7,rep,name=products,proto3" json:"products,omitempty"`
+	// When this answer changes by the passing of time alone, which the change
+	// stream does not announce: the key's expire_time, or the end of one of the
+	// entitlements in products, whichever is first. A cache must not keep the
+	// answer past it. Absent: no such time.
+	ValidUntil    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1173,6 +1178,13 @@ func (x *VerifyApiKeyResponse) GetScopes() []string {
 func (x *VerifyApiKeyResponse) GetProducts() []string {
 	if x != nil {
 		return x.Products
+	}
+	return nil
+}
+
+func (x *VerifyApiKeyResponse) GetValidUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ValidUntil
 	}
 	return nil
 }
@@ -1335,7 +1347,7 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"\x13VerifyApiKeyRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aproduct\x18\x02 \x01(\tR\aproduct\x12'\n" +
-	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\"\xf4\x01\n" +
+	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\"\xb1\x02\n" +
 	"\x14VerifyApiKeyResponse\x12\x14\n" +
 	"\x05valid\x18\x01 \x01(\bR\x05valid\x12=\n" +
 	"\x04code\x18\x02 \x01(\x0e2).tenantregistry.v1.ApiKeyVerificationCodeR\x04code\x12\x15\n" +
@@ -1344,7 +1356,9 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"\vtenant_slug\x18\x05 \x01(\tR\n" +
 	"tenantSlug\x12\x16\n" +
 	"\x06scopes\x18\x06 \x03(\tR\x06scopes\x12\x1a\n" +
-	"\bproducts\x18\a \x03(\tR\bproducts\"M\n" +
+	"\bproducts\x18\a \x03(\tR\bproducts\x12;\n" +
+	"\vvalid_until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"validUntil\"M\n" +
 	"\x14ImportApiKeysRequest\x125\n" +
 	"\x04keys\x18\x01 \x03(\v2!.tenantregistry.v1.ImportedApiKeyR\x04keys\"M\n" +
 	"\x15ImportApiKeysResponse\x124\n" +
@@ -1434,27 +1448,28 @@ var file_tenantregistry_v1_api_key_proto_depIdxs = []int32{
 	3,  // 14: tenantregistry.v1.RotateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
 	3,  // 15: tenantregistry.v1.RotateApiKeyResponse.previous_api_key:type_name -> tenantregistry.v1.ApiKey
 	2,  // 16: tenantregistry.v1.VerifyApiKeyResponse.code:type_name -> tenantregistry.v1.ApiKeyVerificationCode
-	4,  // 17: tenantregistry.v1.ImportApiKeysRequest.keys:type_name -> tenantregistry.v1.ImportedApiKey
-	3,  // 18: tenantregistry.v1.ImportApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
-	5,  // 19: tenantregistry.v1.ApiKeyService.CreateApiKey:input_type -> tenantregistry.v1.CreateApiKeyRequest
-	7,  // 20: tenantregistry.v1.ApiKeyService.ListApiKeys:input_type -> tenantregistry.v1.ListApiKeysRequest
-	9,  // 21: tenantregistry.v1.ApiKeyService.GetApiKey:input_type -> tenantregistry.v1.GetApiKeyRequest
-	11, // 22: tenantregistry.v1.ApiKeyService.RevokeApiKey:input_type -> tenantregistry.v1.RevokeApiKeyRequest
-	13, // 23: tenantregistry.v1.ApiKeyService.RotateApiKey:input_type -> tenantregistry.v1.RotateApiKeyRequest
-	15, // 24: tenantregistry.v1.ApiKeyService.VerifyApiKey:input_type -> tenantregistry.v1.VerifyApiKeyRequest
-	17, // 25: tenantregistry.v1.ApiKeyService.ImportApiKeys:input_type -> tenantregistry.v1.ImportApiKeysRequest
-	6,  // 26: tenantregistry.v1.ApiKeyService.CreateApiKey:output_type -> tenantregistry.v1.CreateApiKeyResponse
-	8,  // 27: tenantregistry.v1.ApiKeyService.ListApiKeys:output_type -> tenantregistry.v1.ListApiKeysResponse
-	10, // 28: tenantregistry.v1.ApiKeyService.GetApiKey:output_type -> tenantregistry.v1.GetApiKeyResponse
-	12, // 29: tenantregistry.v1.ApiKeyService.RevokeApiKey:output_type -> tenantregistry.v1.RevokeApiKeyResponse
-	14, // 30: tenantregistry.v1.ApiKeyService.RotateApiKey:output_type -> tenantregistry.v1.RotateApiKeyResponse
-	16, // 31: tenantregistry.v1.ApiKeyService.VerifyApiKey:output_type -> tenantregistry.v1.VerifyApiKeyResponse
-	18, // 32: tenantregistry.v1.ApiKeyService.ImportApiKeys:output_type -> tenantregistry.v1.ImportApiKeysResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	19, // 17: tenantregistry.v1.VerifyApiKeyResponse.valid_until:type_name -> google.protobuf.Timestamp
+	4,  // 18: tenantregistry.v1.ImportApiKeysRequest.keys:type_name -> tenantregistry.v1.ImportedApiKey
+	3,  // 19: tenantregistry.v1.ImportApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
+	5,  // 20: tenantregistry.v1.ApiKeyService.CreateApiKey:input_type -> tenantregistry.v1.CreateApiKeyRequest
+	7,  // 21: tenantregistry.v1.ApiKeyService.ListApiKeys:input_type -> tenantregistry.v1.ListApiKeysRequest
+	9,  // 22: tenantregistry.v1.ApiKeyService.GetApiKey:input_type -> tenantregistry.v1.GetApiKeyRequest
+	11, // 23: tenantregistry.v1.ApiKeyService.RevokeApiKey:input_type -> tenantregistry.v1.RevokeApiKeyRequest
+	13, // 24: tenantregistry.v1.ApiKeyService.RotateApiKey:input_type -> tenantregistry.v1.RotateApiKeyRequest
+	15, // 25: tenantregistry.v1.ApiKeyService.VerifyApiKey:input_type -> tenantregistry.v1.VerifyApiKeyRequest
+	17, // 26: tenantregistry.v1.ApiKeyService.ImportApiKeys:input_type -> tenantregistry.v1.ImportApiKeysRequest
+	6,  // 27: tenantregistry.v1.ApiKeyService.CreateApiKey:output_type -> tenantregistry.v1.CreateApiKeyResponse
+	8,  // 28: tenantregistry.v1.ApiKeyService.ListApiKeys:output_type -> tenantregistry.v1.ListApiKeysResponse
+	10, // 29: tenantregistry.v1.ApiKeyService.GetApiKey:output_type -> tenantregistry.v1.GetApiKeyResponse
+	12, // 30: tenantregistry.v1.ApiKeyService.RevokeApiKey:output_type -> tenantregistry.v1.RevokeApiKeyResponse
+	14, // 31: tenantregistry.v1.ApiKeyService.RotateApiKey:output_type -> tenantregistry.v1.RotateApiKeyResponse
+	16, // 32: tenantregistry.v1.ApiKeyService.VerifyApiKey:output_type -> tenantregistry.v1.VerifyApiKeyResponse
+	18, // 33: tenantregistry.v1.ApiKeyService.ImportApiKeys:output_type -> tenantregistry.v1.ImportApiKeysResponse
+	27, // [27:34] is the sub-list for method output_type
+	20, // [20:27] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_tenantregistry_v1_api_key_proto_init() }

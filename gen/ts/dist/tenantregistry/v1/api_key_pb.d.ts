@@ -532,6 +532,16 @@ export declare type VerifyApiKeyResponse = Message<"tenantregistry.v1.VerifyApiK
    * @generated from field: repeated string products = 7;
    */
   products: string[];
+
+  /**
+   * When this answer changes by the passing of time alone, which the change
+   * stream does not announce: the key's expire_time, or the end of one of the
+   * entitlements in products, whichever is first. A cache must not keep the
+   * answer past it. Absent: no such time.
+   *
+   * @generated from field: google.protobuf.Timestamp valid_until = 8;
+   */
+  validUntil?: Timestamp | undefined;
 };
 
 /**
@@ -745,7 +755,11 @@ export declare const ApiKeyVerificationCodeSchema: GenEnum<ApiKeyVerificationCod
  * never stored or logged: only a hash and a display prefix are kept.
  *
  * Revocation, rotation, expiry and tenant freezing take effect at once on the
- * replica that made the change and within 1 second on every other replica.
+ * replica that made the change, within 1 second on every other replica, and
+ * within 1 second at every product that caches answers coherently with the
+ * change stream (ChangeService; the Go SDK does). A replica that has not
+ * heard from the database for 500 ms answers from the database only, and
+ * fails rather than answer from a cache it cannot vouch for.
  *
  * Keys come in two kinds (see ApiKeyKind). Platform keys belong to the
  * reserved platform tenant (`00000000-0000-0000-0000-000000000000`, slug
