@@ -133,7 +133,7 @@ func HandlerOptions(cfg Config) connect.HandlerOption {
 	return connect.WithHandlerOptions(append(strictJSONCodecs,
 		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
-		compression(),
+		compression(cfg.MaxMessageBytes),
 		connect.WithRecover(recovered(log)),
 	)...)
 }
