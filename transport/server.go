@@ -42,6 +42,12 @@ type Config struct {
 	MaxMessageBytes int
 	// ReadHeaderTimeout bounds how long a client may take to send headers.
 	ReadHeaderTimeout time.Duration
+	// BodyReadTimeout bounds how long a client may take to send a request
+	// body, from the moment its handler starts; zero: no bound.
+	BodyReadTimeout time.Duration
+	// MaxConcurrentStreams bounds the HTTP/2 streams a client may have
+	// open on one connection; zero: Go's default (250).
+	MaxConcurrentStreams int
 	// ShutdownGrace is how long in-flight requests may take after SIGTERM.
 	ShutdownGrace time.Duration
 	// ShutdownDelay is how long the server keeps serving, not ready, after
@@ -153,13 +159,17 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS, on the same port
+	log := requestLogger(cfg.Logger)
 	return &http.Server{
-		Handler:           newCORS(cfg).Handler(requestIDs(requestLogger(cfg.Logger), guardWire(handler))),
+		Handler:           newCORS(cfg).Handler(requestIDs(log, bodyDeadline(cfg.BodyReadTimeout, guardWire(handler)))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		// Go's HTTP/2 server runs a handler per open stream: the stream
+		// bound is the bound on one connection's handlers.
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxConcurrentStreams},
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 }
 

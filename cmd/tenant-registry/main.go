@@ -203,6 +203,8 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		TrustedProxies:        m.Config.TrustedProxies,
 		MaxMessageBytes:       m.Config.MaxMessageBytes,
 		ReadHeaderTimeout:     m.Config.ReadHeaderTimeout,
+		BodyReadTimeout:       m.Config.BodyReadTimeout,
+		MaxConcurrentStreams:  m.Config.MaxStreams,
 		RequestTimeout:        m.Config.RequestTimeout,
 		ShutdownGrace:         m.Config.ShutdownGrace,
 		ShutdownDelay:         m.Config.ShutdownDelay,
