@@ -121,7 +121,8 @@ type Main struct {
 	SpanExporter sdktrace.SpanExporter
 
 	telemetry *telemetry
-	metricsLn net.Listener // METRICS_ADDR's listener, until Serve serves it
+	metricsLn net.Listener             // METRICS_ADDR's listener, until Serve serves it
+	auth      *transport.Authenticator // nil: authentication off
 }
 
 // Open connects to the database, brings or checks its schema, seeds dev
@@ -192,7 +193,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if m.Config.Issuer != "" {
 		auth = transport.NewAuthenticator(transport.OIDCConfig{
 			Issuer: m.Config.Issuer, Audience: m.Config.Audience, TenantClaim: m.Config.TenantClaim,
+			FetchTimeout: m.Config.OIDCFetchTimeout,
 		}, m.Verifier)
+		m.auth = auth
 	} else {
 		m.Logger.Warn("APP_ENV=dev without KEYCLOAK_ISSUER: authentication is off, every caller acts as a platform admin")
 	}
@@ -270,6 +273,9 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.metricsLn != nil {
 		m.metricsLn.Close() // closed already when Serve ran; else it is released here
+	}
+	if m.auth != nil {
+		m.auth.Close()
 	}
 	if m.telemetry != nil {
 		if err := m.telemetry.shutdown(context.Background()); err != nil {
