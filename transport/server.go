@@ -65,6 +65,17 @@ type Config struct {
 	// that OpenTelemetry's span covers them and their log lines carry its
 	// trace id); empty when telemetry is off.
 	Interceptors []connect.Interceptor
+
+	samples *logSampler // shared by the server's handlers and HTTP layer; set by NewServer
+}
+
+// logSampler returns the server's log sampler, or a new one for handlers
+// and HTTP servers assembled on their own (the benchmark's baseline).
+func (cfg Config) logSampler() *logSampler {
+	if cfg.samples != nil {
+		return cfg.samples
+	}
+	return newLogSampler(requestLogger(cfg.Logger))
 }
 
 // Services are the handlers of the five services of the contract.
@@ -108,6 +119,7 @@ var serviceNames = []string{
 // gRPC health, reflection, /healthz and /readyz, all behind CORS.
 func NewServer(cfg Config, svc Services) *Server {
 	cfg.Logger = requestLogger(cfg.Logger)
+	cfg.samples = newLogSampler(cfg.Logger)
 	s := &Server{cfg: cfg}
 	opts := HandlerOptions(cfg)
 	mux := http.NewServeMux()
@@ -133,14 +145,15 @@ func NewServer(cfg Config, svc Services) *Server {
 // so that the benchmark's baseline handlers get exactly the same.
 func HandlerOptions(cfg Config) connect.HandlerOption {
 	log := requestLogger(cfg.Logger)
-	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{log},
+	samples := cfg.logSampler()
+	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{log, samples},
 		deadlineInterceptor{cfg.RequestTimeout}, // outside errorInterceptor, which must see the deadline
-		errorInterceptor{log}, callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}})
+		errorInterceptor{samples.logger()}, callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}})
 	return connect.WithHandlerOptions(append(strictJSONCodecs,
 		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
 		compression(cfg.MaxMessageBytes),
-		connect.WithRecover(recovered(log)),
+		connect.WithRecover(recovered(samples.logger())),
 	)...)
 }
 
@@ -160,16 +173,19 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS, on the same port
 	log := requestLogger(cfg.Logger)
+	samples := cfg.logSampler()
 	return &http.Server{
-		Handler:           newCORS(cfg).Handler(requestIDs(log, bodyDeadline(cfg.BodyReadTimeout, guardWire(handler)))),
+		Handler:           newCORS(cfg).Handler(requestIDs(log, samples, bodyDeadline(cfg.BodyReadTimeout, guardWire(handler)))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		// Go's HTTP/2 server runs a handler per open stream: the stream
 		// bound is the bound on one connection's handlers.
-		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxConcurrentStreams},
-		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxConcurrentStreams},
+		// Its complaints (a junk preface, a protocol error) come at a
+		// stranger's rate: sampled, as one kind.
+		ErrorLog: slog.NewLogLogger(samples.kindLogger(cfg.Logger.Handler(), "http server").Handler(), slog.LevelWarn),
 	}
 }
 
@@ -215,7 +231,7 @@ func (s *Server) ready(ctx context.Context) error {
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.ready(r.Context()); err != nil {
-		s.cfg.Logger.WarnContext(r.Context(), "not ready", "error", err)
+		s.cfg.samples.logger().WarnContext(r.Context(), "not ready", "error", err)
 		http.Error(w, "not ready", http.StatusServiceUnavailable)
 		return
 	}
@@ -272,8 +288,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.http.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	s.cfg.samples.flush() // what was left out of the log, counted, before the process ends
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
+
+// SuppressedLogLines returns how many log lines sampling has left out
+// since start (each counted in a "log lines sampled" line).
+func (s *Server) SuppressedLogLines() uint64 { return s.cfg.samples.suppressed() }

@@ -215,6 +215,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		Logger:                m.Logger,
 		Interceptors:          interceptors,
 	}, transport.NewServices(db.Store(), m.Clock, m.Verifier))
+	if err := tel.observeLogs(m.Server.SuppressedLogLines); err != nil {
+		return err
+	}
 	if tel.metrics != nil {
 		// Listened on here, not in Serve, so that a taken port stops the
 		// start like a bad ADDR does.
