@@ -130,7 +130,7 @@ func dialH2(t *testing.T, srv *running) *h2Client {
 }
 
 // open starts a gRPC CreateTenant stream whose body announces a message of
-// 100 bytes and sends the first of them; the rest never comes.
+// 100 bytes and sends the first of them; the rest is for the test to send.
 func (c *h2Client) open(id uint32) {
 	c.t.Helper()
 	c.hbuf.Reset()
@@ -143,8 +143,28 @@ func (c *h2Client) open(id uint32) {
 	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true}); err != nil {
 		c.t.Fatal(err)
 	}
-	if err := c.fr.WriteData(id, false, envelope(0, nil)[:4]); err != nil { // 5-byte prefix cut short
+	if err := c.fr.WriteData(id, false, envelope(0, make([]byte, 100))[:6]); err != nil { // the prefix and one byte
 		c.t.Fatal(err)
+	}
+}
+
+// ping sends a PING and reads frames until its answer: the server has
+// processed every frame sent before it.
+func (c *h2Client) ping() {
+	c.t.Helper()
+	data := [8]byte{'p', 'i', 'n', 'g'}
+	if err := c.fr.WritePing(false, data); err != nil {
+		c.t.Fatal(err)
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(margin))
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			c.t.Fatalf("waiting for the PING's answer: %v", err)
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && p.Data == data {
+			return
+		}
 	}
 }
 
@@ -200,7 +220,7 @@ func (c *h2Client) ends(want map[uint32]bool, deadline time.Time) map[uint32]str
 }
 
 // TestSlowStreamsOverH2C opens more streams on one h2c connection than the
-// server allows, each with a body that never ends. The server announces
+// server allows, each with a body that trickles and never ends. The server announces
 // its bound, refuses the streams beyond it, and answers every other one
 // with deadline_exceeded (grpc-status 4) once BODY_READ_TIMEOUT has
 // passed and resets the unfinished stream, while the connection stays up.
@@ -229,7 +249,28 @@ func TestSlowStreamsOverH2C(t *testing.T) {
 	for id := range over {
 		all[id] = true
 	}
+	// The held streams trickle on, a byte each every 50 ms: 90 of the 99
+	// bytes their messages still lack, so none is ever finished.
+	stop := make(chan struct{})
+	trickled := make(chan struct{})
+	go func() {
+		defer close(trickled)
+		for sent := 0; sent < 90; sent++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			for id := range held {
+				if c.fr.WriteData(id, false, []byte{0}) != nil {
+					return
+				}
+			}
+		}
+	}()
 	ended := c.ends(all, start.Add(bodyTimeout+margin))
+	close(stop)
+	<-trickled
 	took := time.Since(start)
 	for id := range over {
 		if e := ended[id]; e != "reset: REFUSED_STREAM" && e != "reset: PROTOCOL_ERROR" {
