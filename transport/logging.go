@@ -70,17 +70,14 @@ func (i logInterceptor) done(ctx context.Context, procedure, protocol string, st
 	} else if err != nil {
 		code = connect.CodeOf(err).String()
 	}
-	key, budget := sampleKey{msg: "rpc", code: code}, failureLines
-	if err == nil {
-		if !hotPath[procedure] {
-			i.log.Log(ctx, level, "rpc", "procedure", procedure, "protocol", protocol, "code", code,
-				"duration_ms", float64(time.Since(start).Microseconds())/1000)
+	if err != nil || hotPath[procedure] {
+		key, budget := sampleKey{msg: "rpc", code: code}, failureLines
+		if err == nil {
+			key.procedure, budget = procedure, hotPathLines
+		}
+		if !i.samples.allow(key, budget, level) {
 			return
 		}
-		key.procedure, budget = procedure, hotPathLines
-	}
-	if !i.samples.allow(key, budget, level) {
-		return
 	}
 	i.log.Log(ctx, level, "rpc", "procedure", procedure, "protocol", protocol, "code", code,
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)

@@ -52,7 +52,8 @@ type sampleEntry struct {
 
 // logSampler decides which lines are written and writes the summaries.
 type logSampler struct {
-	log *slog.Logger
+	log     *slog.Logger
+	sampled *slog.Logger // log, its lines sampled by message
 
 	mu      sync.Mutex
 	entries map[sampleKey]*sampleEntry
@@ -62,7 +63,9 @@ type logSampler struct {
 }
 
 func newLogSampler(log *slog.Logger) *logSampler {
-	return &logSampler{log: log, entries: map[sampleKey]*sampleEntry{}}
+	s := &logSampler{log: log, entries: map[sampleKey]*sampleEntry{}}
+	s.sampled = slog.New(samplingHandler{Handler: log.Handler(), sampler: s})
+	return s
 }
 
 // allow reports whether a line of kind k, at level, may be written now;
@@ -133,9 +136,7 @@ func (s *logSampler) suppressed() uint64 { return s.suppressedTotal.Load() }
 // logger returns a logger whose lines are sampled as failures, each
 // message a kind of its own (for lines of constant text: "dependency
 // unavailable", "internal error", "not ready").
-func (s *logSampler) logger() *slog.Logger {
-	return slog.New(samplingHandler{Handler: s.log.Handler(), sampler: s})
-}
+func (s *logSampler) logger() *slog.Logger { return s.sampled }
 
 // kindLogger returns a logger whose lines are all sampled as one kind
 // (for the HTTP server's own error log, whose lines name addresses).

@@ -264,6 +264,7 @@ func recovered(log *slog.Logger) func(context.Context, connect.Spec, http.Header
 // then the listener closes and in-flight requests get ShutdownGrace to
 // finish. It returns nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	defer s.cfg.samples.flush() // what sampling left out of the log, counted, before the process ends
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(ln) }()
 	select {
@@ -288,7 +289,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := s.http.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	s.cfg.samples.flush() // what was left out of the log, counted, before the process ends
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
