@@ -70,6 +70,15 @@ func TestLegacyKeyFlood(t *testing.T) {
 		st := c.srv.Verifier.LegacyStats()
 		t.Logf("%d guesses: %v; %+v", flood, answers, st)
 
+		// Guesses shed while argon2 was busy gave their attempt back: a few
+		// sequential ones make sure the budget is spent.
+		for range domain.LegacyFailuresPerPrefix {
+			wantCode(t, "guess after the flood", c.verify(t, guess(flooded[:11]), ""), v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_NOT_FOUND)
+		}
+		if h := hashes(); h > domain.LegacyFailuresPerPrefix {
+			t.Errorf("%d guesses under one prefix ran argon2 %d times, want at most %d", flood+domain.LegacyFailuresPerPrefix, h, domain.LegacyFailuresPerPrefix)
+		}
+
 		// The budget is spent: the genuine key waits for the window to end
 		// (the documented price of the bound), then verifies, once slowly.
 		before := hashes()
