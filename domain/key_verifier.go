@@ -182,6 +182,9 @@ func (v *KeyVerifier) findLegacy(ctx context.Context, key, digest string) (*KeyR
 	if !v.legacy.begin(prefix, v.now()) {
 		return nil, Errorf(KindNotFound, "no such key")
 	}
+	// An attempt that hashed and matched nothing counts against the
+	// budget, even when a later candidate could not be hashed (shed):
+	// else a guesser could buy a hash per guess by being shed.
 	failed := false
 	defer func() { v.legacy.end(prefix, failed) }()
 	for _, k := range candidates {
@@ -190,14 +193,16 @@ func (v *KeyVerifier) findLegacy(ctx context.Context, key, digest string) (*KeyR
 			return nil, err
 		}
 		if !ok {
+			failed = true
 			continue
 		}
+		failed = false
 		if err := v.store.ApiKeys().Rehash(ctx, k.ID, k.Hash, storedHash(digest)); err != nil {
 			return nil, err
 		}
 		return v.store.ApiKeys().GetForVerification(ctx, storedHash(digest))
 	}
-	failed = true
+	failed = true // also when no stored hash could be read: nothing here verifies
 	return nil, Errorf(KindNotFound, "no such key")
 }
 

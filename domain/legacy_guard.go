@@ -94,9 +94,10 @@ func (g *legacyGuard) begin(prefix string, now time.Time) bool {
 	return true
 }
 
-// end settles an attempt begun for prefix: a failure keeps counting
-// against the budget; anything else (a match, or no answer because the
-// database or the slots were busy) gives the attempt back.
+// end settles an attempt begun for prefix: a failure (hashes that matched
+// nothing) keeps counting against the budget; anything else (a match, or
+// an attempt that hashed nothing because the database or the slots were
+// busy) gives the attempt back.
 func (g *legacyGuard) end(prefix string, failed bool) {
 	if failed {
 		return
