@@ -3,7 +3,6 @@ package domain
 import (
 	"context"
 	"crypto/subtle"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -61,18 +60,18 @@ type KeyVerifier struct {
 	store Store
 	now   Clock
 	cache *KeyCache
-	// argon2Slots bounds concurrent argon2 work (64 MiB each) to one per
-	// core, so a flood of legacy keys cannot exhaust memory.
-	argon2Slots chan struct{}
-	usage       usageRecorder
+	// legacy bounds the argon2 path of keys of the previous format: per
+	// display prefix, and to one hash per core (64 MiB each).
+	legacy *legacyGuard
+	usage  usageRecorder
 }
 
 // NewKeyVerifier returns a verifier reading store through cache.
 func NewKeyVerifier(store Store, now Clock, cache *KeyCache) *KeyVerifier {
 	return &KeyVerifier{
 		store: store, now: now, cache: cache,
-		argon2Slots: make(chan struct{}, runtime.NumCPU()),
-		usage:       usageRecorder{pending: map[string]time.Time{}, written: map[string]time.Time{}},
+		legacy: newLegacyGuard(),
+		usage:  usageRecorder{pending: map[string]time.Time{}, written: map[string]time.Time{}},
 	}
 }
 
@@ -187,25 +186,45 @@ func (v *KeyVerifier) lookup(ctx context.Context, digest, legacyKey string, now 
 
 // findLegacy verifies a key of the previous implementation against the
 // argon2id hashes stored under its display prefix, and on a match stores it
-// under the fast hash, so this slow path runs at most once per key.
+// under the fast hash, so this slow path runs at most once per key. A
+// prefix whose budget of failures is spent answers NOT_FOUND without
+// hashing (see LegacyFailuresPerPrefix); a verification that would have to
+// queue for argon2 is shed with Unavailable.
 func (v *KeyVerifier) findLegacy(ctx context.Context, key, digest string) (*KeyRecord, error) {
-	candidates, err := v.store.ApiKeys().ListLegacyByPrefix(ctx, displayPrefix(key))
+	prefix := displayPrefix(key)
+	candidates, err := v.store.ApiKeys().ListLegacyByPrefix(ctx, prefix)
 	if err != nil {
 		return nil, err
 	}
+	if len(candidates) == 0 {
+		return nil, Errorf(KindNotFound, "no such key")
+	}
+	// Budgets are kept for prefixes of imported keys only, so that
+	// guesses at prefixes nobody holds cannot crowd them out.
+	if !v.legacy.begin(prefix, v.now()) {
+		return nil, Errorf(KindNotFound, "no such key")
+	}
+	// An attempt that hashed and matched nothing counts against the
+	// budget, even when a later candidate could not be hashed (shed):
+	// else a guesser could buy a hash per guess by being shed.
+	failed := false
+	defer func() { v.legacy.end(prefix, failed) }()
 	for _, k := range candidates {
 		ok, err := v.argon2Matches(ctx, key, k.Hash)
 		if err != nil {
 			return nil, err
 		}
 		if !ok {
+			failed = true
 			continue
 		}
+		failed = false
 		if err := v.store.ApiKeys().Rehash(ctx, k.ID, k.Hash, storedHash(digest)); err != nil {
 			return nil, err
 		}
 		return v.store.ApiKeys().GetForVerification(ctx, storedHash(digest))
 	}
+	failed = true // also when no stored hash could be read: nothing here verifies
 	return nil, Errorf(KindNotFound, "no such key")
 }
 
@@ -214,15 +233,20 @@ func (v *KeyVerifier) argon2Matches(ctx context.Context, key, stored string) (bo
 	if err != nil {
 		return false, nil // a stored hash we cannot read matches nothing
 	}
-	select {
-	case v.argon2Slots <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
+	release, err := v.legacy.acquire(ctx)
+	if err != nil {
+		return false, err
 	}
-	defer func() { <-v.argon2Slots }()
+	defer release()
+	v.legacy.hashes.Add(1)
 	got := argon2.IDKey([]byte(key), h.salt, argon2Time, argon2Memory, argon2Threads, argon2KeyLen)
 	return subtle.ConstantTimeCompare(got, h.key) == 1, nil
 }
+
+// LegacyStats reports what the slow path of keys of the previous format
+// has done since start: hashes computed, verifications refused by their
+// prefix's budget, and verifications shed because argon2 was busy.
+func (v *KeyVerifier) LegacyStats() LegacyStats { return v.legacy.stats() }
 
 // usageRecorder coalesces last-use times: at most one write per key per
 // minute, batched by Flush.

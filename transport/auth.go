@@ -5,10 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
+	"time"
 
 	"connectrpc.com/connect"
-	"github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 )
@@ -18,6 +17,13 @@ type OIDCConfig struct {
 	Issuer      string // KEYCLOAK_ISSUER
 	Audience    string // OIDC_AUDIENCE
 	TenantClaim string // OIDC_TENANT_CLAIM: the claim naming the user's tenant
+	// FetchTimeout bounds each request to the issuer (discovery, keys);
+	// zero: DefaultIssuerFetchTimeout. OIDC_FETCH_TIMEOUT.
+	FetchTimeout time.Duration
+	// KeyRefetchInterval is the least time between two fetches of the
+	// issuer's keys prompted by tokens no known key verifies; zero:
+	// DefaultKeyRefetchInterval.
+	KeyRefetchInterval time.Duration
 }
 
 // Authenticator turns the bearer token of a request into a principal: an
@@ -25,17 +31,27 @@ type OIDCConfig struct {
 // registry verified through the same cache as VerifyApiKey (but never by
 // the legacy argon2 path, which only VerifyApiKey's callers may ask for).
 type Authenticator struct {
-	cfg  OIDCConfig
-	keys *domain.KeyVerifier
-
-	mu       sync.Mutex
-	verifier *oidc.IDTokenVerifier // discovered on first use, then kept
+	cfg    OIDCConfig
+	keys   *domain.KeyVerifier
+	issuer *issuer // nil without cfg.Issuer: no token is accepted
 }
 
 // NewAuthenticator returns an Authenticator for tokens of cfg.Issuer and
-// service keys verified by keys.
+// service keys verified by keys. The issuer is asked on first use.
 func NewAuthenticator(cfg OIDCConfig, keys *domain.KeyVerifier) *Authenticator {
-	return &Authenticator{cfg: cfg, keys: keys}
+	a := &Authenticator{cfg: cfg, keys: keys}
+	if cfg.Issuer != "" {
+		a.issuer = newIssuer(cfg)
+	}
+	return a
+}
+
+// Close stops the Authenticator's background work (retries of a failed
+// discovery).
+func (a *Authenticator) Close() {
+	if a.issuer != nil {
+		a.issuer.close()
+	}
 }
 
 var (
@@ -84,15 +100,21 @@ type accessTokenClaims struct {
 }
 
 func (a *Authenticator) accessToken(ctx context.Context, raw string) (domain.Principal, error) {
-	if a.cfg.Issuer == "" {
+	if a.issuer == nil {
 		return domain.Principal{}, errInvalidToken
 	}
-	verifier, err := a.tokenVerifier(ctx)
+	verifier, err := a.issuer.tokenVerifier(ctx)
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return domain.Principal{}, cerr // the caller's deadline came first: DeadlineExceeded
+		}
 		return domain.Principal{}, domain.Wrap(domain.KindUnavailable, err, "the identity provider cannot be reached; try again")
 	}
 	tok, err := verifier.Verify(ctx, raw)
 	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return domain.Principal{}, cerr // ran out of time waiting for the issuer's keys
+		}
 		return domain.Principal{}, errInvalidToken
 	}
 	var claims accessTokenClaims
@@ -106,23 +128,6 @@ func (a *Authenticator) accessToken(ctx context.Context, raw string) (domain.Pri
 		name = claims.PreferredUsername
 	}
 	return domain.UserPrincipal(claims.Subject, name, tenant, claims.RealmAccess.Roles), nil
-}
-
-// tokenVerifier discovers the issuer on first use, so the server starts
-// even while the identity provider is down; a failed discovery is retried
-// by the next request.
-func (a *Authenticator) tokenVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.verifier != nil {
-		return a.verifier, nil
-	}
-	provider, err := oidc.NewProvider(context.WithoutCancel(ctx), a.cfg.Issuer)
-	if err != nil {
-		return nil, err
-	}
-	a.verifier = provider.Verifier(&oidc.Config{ClientID: a.cfg.Audience})
-	return a.verifier, nil
 }
 
 // callerInterceptor authenticates every RPC and puts the domain.Caller

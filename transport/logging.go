@@ -14,8 +14,13 @@ import (
 // duration; LogHandler adds the request id, the principal and the tenant,
 // which callerInterceptor, running inside this one, records on the
 // request's log context. It never logs request bodies or headers, which
-// may hold secrets.
-type logInterceptor struct{ log *slog.Logger }
+// may hold secrets. Failures and hot-path successes are sampled (see
+// logWindow): each kind is written in full up to its budget per window,
+// and counted beyond it.
+type logInterceptor struct {
+	log     *slog.Logger
+	samples *logSampler
+}
 
 func (i logInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
@@ -64,6 +69,15 @@ func (i logInterceptor) done(ctx context.Context, procedure, protocol string, st
 		}
 	} else if err != nil {
 		code = connect.CodeOf(err).String()
+	}
+	if err != nil || hotPath[procedure] {
+		key, budget := sampleKey{msg: "rpc", code: code}, failureLines
+		if err == nil {
+			key.procedure, budget = procedure, hotPathLines
+		}
+		if !i.samples.allow(key, budget, level) {
+			return
+		}
 	}
 	i.log.Log(ctx, level, "rpc", "procedure", procedure, "protocol", protocol, "code", code,
 		"duration_ms", float64(time.Since(start).Microseconds())/1000)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -102,8 +103,11 @@ func isProbe(path string) bool {
 // header and put into the context, where the log handler picks it up for
 // every line of the request. Requests that no RPC line describes (unknown
 // paths, requests Connect refuses before any interceptor runs,
-// reflection) get an "http" line of their own, probes excepted.
-func requestIDs(log *slog.Logger, next http.Handler) http.Handler {
+// reflection) get an "http" line of their own, probes excepted. Most such
+// requests are refusals (a stranger's junk, bodies refused before any
+// interceptor runs), so these lines are sampled by status, and by gRPC
+// status when the answer has one (gRPC refusals are HTTP 200).
+func requestIDs(log *slog.Logger, samples *logSampler, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
 		if !validRequestID(id) {
@@ -130,9 +134,26 @@ func requestIDs(log *slog.Logger, next http.Handler) http.Handler {
 		if status >= 500 {
 			level = slog.LevelWarn
 		}
-		log.Log(r.Context(), level, "http", "method", r.Method, "path", r.URL.Path, "status", status,
-			"duration_ms", float64(time.Since(start).Microseconds())/1000)
+		kind := strconv.Itoa(status)
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", status}
+		if gs := grpcStatus(sw.Header()); gs != "" {
+			kind += " grpc-status " + gs
+			attrs = append(attrs, "grpc_status", gs)
+		}
+		if !samples.allow(sampleKey{msg: "http", code: kind}, failureLines, level) {
+			return
+		}
+		log.Log(r.Context(), level, "http", append(attrs, "duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 	})
+}
+
+// grpcStatus is the gRPC status of an answer: in its headers (gRPC-Web
+// trailers-only) or its trailers (gRPC), as Connect sets them.
+func grpcStatus(h http.Header) string {
+	if s := h.Get("Grpc-Status"); s != "" {
+		return s
+	}
+	return h.Get(http.TrailerPrefix + "Grpc-Status")
 }
 
 // statusWriter remembers the status of a response. It passes Flush on,

@@ -42,6 +42,12 @@ type Config struct {
 	MaxMessageBytes int
 	// ReadHeaderTimeout bounds how long a client may take to send headers.
 	ReadHeaderTimeout time.Duration
+	// BodyReadTimeout bounds how long a client may take to send a request
+	// body, from the moment its handler starts; zero: no bound.
+	BodyReadTimeout time.Duration
+	// MaxConcurrentStreams bounds the HTTP/2 streams a client may have
+	// open on one connection; zero: Go's default (250).
+	MaxConcurrentStreams int
 	// ShutdownGrace is how long in-flight requests may take after SIGTERM.
 	ShutdownGrace time.Duration
 	// ShutdownDelay is how long the server keeps serving, not ready, after
@@ -59,6 +65,17 @@ type Config struct {
 	// that OpenTelemetry's span covers them and their log lines carry its
 	// trace id); empty when telemetry is off.
 	Interceptors []connect.Interceptor
+
+	samples *logSampler // shared by the server's handlers and HTTP layer; set by NewServer
+}
+
+// logSampler returns the server's log sampler, or a new one for handlers
+// and HTTP servers assembled on their own (the benchmark's baseline).
+func (cfg Config) logSampler() *logSampler {
+	if cfg.samples != nil {
+		return cfg.samples
+	}
+	return newLogSampler(requestLogger(cfg.Logger))
 }
 
 // Services are the handlers of the six services of the contract.
@@ -109,6 +126,7 @@ var serviceNames = []string{
 // gRPC health, reflection, /healthz and /readyz, all behind CORS.
 func NewServer(cfg Config, svc Services) *Server {
 	cfg.Logger = requestLogger(cfg.Logger)
+	cfg.samples = newLogSampler(cfg.Logger)
 	s := &Server{cfg: cfg, changes: svc.Changes}
 	opts := HandlerOptions(cfg)
 	mux := http.NewServeMux()
@@ -141,14 +159,15 @@ func NewServer(cfg Config, svc Services) *Server {
 // so that the benchmark's baseline handlers get exactly the same.
 func HandlerOptions(cfg Config) connect.HandlerOption {
 	log := requestLogger(cfg.Logger)
-	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{log},
+	samples := cfg.logSampler()
+	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{log, samples},
 		deadlineInterceptor{cfg.RequestTimeout}, // outside errorInterceptor, which must see the deadline
-		errorInterceptor{log}, callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}})
+		errorInterceptor{samples.logger()}, callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}})
 	return connect.WithHandlerOptions(append(strictJSONCodecs,
 		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
-		compression(),
-		connect.WithRecover(recovered(log)),
+		compression(cfg.MaxMessageBytes),
+		connect.WithRecover(recovered(samples.logger())),
 	)...)
 }
 
@@ -167,13 +186,20 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS, on the same port
+	log := requestLogger(cfg.Logger)
+	samples := cfg.logSampler()
 	return &http.Server{
-		Handler:           newCORS(cfg).Handler(requestIDs(requestLogger(cfg.Logger), guardWire(handler))),
+		Handler:           newCORS(cfg).Handler(requestIDs(log, samples, bodyDeadline(cfg.BodyReadTimeout, guardWire(handler)))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		// Go's HTTP/2 server runs a handler per open stream: the stream
+		// bound is the bound on one connection's handlers.
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxConcurrentStreams},
+		// Its complaints (a junk preface, a protocol error) come at a
+		// stranger's rate: sampled, as one kind.
+		ErrorLog: slog.NewLogLogger(samples.kindLogger(cfg.Logger.Handler(), "http server").Handler(), slog.LevelWarn),
 	}
 }
 
@@ -219,7 +245,7 @@ func (s *Server) ready(ctx context.Context) error {
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.ready(r.Context()); err != nil {
-		s.cfg.Logger.WarnContext(r.Context(), "not ready", "error", err)
+		s.cfg.samples.logger().WarnContext(r.Context(), "not ready", "error", err)
 		http.Error(w, "not ready", http.StatusServiceUnavailable)
 		return
 	}
@@ -253,6 +279,7 @@ func recovered(log *slog.Logger) func(context.Context, connect.Spec, http.Header
 // listener closes and in-flight requests get ShutdownGrace to finish. It
 // returns nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	defer s.cfg.samples.flush() // what sampling left out of the log, counted, before the process ends
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(ln) }()
 	select {
@@ -283,3 +310,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	return nil
 }
+
+// SuppressedLogLines returns how many log lines sampling has left out
+// since start (each counted in a "log lines sampled" line).
+func (s *Server) SuppressedLogLines() uint64 { return s.cfg.samples.suppressed() }

@@ -39,6 +39,9 @@ type Config struct {
 
 	// Limits that keep a replica alive under bad clients and a bad database.
 	ReadHeaderTimeout time.Duration // READ_HEADER_TIMEOUT
+	BodyReadTimeout   time.Duration // BODY_READ_TIMEOUT: how long a request body may take to arrive
+	MaxStreams        int           // HTTP2_MAX_CONCURRENT_STREAMS: open HTTP/2 streams per connection
+	OIDCFetchTimeout  time.Duration // OIDC_FETCH_TIMEOUT: bound of each request to the issuer
 	RequestTimeout    time.Duration // REQUEST_TIMEOUT: deadline of a unary call, down to the database
 	DBMaxConns        int           // DB_MAX_CONNS: pool bound; 0: a few per core
 	ShutdownDelay     time.Duration // SHUTDOWN_DELAY: serving while not ready after SIGTERM
@@ -156,6 +159,17 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.ReadHeaderTimeout = duration("READ_HEADER_TIMEOUT", 10*time.Second, 100*time.Millisecond, 5*time.Minute)
 	c.RequestTimeout = duration("REQUEST_TIMEOUT", 30*time.Second, 100*time.Millisecond, time.Hour)
+	c.BodyReadTimeout = duration("BODY_READ_TIMEOUT", 10*time.Second, 100*time.Millisecond, time.Hour)
+	c.OIDCFetchTimeout = duration("OIDC_FETCH_TIMEOUT", 3*time.Second, 100*time.Millisecond, time.Minute)
+	c.MaxStreams = 100
+	if v := get("HTTP2_MAX_CONCURRENT_STREAMS", ""); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			bad("HTTP2_MAX_CONCURRENT_STREAMS", "want a number of streams from 1 to 1000, got %q", v)
+		} else {
+			c.MaxStreams = n
+		}
+	}
 	// Outside dev a load balancer decides where traffic goes: it needs a
 	// few probes of a failing /readyz before the listener may close.
 	defaultDelay := 5 * time.Second

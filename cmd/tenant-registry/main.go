@@ -128,7 +128,8 @@ type Main struct {
 	SpanExporter sdktrace.SpanExporter
 
 	telemetry *telemetry
-	metricsLn net.Listener // METRICS_ADDR's listener, until Serve serves it
+	metricsLn net.Listener             // METRICS_ADDR's listener, until Serve serves it
+	auth      *transport.Authenticator // nil: authentication off
 }
 
 // Open connects to the database, brings or checks its schema, seeds dev
@@ -204,7 +205,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if m.Config.Issuer != "" {
 		auth = transport.NewAuthenticator(transport.OIDCConfig{
 			Issuer: m.Config.Issuer, Audience: m.Config.Audience, TenantClaim: m.Config.TenantClaim,
+			FetchTimeout: m.Config.OIDCFetchTimeout,
 		}, m.Verifier)
+		m.auth = auth
 	} else {
 		m.Logger.Warn("APP_ENV=dev without KEYCLOAK_ISSUER: authentication is off, every caller acts as a platform admin")
 	}
@@ -215,6 +218,8 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		TrustedProxies:        m.Config.TrustedProxies,
 		MaxMessageBytes:       m.Config.MaxMessageBytes,
 		ReadHeaderTimeout:     m.Config.ReadHeaderTimeout,
+		BodyReadTimeout:       m.Config.BodyReadTimeout,
+		MaxConcurrentStreams:  m.Config.MaxStreams,
 		RequestTimeout:        m.Config.RequestTimeout,
 		ShutdownGrace:         m.Config.ShutdownGrace,
 		ShutdownDelay:         m.Config.ShutdownDelay,
@@ -223,6 +228,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		Interceptors:          interceptors,
 	}, transport.NewServices(db.Store(), m.Clock, m.Verifier, db.Changes(),
 		domain.AuditSettings{Checkpoints: m.Checkpoints, RetentionDays: m.Config.AuditRetentionDays}))
+	if err := tel.observeLogs(m.Server.SuppressedLogLines); err != nil {
+		return err
+	}
 	if tel.metrics != nil {
 		// Listened on here, not in Serve, so that a taken port stops the
 		// start like a bad ADDR does.
@@ -306,6 +314,9 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.metricsLn != nil {
 		m.metricsLn.Close() // closed already when Serve ran; else it is released here
+	}
+	if m.auth != nil {
+		m.auth.Close()
 	}
 	if m.telemetry != nil {
 		if err := m.telemetry.shutdown(context.Background()); err != nil {

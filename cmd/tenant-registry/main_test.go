@@ -527,6 +527,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"ReadHeaderTimeout", c.ReadHeaderTimeout, 10 * time.Second},
 		{"RequestTimeout", c.RequestTimeout, 30 * time.Second},
 		{"DBMaxConns", c.DBMaxConns, 0},
+		{"BodyReadTimeout", c.BodyReadTimeout, 10 * time.Second},
+		{"MaxStreams", c.MaxStreams, 100},
+		{"OIDCFetchTimeout", c.OIDCFetchTimeout, 3 * time.Second},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -568,6 +571,9 @@ func TestLoadConfigValid(t *testing.T) {
 			func(c Config) bool {
 				return c.ReadHeaderTimeout == 2*time.Second && c.RequestTimeout == time.Minute && c.DBMaxConns == 16 && c.ShutdownDelay == 0
 			}},
+		{"body deadline and streams", map[string]string{"BODY_READ_TIMEOUT": "2s", "HTTP2_MAX_CONCURRENT_STREAMS": "20"},
+			func(c Config) bool { return c.BodyReadTimeout == 2*time.Second && c.MaxStreams == 20 }},
+		{"issuer timeout", map[string]string{"OIDC_FETCH_TIMEOUT": "500ms"}, func(c Config) bool { return c.OIDCFetchTimeout == 500*time.Millisecond }},
 		{"shutdown delay outside dev", map[string]string{"APP_ENV": "prod", "KEYCLOAK_ISSUER": "https://keycloak.example.com/realms/platform", "OIDC_AUDIENCE": "tenant-registry"},
 			func(c Config) bool { return c.ShutdownDelay == 5*time.Second }},
 	}
@@ -613,6 +619,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"request timeout over an hour", map[string]string{"REQUEST_TIMEOUT": "2h"}, []string{"REQUEST_TIMEOUT"}},
 		{"pool of zero connections", map[string]string{"DB_MAX_CONNS": "0"}, []string{"DB_MAX_CONNS"}},
 		{"pool size not a number", map[string]string{"DB_MAX_CONNS": "many"}, []string{"DB_MAX_CONNS"}},
+		{"body timeout without unit", map[string]string{"BODY_READ_TIMEOUT": "10"}, []string{"BODY_READ_TIMEOUT"}},
+		{"body timeout zero", map[string]string{"BODY_READ_TIMEOUT": "0s"}, []string{"BODY_READ_TIMEOUT"}},
+		{"streams not a number", map[string]string{"HTTP2_MAX_CONCURRENT_STREAMS": "lots"}, []string{"HTTP2_MAX_CONCURRENT_STREAMS"}},
+		{"zero streams", map[string]string{"HTTP2_MAX_CONCURRENT_STREAMS": "0"}, []string{"HTTP2_MAX_CONCURRENT_STREAMS"}},
+		{"issuer timeout over a minute", map[string]string{"OIDC_FETCH_TIMEOUT": "5m"}, []string{"OIDC_FETCH_TIMEOUT"}},
 		{"negative shutdown delay", map[string]string{"SHUTDOWN_DELAY": "-1s"}, []string{"SHUTDOWN_DELAY"}},
 		{"prod without issuer", map[string]string{"APP_ENV": "prod"}, []string{"KEYCLOAK_ISSUER"}},
 		{"stage without issuer", map[string]string{"APP_ENV": "stage"}, []string{"KEYCLOAK_ISSUER"}},

@@ -260,6 +260,27 @@ func (t *telemetry) observe(cache *domain.KeyCache, feed *domain.ChangeFeed, aud
 	return nil
 }
 
+// observeLogs reports how many log lines sampling has left out, so that
+// a flood that the log only summarises still shows in the metrics.
+func (t *telemetry) observeLogs(suppressed func() uint64) error {
+	if t.meter == nil {
+		return nil
+	}
+	m := t.meter.Meter(instrumentationName)
+	lines, err := m.Int64ObservableCounter("tenant_registry.log.lines_suppressed", metric.WithUnit("{line}"),
+		metric.WithDescription("Log lines left out by sampling (each kind is summarised in a \"log lines sampled\" line)"))
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(lines, int64(suppressed()))
+		return nil
+	}, lines); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
+}
+
 // serveMetrics serves /metrics on ln until ctx ends.
 func (t *telemetry) serveMetrics(ctx context.Context, ln net.Listener, log *slog.Logger) error {
 	mux := http.NewServeMux()

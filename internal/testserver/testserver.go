@@ -92,6 +92,7 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 	var auth *transport.Authenticator
 	if oidcCfg != nil {
 		auth = transport.NewAuthenticator(*oidcCfg, verifier)
+		t.Cleanup(auth.Close)
 	}
 	srv := transport.NewServer(transport.Config{
 		Auth:              auth,
