@@ -124,9 +124,10 @@ type ApiKeyStatus string
 
 // Key states; EXPIRED is computed from the expire time.
 const (
-	ApiKeyActive  ApiKeyStatus = "ACTIVE"
-	ApiKeyRevoked ApiKeyStatus = "REVOKED"
-	ApiKeyExpired ApiKeyStatus = "EXPIRED"
+	ApiKeyActive   ApiKeyStatus = "ACTIVE"
+	ApiKeyRevoked  ApiKeyStatus = "REVOKED"
+	ApiKeyExpired  ApiKeyStatus = "EXPIRED"
+	ApiKeyDisabled ApiKeyStatus = "DISABLED"
 )
 
 // ApiKey is a tenant's credential for its machines. Only its hash is kept.
@@ -144,7 +145,15 @@ type ApiKey struct {
 	LastUsedTime time.Time // zero: never used; updated at most once a minute
 	// CreatedBy is the key that created this one, when a key did: revoking
 	// that key revokes this one too.
-	CreatedBy string
+	CreatedBy   string
+	DisableTime time.Time         // zero: not disabled
+	Metadata    map[string]string // for the products that verify it; returned by VerifyApiKey
+}
+
+// Etag is the key's version (AIP-154).
+func (k *ApiKey) Etag() string {
+	var e etag
+	return e.str(k.ID).str(k.Name).list(k.Scopes).time(k.ExpireTime).time(k.RevokeTime).time(k.DisableTime).strings(k.Metadata).String()
 }
 
 // IsPlatform reports whether k is a platform key: a key of the platform
@@ -158,6 +167,8 @@ func (k *ApiKey) StatusAt(now time.Time) ApiKeyStatus {
 		return ApiKeyRevoked
 	case !k.ExpireTime.IsZero() && !now.Before(k.ExpireTime):
 		return ApiKeyExpired
+	case !k.DisableTime.IsZero():
+		return ApiKeyDisabled
 	}
 	return ApiKeyActive
 }

@@ -3,6 +3,7 @@ package domain
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 )
@@ -30,10 +31,12 @@ func (s *CatalogService) ListProducts(ctx context.Context) ([]*Product, error) {
 // CreateProduct is the input of CatalogService.CreateProduct. A nil
 // TrialDays means DefaultTrialDays.
 type CreateProduct struct {
-	Key         string
-	DisplayName string
-	Description string
-	TrialDays   *int
+	Key           string
+	DisplayName   string
+	Description   string
+	TrialDays     *int
+	DefaultLimits Limits
+	TrialLimits   Limits // empty: trials get the defaults
 }
 
 // CreateProduct validates in and adds it to the catalog.
@@ -47,6 +50,8 @@ func (s *CatalogService) CreateProduct(ctx context.Context, in CreateProduct) (*
 		days = *in.TrialDays
 		checkTrialDays(&v, "trial_days", days)
 	}
+	checkLimits(&v, "default_limits", in.DefaultLimits)
+	checkLimits(&v, "trial_limits", in.TrialLimits)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -57,6 +62,7 @@ func (s *CatalogService) CreateProduct(ctx context.Context, in CreateProduct) (*
 	p := &Product{
 		Key: in.Key, DisplayName: name, Description: in.Description,
 		TrialDays: days, CreateTime: now, UpdateTime: now,
+		DefaultLimits: Limits{}.Over(in.DefaultLimits), TrialLimits: Limits{}.Over(in.TrialLimits),
 	}
 	err := s.store.Atomically(ctx, func(r Repositories) error {
 		if err := r.Products().Create(ctx, p); err != nil {
@@ -70,20 +76,54 @@ func (s *CatalogService) CreateProduct(ctx context.Context, in CreateProduct) (*
 	return p, nil
 }
 
-// UpdateProduct is the input of CatalogService.UpdateProduct. Nil fields
-// stay as they are.
+// UpdateProduct is the input of CatalogService.UpdateProduct. Without a
+// Mask, nil fields (and empty limits) stay as they are; with one, exactly
+// the fields it names change, an absent value being the field's zero.
 type UpdateProduct struct {
-	Key         string
-	DisplayName *string
-	Description *string
-	TrialDays   *int
+	Key           string
+	DisplayName   *string
+	Description   *string
+	TrialDays     *int
+	DefaultLimits Limits
+	TrialLimits   Limits
+	Mask          []string
+	Etag          string
 }
 
-// UpdateProduct changes a product's display name, description and trial
-// length. Running trials keep their expiry.
+// productPaths are the fields UpdateProduct may change.
+var productPaths = []string{"display_name", "description", "trial_days", "default_limits", "trial_limits"}
+
+// UpdateProduct changes a product's display name, description, trial
+// length and limits. Running trials keep their expiry; changed limits are
+// announced, as every tenant's verification answers name them.
 func (s *CatalogService) UpdateProduct(ctx context.Context, in UpdateProduct) (*Product, error) {
 	var v Violations
 	checkProductKey(&v, "key", in.Key)
+	if paths := checkMask(&v, in.Mask, productPaths, false); paths != nil {
+		// A mask names what changes: everything it names, and nothing else.
+		zero, none := "", 0
+		in.DisplayName, in.Description, in.TrialDays = pick(paths["display_name"], in.DisplayName, &zero),
+			pick(paths["description"], in.Description, &zero), pick(paths["trial_days"], in.TrialDays, &none)
+		if paths["default_limits"] {
+			in.DefaultLimits = Limits{}.Over(in.DefaultLimits)
+		} else {
+			in.DefaultLimits = nil
+		}
+		if paths["trial_limits"] {
+			in.TrialLimits = Limits{}.Over(in.TrialLimits)
+		} else {
+			in.TrialLimits = nil
+		}
+	} else {
+		if len(in.DefaultLimits) == 0 {
+			in.DefaultLimits = nil
+		}
+		if len(in.TrialLimits) == 0 {
+			in.TrialLimits = nil
+		}
+	}
+	checkLimits(&v, "default_limits", in.DefaultLimits)
+	checkLimits(&v, "trial_limits", in.TrialLimits)
 	if in.DisplayName != nil {
 		name := checkName(&v, "display_name", *in.DisplayName, MaxDisplayNameLen)
 		in.DisplayName = &name
@@ -106,6 +146,9 @@ func (s *CatalogService) UpdateProduct(ctx context.Context, in UpdateProduct) (*
 		if err != nil {
 			return err
 		}
+		if err := checkEtag(in.Etag, p.Etag(), "product"); err != nil {
+			return err
+		}
 		out = p
 		var changed []string
 		if in.DisplayName != nil && *in.DisplayName != p.DisplayName {
@@ -117,12 +160,25 @@ func (s *CatalogService) UpdateProduct(ctx context.Context, in UpdateProduct) (*
 		if in.TrialDays != nil && *in.TrialDays != p.TrialDays {
 			p.TrialDays, changed = *in.TrialDays, append(changed, "trial_days")
 		}
+		limitsChanged := false
+		if in.DefaultLimits != nil && !maps.Equal(in.DefaultLimits, p.DefaultLimits) {
+			p.DefaultLimits, changed, limitsChanged = in.DefaultLimits, append(changed, "default_limits"), true
+		}
+		if in.TrialLimits != nil && !maps.Equal(in.TrialLimits, p.TrialLimits) {
+			p.TrialLimits, changed, limitsChanged = in.TrialLimits, append(changed, "trial_limits"), true
+		}
 		if len(changed) == 0 {
 			return nil // nothing changes: no write, no event, so retries are safe
 		}
 		p.UpdateTime = s.now()
 		if err := r.Products().Update(ctx, p); err != nil {
 			return err
+		}
+		if limitsChanged {
+			// Every tenant's verifications name the product's limits.
+			if err := r.Invalidations().Announce(ctx, Change{Kind: ChangeProductChanged, Product: p.Key}); err != nil {
+				return err
+			}
 		}
 		fields := map[string]string{"changed": strings.Join(changed, ",")}
 		return recordChange(ctx, r, p.UpdateTime, productChange(p, "product.updated", "u", "product updated", fields))
@@ -131,6 +187,18 @@ func (s *CatalogService) UpdateProduct(ctx context.Context, in UpdateProduct) (*
 		return nil, err
 	}
 	return out, nil
+}
+
+// pick is v when the mask names the field and holds a value, zero when it
+// names it without one, and nil (unchanged) when it does not name it.
+func pick[T any](named bool, v, zero *T) *T {
+	switch {
+	case !named:
+		return nil
+	case v == nil:
+		return zero
+	}
+	return v
 }
 
 // RequestProduct is the input of CatalogService.RequestProduct.
@@ -272,6 +340,7 @@ func (s *CatalogService) StartTrial(ctx context.Context, tenantID, product strin
 		e := &Entitlement{
 			TenantID: t.ID, Product: p.Key, Status: EntitlementTrial, Source: SourceTrial,
 			StartTime: now, ExpireTime: p.TrialEnd(now), CreateTime: now, UpdateTime: now,
+			Limits: Limits{}, Base: baseLimits(p, SourceTrial),
 		}
 		if err := r.Entitlements().Upsert(ctx, e); err != nil {
 			return err

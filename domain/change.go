@@ -24,6 +24,12 @@ const (
 	ChangeEntitlementGranted ChangeKind = "entitlement.granted"
 	ChangeEntitlementChanged ChangeKind = "entitlement.changed" // an active grant's end moved
 	ChangeEntitlementRevoked ChangeKind = "entitlement.revoked"
+	ChangeKeyDisabled        ChangeKind = "api_key.disabled"
+	ChangeKeyEnabled         ChangeKind = "api_key.enabled"
+	ChangeKeyUpdated         ChangeKind = "api_key.updated" // scopes, expiry or metadata
+	// ChangeProductChanged names a product whose limits changed: every
+	// tenant's answers that name it are stale.
+	ChangeProductChanged ChangeKind = "product.changed"
 )
 
 // Change is one committed change, as announced to caches: ids only.

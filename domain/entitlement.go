@@ -39,6 +39,28 @@ type Entitlement struct {
 	ExpireTime time.Time // zero: no end
 	CreateTime time.Time
 	UpdateTime time.Time
+	// Limits override the product's, key by key, for this tenant (a
+	// grant's); Base are the product's that apply (its trial limits for a
+	// trial, when it has any, else its defaults), read with the product.
+	Limits Limits
+	Base   Limits
+}
+
+// EffectiveLimits are the limits in force: Limits over Base.
+func (e *Entitlement) EffectiveLimits() Limits { return e.Limits.Over(e.Base) }
+
+// Etag is the entitlement's version (AIP-154).
+func (e *Entitlement) Etag() string {
+	var t etag
+	return t.str(e.TenantID).str(e.Product).str(string(e.Status)).str(string(e.Source)).time(e.StartTime).time(e.ExpireTime).limits(e.Limits).String()
+}
+
+// baseLimits are the limits of p an entitlement of source src starts from.
+func baseLimits(p *Product, src EntitlementSource) Limits {
+	if src == SourceTrial && len(p.TrialLimits) > 0 {
+		return p.TrialLimits
+	}
+	return p.DefaultLimits
 }
 
 // StatusAt is the entitlement's status at now: TRIAL and ACTIVE turn

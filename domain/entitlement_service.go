@@ -3,6 +3,9 @@ package domain
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -59,6 +62,7 @@ type Check struct {
 	Entitled    bool
 	Reason      CheckReason
 	Entitlement *Entitlement // as read now; nil when the tenant has none
+	Limits      Limits       // the limits in force when Entitled; nil otherwise
 }
 
 // Check says whether a tenant may use a product now, by the rule of
@@ -91,6 +95,9 @@ func (s *EntitlementService) Check(ctx context.Context, tenantID, product string
 	if e != nil {
 		c.Entitlement = e.ReadAt(now)
 	}
+	if c.Entitled {
+		c.Limits = e.EffectiveLimits()
+	}
 	switch {
 	case c.Entitled:
 		c.Reason = CheckOK
@@ -114,6 +121,8 @@ type GrantEntitlement struct {
 	TenantID   string
 	Product    string
 	ExpireTime time.Time
+	Limits     Limits // override the product's, key by key; empty: none
+	Etag       string // the entitlement as the caller read it; empty: whatever it is
 }
 
 // Grant makes the tenant's entitlement for a product ACTIVE with source
@@ -131,9 +140,11 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 	if !in.ExpireTime.IsZero() && !expire.After(now) {
 		v.Add("expire_time", "must be in the future")
 	}
+	checkLimits(&v, "limits", in.Limits)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
+	limits := Limits{}.Over(in.Limits) // never nil: stored as given, compared as maps
 	if err := s.allow(ctx, PermEntitlementsWrite, tenantID, tried("entitlement.granted", "u", "entitlement", in.Product)); err != nil {
 		return nil, err
 	}
@@ -144,18 +155,23 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 		if err != nil {
 			return err
 		}
-		if _, err := r.Products().Get(ctx, in.Product); err != nil {
+		p, err := r.Products().Get(ctx, in.Product)
+		if err != nil {
 			return err
 		}
 		prev, err := r.Entitlements().Get(ctx, t.ID, in.Product)
 		if err != nil && ErrorKind(err) != KindNotFound {
 			return err
 		}
+		if err := entitlementEtag(in.Etag, prev); err != nil {
+			return err
+		}
 		from := "NONE"
 		if prev != nil {
 			from = string(prev.StatusAt(now))
-			if prev.Source == SourceGrant && from == string(EntitlementActive) && prev.ExpireTime.Equal(expire) {
+			if prev.Source == SourceGrant && from == string(EntitlementActive) && prev.ExpireTime.Equal(expire) && maps.Equal(prev.Limits, limits) {
 				out = prev.ReadAt(now)
+				out.Base = baseLimits(p, out.Source)
 				// A retry: nothing changes and no event, but the answer
 				// waits until this replica's cache feels the grant.
 				return r.Invalidations().Repeat(ctx, staleEntitlement(prev, ChangeEntitlementGranted))
@@ -163,7 +179,7 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 		}
 		e := &Entitlement{
 			TenantID: t.ID, Product: in.Product, Status: EntitlementActive, Source: SourceGrant,
-			StartTime: now, ExpireTime: expire, CreateTime: now, UpdateTime: now,
+			StartTime: now, ExpireTime: expire, CreateTime: now, UpdateTime: now, Limits: limits,
 		}
 		if prev != nil {
 			e.CreateTime = prev.CreateTime
@@ -173,11 +189,12 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 		}
 		kind := ChangeEntitlementGranted
 		if from == string(EntitlementActive) && prev.Source == SourceGrant {
-			kind = ChangeEntitlementChanged // an active grant whose end moved
+			kind = ChangeEntitlementChanged // an active grant whose end or limits changed
 		}
 		if err := r.Invalidations().Announce(ctx, staleEntitlement(e, kind)); err != nil {
 			return err
 		}
+		e.Base = baseLimits(p, e.Source)
 		out = e
 		crud := "c"
 		if prev != nil {
@@ -185,6 +202,9 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 		}
 		c := entitlementChange(e, "entitlement.granted", crud, fmt.Sprintf("%s granted (was %s)", e.Product, from))
 		c.Fields["from"] = from
+		if prev != nil && !maps.Equal(prev.Limits, limits) {
+			c.Fields["limits_before"] = limitsText(prev.Limits)
+		}
 		return recordChange(ctx, r, now, c)
 	})
 	if err != nil {
@@ -195,7 +215,7 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 
 // Revoke sets the tenant's entitlement for a product to REVOKED. Revoking
 // a revoked entitlement returns it unchanged.
-func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product string) (*Entitlement, error) {
+func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product, etag string) (*Entitlement, error) {
 	tenantID, err := tenantAndProduct(tenantID, product)
 	if err != nil {
 		return nil, err
@@ -214,6 +234,9 @@ func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product strin
 		if ErrorKind(err) == KindNotFound {
 			return Errorf(KindNotFound, "tenant %s has no entitlement for %s", t.ID, product)
 		} else if err != nil {
+			return err
+		}
+		if err := entitlementEtag(etag, e); err != nil {
 			return err
 		}
 		if e.Status == EntitlementRevoked {
@@ -239,9 +262,34 @@ func (s *EntitlementService) Revoke(ctx context.Context, tenantID, product strin
 	return out, nil
 }
 
+// entitlementEtag refuses a change of an entitlement read at another
+// version than prev's (nil: there is none, which no etag names).
+func entitlementEtag(given string, prev *Entitlement) error {
+	if given == "" {
+		return nil
+	}
+	if prev == nil {
+		return Errorf(KindAborted, "etag %q is stale: the tenant has no entitlement for the product now", given)
+	}
+	return checkEtag(given, prev.Etag(), "entitlement")
+}
+
+// limitsText writes limits for an audit event's fields, keys sorted.
+func limitsText(l Limits) string {
+	keys := slices.Sorted(maps.Keys(l))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, l[k])
+	}
+	return strings.Join(parts, ",")
+}
+
 // entitlementChange describes a change of e for the tenant's audit chain.
 func entitlementChange(e *Entitlement, action, crud, description string) change {
 	fields := map[string]string{"product": e.Product, "status": string(e.Status), "source": string(e.Source)}
+	if len(e.Limits) > 0 {
+		fields["limits"] = limitsText(e.Limits)
+	}
 	if !e.ExpireTime.IsZero() {
 		fields["expire_time"] = e.ExpireTime.Format(time.RFC3339Nano)
 	}

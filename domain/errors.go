@@ -21,6 +21,7 @@ const (
 	KindPermissionDenied               // credentials are good but not allowed to do this
 	KindUnavailable                    // the database (or another dependency) cannot be reached
 	KindResourceExhausted              // a size or rate bound was hit
+	KindAborted                        // the thing changed since the caller read it (a stale etag)
 )
 
 // FieldViolation names one bad field of a request and why it is bad.

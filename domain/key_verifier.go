@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ const (
 	VerifyTenantFrozen      VerifyCode = "TENANT_FROZEN"
 	VerifyInsufficientScope VerifyCode = "INSUFFICIENT_SCOPE"
 	VerifyNotEntitled       VerifyCode = "NOT_ENTITLED"
+	VerifyDisabled          VerifyCode = "DISABLED"
 )
 
 // Verification is the answer to "is this key good": a code, and when it
@@ -35,6 +37,10 @@ type Verification struct {
 	Scopes     []string
 	Products   []string  // the tenant's entitled products now
 	ExpireTime time.Time // when the key stops verifying; zero: never
+	// Entitlements are the tenant's counting now, as read at the
+	// verification, with their limits; Metadata is the key's.
+	Entitlements []*Entitlement
+	Metadata     map[string]string
 	// Until is when a VALID answer changes by the passing of time alone,
 	// with no change announced: the key's expiry, or the end of one of the
 	// entitlements in Products, whichever is first. Zero: never.
@@ -121,7 +127,7 @@ func (v *KeyVerifier) verify(ctx context.Context, key, product string, requiredS
 	return &Verification{
 		Code: VerifyValid, KeyID: rec.Key.ID, TenantID: rec.Tenant.ID, TenantSlug: rec.Tenant.Slug,
 		Scopes: rec.Key.Scopes, Products: EntitledProducts(rec.Tenant, rec.Entitlements, now), ExpireTime: rec.Key.ExpireTime,
-		Until: validUntil(rec, now),
+		Until: validUntil(rec, now), Entitlements: counting(rec.Tenant, rec.Entitlements, now), Metadata: rec.Key.Metadata,
 	}, nil
 }
 
@@ -138,12 +144,27 @@ func validUntil(rec *KeyRecord, now time.Time) time.Time {
 	return until
 }
 
+// counting are the entitlements that pass Entitled now, by product, as
+// read now.
+func counting(t *Tenant, ents []*Entitlement, now time.Time) []*Entitlement {
+	var out []*Entitlement
+	for _, e := range ents {
+		if Entitled(t, e, now) {
+			out = append(out, e.ReadAt(now))
+		}
+	}
+	slices.SortFunc(out, func(a, b *Entitlement) int { return strings.Compare(a.Product, b.Product) })
+	return out
+}
+
 func evaluate(rec *KeyRecord, product string, requiredScopes []string, now time.Time) VerifyCode {
 	switch rec.Key.StatusAt(now) {
 	case ApiKeyRevoked:
 		return VerifyRevoked
 	case ApiKeyExpired:
 		return VerifyExpired
+	case ApiKeyDisabled:
+		return VerifyDisabled
 	}
 	if rec.Tenant.Status == TenantFrozen {
 		return VerifyTenantFrozen

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"time"
 	"unicode/utf8"
@@ -15,6 +16,16 @@ type Product struct {
 	TrialDays   int // length of a self-serve trial; 0: no trial
 	CreateTime  time.Time
 	UpdateTime  time.Time
+	// DefaultLimits are an entitlement's limits unless its grant overrides
+	// them; TrialLimits a trial's (empty: the defaults).
+	DefaultLimits Limits
+	TrialLimits   Limits
+}
+
+// Etag is the product's version (AIP-154).
+func (p *Product) Etag() string {
+	var t etag
+	return t.str(p.Key).str(p.DisplayName).str(p.Description).str(fmt.Sprint(p.TrialDays)).limits(p.DefaultLimits).limits(p.TrialLimits).String()
 }
 
 // Bounds of a product and of a product request.

@@ -36,6 +36,12 @@ type Tenant struct {
 	UpdateTime  time.Time
 }
 
+// Etag is the tenant's version (AIP-154).
+func (t *Tenant) Etag() string {
+	var e etag
+	return e.str(t.ID).str(t.DisplayName).str(string(t.Status)).str(t.ExternalID).strings(t.Metadata).String()
+}
+
 // Bounds of a tenant's fields.
 const (
 	MaxDisplayNameLen   = 200

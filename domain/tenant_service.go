@@ -138,12 +138,25 @@ type UpdateTenant struct {
 	ID          string
 	DisplayName *string
 	Metadata    map[string]string
+	// Mask, when set, names exactly the fields that change (display_name,
+	// metadata), metadata being then replaced whole; Etag, when set, is the
+	// tenant's as the caller read it.
+	Mask []string
+	Etag string
 }
+
+// tenantPaths are the fields UpdateTenant may change.
+var tenantPaths = []string{"display_name", "metadata"}
 
 // Update changes a tenant's display name and metadata.
 func (s *TenantService) Update(ctx context.Context, in UpdateTenant) (*Tenant, error) {
 	var v Violations
 	id := checkID(&v, "id", in.ID)
+	paths := checkMask(&v, in.Mask, tenantPaths, false)
+	if paths != nil {
+		zero := ""
+		in.DisplayName = pick(paths["display_name"], in.DisplayName, &zero)
+	}
 	if in.DisplayName != nil {
 		name := checkName(&v, "display_name", *in.DisplayName, MaxDisplayNameLen)
 		in.DisplayName = &name
@@ -162,11 +175,19 @@ func (s *TenantService) Update(ctx context.Context, in UpdateTenant) (*Tenant, e
 		if err != nil {
 			return err
 		}
+		if err := checkEtag(in.Etag, t.Etag(), "tenant"); err != nil {
+			return err
+		}
 		before := *t
 		if in.DisplayName != nil {
 			t.DisplayName = *in.DisplayName
 		}
-		t.Metadata = mergeMetadata(t.Metadata, in.Metadata)
+		switch {
+		case paths == nil:
+			t.Metadata = mergeMetadata(t.Metadata, in.Metadata)
+		case paths["metadata"]:
+			t.Metadata = mergeMetadata(nil, in.Metadata) // replaced whole; empty values name nothing
+		}
 		if len(t.Metadata) > MaxMetadataKeys {
 			return Violations{{Field: "metadata", Description: fmt.Sprintf("the update would leave %d keys, more than %d", len(t.Metadata), MaxMetadataKeys)}}.Err()
 		}

@@ -13,18 +13,20 @@ import (
 type apiKeyRow struct {
 	bun.BaseModel `bun:"table:api_keys"`
 
-	ID           string    `bun:"id,pk"`
-	TenantID     string    `bun:"tenant_id,notnull"`
-	Name         string    `bun:"name,notnull"`
-	Prefix       string    `bun:"prefix,notnull"`
-	Hash         string    `bun:"hash,notnull"`
-	Scopes       []string  `bun:"scopes,notnull"`
-	CreateTime   time.Time `bun:"create_time,notnull"`
-	UpdateTime   time.Time `bun:"update_time,notnull"`
-	ExpireTime   time.Time `bun:"expire_time,nullzero"`
-	RevokeTime   time.Time `bun:"revoke_time,nullzero"`
-	LastUsedTime time.Time `bun:"last_used_time,nullzero"`
-	CreatedBy    string    `bun:"created_by_key,nullzero"`
+	ID           string            `bun:"id,pk"`
+	TenantID     string            `bun:"tenant_id,notnull"`
+	Name         string            `bun:"name,notnull"`
+	Prefix       string            `bun:"prefix,notnull"`
+	Hash         string            `bun:"hash,notnull"`
+	Scopes       []string          `bun:"scopes,notnull"`
+	CreateTime   time.Time         `bun:"create_time,notnull"`
+	UpdateTime   time.Time         `bun:"update_time,notnull"`
+	ExpireTime   time.Time         `bun:"expire_time,nullzero"`
+	RevokeTime   time.Time         `bun:"revoke_time,nullzero"`
+	LastUsedTime time.Time         `bun:"last_used_time,nullzero"`
+	CreatedBy    string            `bun:"created_by_key,nullzero"`
+	DisableTime  time.Time         `bun:"disable_time,nullzero"`
+	Metadata     map[string]string `bun:"metadata,notnull"`
 }
 
 func newApiKeyRow(k *domain.ApiKey) *apiKeyRow {
@@ -35,8 +37,16 @@ func newApiKeyRow(k *domain.ApiKey) *apiKeyRow {
 	return &apiKeyRow{
 		ID: k.ID, TenantID: k.TenantID, Name: k.Name, Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
 		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, ExpireTime: k.ExpireTime, RevokeTime: k.RevokeTime, LastUsedTime: k.LastUsedTime,
-		CreatedBy: k.CreatedBy,
+		CreatedBy: k.CreatedBy, DisableTime: k.DisableTime, Metadata: metadataRow(k.Metadata),
 	}
+}
+
+// metadataRow is metadata as stored: never NULL.
+func metadataRow(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 func (r *apiKeyRow) domain() *domain.ApiKey {
@@ -44,6 +54,7 @@ func (r *apiKeyRow) domain() *domain.ApiKey {
 		ID: r.ID, TenantID: r.TenantID, Name: r.Name, Prefix: r.Prefix, Hash: r.Hash, Scopes: r.Scopes,
 		CreateTime: utc(r.CreateTime), UpdateTime: utc(r.UpdateTime), ExpireTime: utc(r.ExpireTime),
 		RevokeTime: utc(r.RevokeTime), LastUsedTime: utc(r.LastUsedTime), CreatedBy: r.CreatedBy,
+		DisableTime: utc(r.DisableTime), Metadata: metadataRow(r.Metadata),
 	}
 }
 
@@ -115,7 +126,8 @@ func (r ApiKeyRepository) List(ctx context.Context, tenantID, afterID string, li
 
 // Update writes a key's expire, revoke and update times.
 func (r ApiKeyRepository) Update(ctx context.Context, k *domain.ApiKey) error {
-	res, err := r.db.NewUpdate().Model(newApiKeyRow(k)).Column("expire_time", "revoke_time", "update_time").WherePK().Exec(ctx)
+	res, err := r.db.NewUpdate().Model(newApiKeyRow(k)).
+		Column("name", "scopes", "expire_time", "revoke_time", "disable_time", "metadata", "update_time").WherePK().Exec(ctx)
 	if err != nil {
 		return dbError(err, apiKeyNotFound, "")
 	}
@@ -171,24 +183,29 @@ func apiKeys(rows []apiKeyRow) []*domain.ApiKey {
 // verificationRow is one row of the verification query: a key, its tenant,
 // and one of the tenant's entitlements (NULL columns when it has none).
 type verificationRow struct {
-	ID           string    `bun:"id"`
-	TenantID     string    `bun:"tenant_id"`
-	Name         string    `bun:"name"`
-	Prefix       string    `bun:"prefix"`
-	Hash         string    `bun:"hash"`
-	Scopes       []string  `bun:"scopes"`
-	CreateTime   time.Time `bun:"create_time"`
-	UpdateTime   time.Time `bun:"update_time"`
-	ExpireTime   time.Time `bun:"expire_time,nullzero"`
-	RevokeTime   time.Time `bun:"revoke_time,nullzero"`
-	LastUsedTime time.Time `bun:"last_used_time,nullzero"`
-	TenantSlug   string    `bun:"tenant_slug"`
-	TenantStatus string    `bun:"tenant_status"`
-	Product      *string   `bun:"e_product"`
-	EntStatus    *string   `bun:"e_status"`
-	EntSource    *string   `bun:"e_source"`
-	EntStart     time.Time `bun:"e_start_time,nullzero"`
-	EntExpire    time.Time `bun:"e_expire_time,nullzero"`
+	ID           string            `bun:"id"`
+	TenantID     string            `bun:"tenant_id"`
+	Name         string            `bun:"name"`
+	Prefix       string            `bun:"prefix"`
+	Hash         string            `bun:"hash"`
+	Scopes       []string          `bun:"scopes"`
+	CreateTime   time.Time         `bun:"create_time"`
+	UpdateTime   time.Time         `bun:"update_time"`
+	ExpireTime   time.Time         `bun:"expire_time,nullzero"`
+	RevokeTime   time.Time         `bun:"revoke_time,nullzero"`
+	LastUsedTime time.Time         `bun:"last_used_time,nullzero"`
+	DisableTime  time.Time         `bun:"disable_time,nullzero"`
+	Metadata     map[string]string `bun:"metadata"`
+	TenantSlug   string            `bun:"tenant_slug"`
+	TenantStatus string            `bun:"tenant_status"`
+	Product      *string           `bun:"e_product"`
+	EntStatus    *string           `bun:"e_status"`
+	EntSource    *string           `bun:"e_source"`
+	EntStart     time.Time         `bun:"e_start_time,nullzero"`
+	EntExpire    time.Time         `bun:"e_expire_time,nullzero"`
+	EntLimits    map[string]int64  `bun:"e_limits"`
+	Defaults     map[string]int64  `bun:"p_default_limits"`
+	TrialLimits  map[string]int64  `bun:"p_trial_limits"`
 }
 
 // verificationQuery reads a key by hash, with its tenant and one row per
@@ -197,12 +214,15 @@ type verificationRow struct {
 // 20261122000006), whose plan it keeps; TestVerificationQueryAgrees holds
 // the three to the same rows.
 const verificationQuery = `SELECT k.id, k.tenant_id, k.name, k.prefix, k.hash, k.scopes, k.create_time, k.update_time,
-		k.expire_time, k.revoke_time, k.last_used_time, t.slug AS tenant_slug, t.status AS tenant_status,
+		k.expire_time, k.revoke_time, k.last_used_time, k.disable_time, k.metadata,
+		t.slug AS tenant_slug, t.status AS tenant_status,
 		e.product AS e_product, e.status AS e_status, e.source AS e_source,
-		e.start_time AS e_start_time, e.expire_time AS e_expire_time
+		e.start_time AS e_start_time, e.expire_time AS e_expire_time,
+		e.limits AS e_limits, p.default_limits AS p_default_limits, p.trial_limits AS p_trial_limits
 	FROM api_keys AS k
 	JOIN tenants AS t ON t.id = k.tenant_id
 	LEFT JOIN entitlements AS e ON e.tenant_id = k.tenant_id
+	LEFT JOIN products AS p ON p.key = e.product
 	WHERE k.hash = ?`
 
 // verificationFunction is verificationQuery as PostgreSQL runs it.
@@ -233,7 +253,7 @@ func verificationRecord(rows []verificationRow, err error) (*domain.KeyRecord, e
 	key := (&apiKeyRow{
 		ID: first.ID, TenantID: first.TenantID, Name: first.Name, Prefix: first.Prefix, Hash: first.Hash, Scopes: first.Scopes,
 		CreateTime: first.CreateTime, UpdateTime: first.UpdateTime, ExpireTime: first.ExpireTime,
-		RevokeTime: first.RevokeTime, LastUsedTime: first.LastUsedTime,
+		RevokeTime: first.RevokeTime, LastUsedTime: first.LastUsedTime, DisableTime: first.DisableTime, Metadata: first.Metadata,
 	}).domain()
 	rec := &domain.KeyRecord{
 		Key:    key,
@@ -246,6 +266,7 @@ func verificationRecord(rows []verificationRow, err error) (*domain.KeyRecord, e
 		rec.Entitlements = append(rec.Entitlements, &domain.Entitlement{
 			TenantID: row.TenantID, Product: *row.Product, Status: domain.EntitlementStatus(deref(row.EntStatus)),
 			Source: domain.EntitlementSource(deref(row.EntSource)), StartTime: utc(row.EntStart), ExpireTime: utc(row.EntExpire),
+			Limits: domain.Limits(row.EntLimits), Base: productBase(deref(row.EntSource), row.Defaults, row.TrialLimits),
 		})
 	}
 	return rec, nil

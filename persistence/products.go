@@ -19,19 +19,32 @@ type productRow struct {
 	TrialDays   int       `bun:"trial_days,notnull"`
 	CreateTime  time.Time `bun:"create_time,notnull"`
 	UpdateTime  time.Time `bun:"update_time,notnull"`
+	// Limits as JSON objects of counts; trial_limits {} means the defaults.
+	DefaultLimits map[string]int64 `bun:"default_limits,notnull"`
+	TrialLimits   map[string]int64 `bun:"trial_limits,notnull"`
 }
 
 func newProductRow(p *domain.Product) *productRow {
 	return &productRow{
 		Key: p.Key, DisplayName: p.DisplayName, Description: p.Description, TrialDays: p.TrialDays,
 		CreateTime: p.CreateTime, UpdateTime: p.UpdateTime,
+		DefaultLimits: limitsRow(p.DefaultLimits), TrialLimits: limitsRow(p.TrialLimits),
 	}
+}
+
+// limitsRow is limits as stored: never NULL.
+func limitsRow(l domain.Limits) map[string]int64 {
+	if l == nil {
+		return map[string]int64{}
+	}
+	return l
 }
 
 func (r *productRow) domain() *domain.Product {
 	return &domain.Product{
 		Key: r.Key, DisplayName: r.DisplayName, Description: r.Description, TrialDays: r.TrialDays,
 		CreateTime: r.CreateTime.UTC(), UpdateTime: r.UpdateTime.UTC(),
+		DefaultLimits: domain.Limits(r.DefaultLimits), TrialLimits: domain.Limits(r.TrialLimits),
 	}
 }
 
@@ -91,7 +104,7 @@ func (r ProductRepository) List(ctx context.Context) ([]*domain.Product, error) 
 // Update writes every mutable column of p.
 func (r ProductRepository) Update(ctx context.Context, p *domain.Product) error {
 	res, err := r.db.NewUpdate().Model(newProductRow(p)).
-		Column("display_name", "description", "trial_days", "update_time").WherePK().Exec(ctx)
+		Column("display_name", "description", "trial_days", "update_time", "default_limits", "trial_limits").WherePK().Exec(ctx)
 	if err != nil {
 		return dbError(err, "", "")
 	}

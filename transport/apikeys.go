@@ -95,6 +95,7 @@ var verifyCodes = map[domain.VerifyCode]v1.ApiKeyVerificationCode{
 	domain.VerifyTenantFrozen:      v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_TENANT_FROZEN,
 	domain.VerifyInsufficientScope: v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_INSUFFICIENT_SCOPE,
 	domain.VerifyNotEntitled:       v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_NOT_ENTITLED,
+	domain.VerifyDisabled:          v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_DISABLED,
 }
 
 // VerifyApiKey says whether a key is good, and for whom. Key problems are
@@ -104,10 +105,50 @@ func (s *ApiKeyServer) VerifyApiKey(ctx context.Context, req *v1.VerifyApiKeyReq
 	if err != nil {
 		return nil, err
 	}
-	return &v1.VerifyApiKeyResponse{
+	res := &v1.VerifyApiKeyResponse{
 		Valid: r.Valid(), Code: verifyCodes[r.Code], KeyId: r.KeyID, TenantId: r.TenantID,
 		TenantSlug: r.TenantSlug, Scopes: r.Scopes, Products: r.Products, ValidUntil: timeOut(r.Until),
-	}, nil
+		Metadata: r.Metadata,
+	}
+	for _, e := range r.Entitlements {
+		res.Entitlements = append(res.Entitlements, entitlementProto(e))
+	}
+	return res, nil
+}
+
+// DisableApiKey disables a key until EnableApiKey.
+func (s *ApiKeyServer) DisableApiKey(ctx context.Context, req *v1.DisableApiKeyRequest) (*v1.DisableApiKeyResponse, error) {
+	k, err := s.keys.Disable(ctx, req.GetId(), req.GetEtag())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.DisableApiKeyResponse{ApiKey: s.apiKeyOut(k)}, nil
+}
+
+// EnableApiKey enables a disabled key again.
+func (s *ApiKeyServer) EnableApiKey(ctx context.Context, req *v1.EnableApiKeyRequest) (*v1.EnableApiKeyResponse, error) {
+	k, err := s.keys.Enable(ctx, req.GetId(), req.GetEtag())
+	if err != nil {
+		return nil, err
+	}
+	return &v1.EnableApiKeyResponse{ApiKey: s.apiKeyOut(k)}, nil
+}
+
+// UpdateApiKey changes the fields of a key its mask names.
+func (s *ApiKeyServer) UpdateApiKey(ctx context.Context, req *v1.UpdateApiKeyRequest) (*v1.UpdateApiKeyResponse, error) {
+	var v domain.Violations
+	expire := timeIn(&v, "expire_time", req.GetExpireTime())
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	k, err := s.keys.Update(ctx, domain.UpdateApiKey{
+		ID: req.GetId(), Name: req.GetName(), Scopes: req.GetScopes(), ExpireTime: expire, Metadata: req.GetMetadata(),
+		Mask: maskIn(req.GetUpdateMask()), Etag: req.GetEtag(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &v1.UpdateApiKeyResponse{ApiKey: s.apiKeyOut(k)}, nil
 }
 
 // ImportApiKeys stores keys of the previous implementation, all or nothing.
@@ -139,9 +180,10 @@ func (s *ApiKeyServer) ImportApiKeys(ctx context.Context, req *v1.ImportApiKeysR
 }
 
 var apiKeyStatuses = map[domain.ApiKeyStatus]v1.ApiKeyStatus{
-	domain.ApiKeyActive:  v1.ApiKeyStatus_API_KEY_STATUS_ACTIVE,
-	domain.ApiKeyRevoked: v1.ApiKeyStatus_API_KEY_STATUS_REVOKED,
-	domain.ApiKeyExpired: v1.ApiKeyStatus_API_KEY_STATUS_EXPIRED,
+	domain.ApiKeyActive:   v1.ApiKeyStatus_API_KEY_STATUS_ACTIVE,
+	domain.ApiKeyRevoked:  v1.ApiKeyStatus_API_KEY_STATUS_REVOKED,
+	domain.ApiKeyExpired:  v1.ApiKeyStatus_API_KEY_STATUS_EXPIRED,
+	domain.ApiKeyDisabled: v1.ApiKeyStatus_API_KEY_STATUS_DISABLED,
 }
 
 // apiKeyOut converts a key's metadata; the hash never leaves the server.
@@ -155,5 +197,6 @@ func (s *ApiKeyServer) apiKeyOut(k *domain.ApiKey) *v1.ApiKey {
 		Id:   k.ID, TenantId: k.TenantID, Name: k.Name, Prefix: k.Prefix, Scopes: k.Scopes,
 		Status: apiKeyStatuses[k.StatusAt(s.now())], CreateTime: timeOut(k.CreateTime), ExpireTime: timeOut(k.ExpireTime),
 		RevokeTime: timeOut(k.RevokeTime), LastUsedTime: timeOut(k.LastUsedTime),
+		DisableTime: timeOut(k.DisableTime), Metadata: k.Metadata, Etag: k.Etag(),
 	}
 }

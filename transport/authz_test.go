@@ -17,6 +17,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc/oidctest"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
@@ -255,6 +256,18 @@ func matrix() map[string]rpc {
 		}},
 		tenantregistryv1connect.ApiKeyServiceRotateApiKeyProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
 			_, err := c.keys.RotateApiKey(ctx, &v1.RotateApiKeyRequest{Id: f.rotateA})
+			return err
+		}},
+		tenantregistryv1connect.ApiKeyServiceDisableApiKeyProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
+			_, err := c.keys.DisableApiKey(ctx, &v1.DisableApiKeyRequest{Id: f.keyA})
+			return err
+		}},
+		tenantregistryv1connect.ApiKeyServiceEnableApiKeyProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
+			_, err := c.keys.EnableApiKey(ctx, &v1.EnableApiKeyRequest{Id: f.keyA})
+			return err
+		}},
+		tenantregistryv1connect.ApiKeyServiceUpdateApiKeyProcedure: {admins, seenByA, func(ctx context.Context, c clients, f fixture) error {
+			_, err := c.keys.UpdateApiKey(ctx, &v1.UpdateApiKeyRequest{Id: f.keyA, Name: "renamed", UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}})
 			return err
 		}},
 		tenantregistryv1connect.ApiKeyServiceVerifyApiKeyProcedure: {[]string{pAdmin, pProductKey}, nil, func(ctx context.Context, c clients, f fixture) error {

@@ -117,7 +117,7 @@ type outcome struct {
 var callerFaults = []connect.Code{
 	connect.CodeInvalidArgument, connect.CodeOutOfRange, connect.CodeNotFound, connect.CodeAlreadyExists,
 	connect.CodeFailedPrecondition, connect.CodePermissionDenied, connect.CodeUnauthenticated,
-	connect.CodeResourceExhausted,
+	connect.CodeResourceExhausted, connect.CodeAborted, // a stale etag: the caller read an old version
 }
 
 func batteryRPCs() []batteryRPC {
@@ -349,19 +349,31 @@ func leafCases(r batteryRPC, l leaf, fx batteryFixture) []hostile {
 	}
 	switch {
 	case fd.IsMap():
+		// A fine value of the map's kind: strings, or counts (limits).
+		fine := protoreflect.ValueOfString("v")
+		if fd.MapValue().Kind() == protoreflect.Int64Kind {
+			fine = protoreflect.ValueOfInt64(1)
+			for _, n := range []int64{-1, math.MinInt64} {
+				add(fmt.Sprintf("value %d", n), func(m protoreflect.Message, fd protoreflect.FieldDescriptor) {
+					m.Mutable(fd).Map().Set(protoreflect.ValueOfString("seats").MapKey(), protoreflect.ValueOfInt64(n))
+				})
+			}
+		}
 		for _, s := range hostileStrings {
 			add("key "+s.name, func(m protoreflect.Message, fd protoreflect.FieldDescriptor) {
-				m.Mutable(fd).Map().Set(protoreflect.ValueOfString(s.value).MapKey(), protoreflect.ValueOfString("v"))
+				m.Mutable(fd).Map().Set(protoreflect.ValueOfString(s.value).MapKey(), fine)
 			})
-			add("value "+s.name, func(m protoreflect.Message, fd protoreflect.FieldDescriptor) {
-				m.Mutable(fd).Map().Set(protoreflect.ValueOfString("k").MapKey(), protoreflect.ValueOfString(s.value))
-			})
+			if fd.MapValue().Kind() == protoreflect.StringKind {
+				add("value "+s.name, func(m protoreflect.Message, fd protoreflect.FieldDescriptor) {
+					m.Mutable(fd).Map().Set(protoreflect.ValueOfString("k").MapKey(), protoreflect.ValueOfString(s.value))
+				})
+			}
 		}
 		for _, n := range []int{33, 51, 10000} {
 			add(fmt.Sprintf("%d entries", n), func(m protoreflect.Message, fd protoreflect.FieldDescriptor) {
 				mp := m.Mutable(fd).Map()
 				for i := range n {
-					mp.Set(protoreflect.ValueOfString(fmt.Sprintf("key-%05d", i)).MapKey(), protoreflect.ValueOfString("v"))
+					mp.Set(protoreflect.ValueOfString(fmt.Sprintf("key-%05d", i)).MapKey(), fine)
 				}
 			})
 		}
@@ -439,6 +451,13 @@ func leafCases(r batteryRPC, l leaf, fx batteryFixture) []hostile {
 		add("true", func(m protoreflect.Message, fd protoreflect.FieldDescriptor) {
 			m.Set(fd, protoreflect.ValueOfBool(true))
 		})
+	case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.FieldMask":
+		for _, path := range []string{"no_such_field", "id", "metadata.plan", "", "DISPLAY_NAME", strings.Repeat("x", 10000)} {
+			add(fmt.Sprintf("mask path %.20q", path), func(m protoreflect.Message, fd protoreflect.FieldDescriptor) {
+				mask := m.Mutable(fd).Message()
+				mask.Mutable(mask.Descriptor().Fields().ByName("paths")).List().Append(protoreflect.ValueOfString(path))
+			})
+		}
 	case fd.Kind() == protoreflect.MessageKind && isWKT(fd.Message()):
 		for _, tv := range hostileTimes {
 			add(tv.name, func(m protoreflect.Message, fd protoreflect.FieldDescriptor) {

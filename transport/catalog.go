@@ -37,7 +37,7 @@ func (s *CatalogServer) ListProducts(ctx context.Context, _ *v1.ListProductsRequ
 func (s *CatalogServer) CreateProduct(ctx context.Context, req *v1.CreateProductRequest) (*v1.CreateProductResponse, error) {
 	p, err := s.catalog.CreateProduct(ctx, domain.CreateProduct{
 		Key: req.GetKey(), DisplayName: req.GetDisplayName(), Description: req.GetDescription(),
-		TrialDays: intIn(req.TrialDays),
+		TrialDays: intIn(req.TrialDays), DefaultLimits: req.GetDefaultLimits(), TrialLimits: req.GetTrialLimits(),
 	})
 	if err != nil {
 		return nil, err
@@ -49,7 +49,8 @@ func (s *CatalogServer) CreateProduct(ctx context.Context, req *v1.CreateProduct
 func (s *CatalogServer) UpdateProduct(ctx context.Context, req *v1.UpdateProductRequest) (*v1.UpdateProductResponse, error) {
 	p, err := s.catalog.UpdateProduct(ctx, domain.UpdateProduct{
 		Key: req.GetKey(), DisplayName: req.DisplayName, Description: req.Description,
-		TrialDays: intIn(req.TrialDays),
+		TrialDays: intIn(req.TrialDays), DefaultLimits: req.GetDefaultLimits(), TrialLimits: req.GetTrialLimits(),
+		Mask: maskIn(req.GetUpdateMask()), Etag: req.GetEtag(),
 	})
 	if err != nil {
 		return nil, err
@@ -129,6 +130,7 @@ func productProto(p *domain.Product) *v1.Product {
 	return &v1.Product{
 		Key: p.Key, DisplayName: p.DisplayName, Description: p.Description, TrialDays: int32(p.TrialDays),
 		CreateTime: timestamppb.New(p.CreateTime), UpdateTime: timestamppb.New(p.UpdateTime),
+		DefaultLimits: p.DefaultLimits, TrialLimits: p.TrialLimits, Etag: p.Etag(),
 	}
 }
 

@@ -110,4 +110,8 @@ var changeKinds = map[domain.ChangeKind]v1.ChangeKind{
 	domain.ChangeEntitlementGranted: v1.ChangeKind_CHANGE_KIND_ENTITLEMENT_GRANTED,
 	domain.ChangeEntitlementChanged: v1.ChangeKind_CHANGE_KIND_ENTITLEMENT_CHANGED,
 	domain.ChangeEntitlementRevoked: v1.ChangeKind_CHANGE_KIND_ENTITLEMENT_REVOKED,
+	domain.ChangeKeyDisabled:        v1.ChangeKind_CHANGE_KIND_API_KEY_DISABLED,
+	domain.ChangeKeyEnabled:         v1.ChangeKind_CHANGE_KIND_API_KEY_ENABLED,
+	domain.ChangeKeyUpdated:         v1.ChangeKind_CHANGE_KIND_API_KEY_UPDATED,
+	domain.ChangeProductChanged:     v1.ChangeKind_CHANGE_KIND_PRODUCT_CHANGED,
 }

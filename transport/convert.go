@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -27,4 +28,13 @@ func timeOut(t time.Time) *timestamppb.Timestamp {
 		return nil
 	}
 	return timestamppb.New(t)
+}
+
+// maskIn converts an update mask (AIP-134) to its paths; nil when absent
+// or empty, which means no mask.
+func maskIn(m *fieldmaskpb.FieldMask) []string {
+	if len(m.GetPaths()) == 0 {
+		return nil
+	}
+	return m.GetPaths()
 }

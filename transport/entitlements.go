@@ -38,7 +38,7 @@ func (s *EntitlementServer) CheckEntitlement(ctx context.Context, req *v1.CheckE
 	if err != nil {
 		return nil, err
 	}
-	out := &v1.CheckEntitlementResponse{Entitled: c.Entitled, Reason: checkReasons[c.Reason]}
+	out := &v1.CheckEntitlementResponse{Entitled: c.Entitled, Reason: checkReasons[c.Reason], Limits: c.Limits}
 	if c.Entitlement != nil {
 		out.Entitlement = entitlementProto(c.Entitlement)
 	}
@@ -54,6 +54,7 @@ func (s *EntitlementServer) GrantEntitlement(ctx context.Context, req *v1.GrantE
 	}
 	e, err := s.entitlements.Grant(ctx, domain.GrantEntitlement{
 		TenantID: req.GetTenantId(), Product: req.GetProduct(), ExpireTime: expire,
+		Limits: req.GetLimits(), Etag: req.GetEtag(),
 	})
 	if err != nil {
 		return nil, err
@@ -63,7 +64,7 @@ func (s *EntitlementServer) GrantEntitlement(ctx context.Context, req *v1.GrantE
 
 // RevokeEntitlement revokes a tenant's entitlement for a product.
 func (s *EntitlementServer) RevokeEntitlement(ctx context.Context, req *v1.RevokeEntitlementRequest) (*v1.RevokeEntitlementResponse, error) {
-	e, err := s.entitlements.Revoke(ctx, req.GetTenantId(), req.GetProduct())
+	e, err := s.entitlements.Revoke(ctx, req.GetTenantId(), req.GetProduct(), req.GetEtag())
 	if err != nil {
 		return nil, err
 	}
@@ -96,5 +97,6 @@ func entitlementProto(e *domain.Entitlement) *v1.Entitlement {
 	return &v1.Entitlement{
 		TenantId: e.TenantID, Product: e.Product, Status: entitlementStatuses[e.Status],
 		Source: entitlementSources[e.Source], StartTime: timeOut(e.StartTime), ExpireTime: timeOut(e.ExpireTime),
+		Limits: e.EffectiveLimits(), LimitOverrides: e.Limits, Etag: e.Etag(),
 	}
 }

@@ -21,6 +21,7 @@ var codes = map[domain.Kind]connect.Code{
 	domain.KindPermissionDenied:   connect.CodePermissionDenied,
 	domain.KindUnavailable:        connect.CodeUnavailable,
 	domain.KindResourceExhausted:  connect.CodeResourceExhausted,
+	domain.KindAborted:            connect.CodeAborted,
 }
 
 // connectError turns an error from a handler into the error the caller

@@ -69,7 +69,10 @@ func (s *TenantServer) ListTenants(ctx context.Context, req *v1.ListTenantsReque
 
 // UpdateTenant changes a tenant's display name and metadata.
 func (s *TenantServer) UpdateTenant(ctx context.Context, req *v1.UpdateTenantRequest) (*v1.UpdateTenantResponse, error) {
-	t, err := s.tenants.Update(ctx, domain.UpdateTenant{ID: req.GetId(), DisplayName: req.DisplayName, Metadata: req.GetMetadata()})
+	t, err := s.tenants.Update(ctx, domain.UpdateTenant{
+		ID: req.GetId(), DisplayName: req.DisplayName, Metadata: req.GetMetadata(),
+		Mask: maskIn(req.GetUpdateMask()), Etag: req.GetEtag(),
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +120,7 @@ func tenantStatusDomain(field string, s v1.TenantStatus) (domain.TenantStatus, e
 func tenantProto(t *domain.Tenant) *v1.Tenant {
 	return &v1.Tenant{
 		Id: t.ID, Slug: t.Slug, DisplayName: t.DisplayName, Status: tenantStatuses[t.Status],
-		ExternalId: t.ExternalID, Metadata: t.Metadata,
+		ExternalId: t.ExternalID, Metadata: t.Metadata, Etag: t.Etag(),
 		CreateTime: timestamppb.New(t.CreateTime), UpdateTime: timestamppb.New(t.UpdateTime),
 	}
 }

@@ -643,6 +643,10 @@ func TestTenantLifecycle(t *testing.T) {
 						want.Status = tc.want
 						sameTime(t, "update_time", after.GetUpdateTime(), now)
 						want.UpdateTime = after.GetUpdateTime()
+						if after.GetEtag() == before.GetEtag() {
+							t.Errorf("a transition kept the etag %s", after.GetEtag())
+						}
+						want.Etag = after.GetEtag()
 						if !proto.Equal(after, want) {
 							t.Errorf("got %v, want %v", after, want)
 						}

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tenant-registry/tenant-registry/domain"
@@ -259,6 +260,18 @@ func attacksOnB() map[string]attack {
 		},
 		tenantregistryv1connect.ApiKeyServiceRotateApiKeyProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
 			return c.keys.RotateApiKey(ctx, &v1.RotateApiKeyRequest{Id: b.keyID})
+		},
+		tenantregistryv1connect.ApiKeyServiceDisableApiKeyProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
+			return c.keys.DisableApiKey(ctx, &v1.DisableApiKeyRequest{Id: b.keyID})
+		},
+		tenantregistryv1connect.ApiKeyServiceEnableApiKeyProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
+			return c.keys.EnableApiKey(ctx, &v1.EnableApiKeyRequest{Id: b.keyID})
+		},
+		tenantregistryv1connect.ApiKeyServiceUpdateApiKeyProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
+			return c.keys.UpdateApiKey(ctx, &v1.UpdateApiKeyRequest{
+				Id: b.keyID, Scopes: []string{admin}, Metadata: map[string]string{"owner": "evil"},
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"scopes", "metadata"}},
+			})
 		},
 		tenantregistryv1connect.ApiKeyServiceVerifyApiKeyProcedure: func(ctx context.Context, c clients, b victim) (proto.Message, error) {
 			return c.keys.VerifyApiKey(ctx, &v1.VerifyApiKeyRequest{Key: b.key})
@@ -524,6 +537,9 @@ func TestNoExistenceOracle(t *testing.T) {
 		tenantregistryv1connect.ApiKeyServiceGetApiKeyProcedure,
 		tenantregistryv1connect.ApiKeyServiceRevokeApiKeyProcedure,
 		tenantregistryv1connect.ApiKeyServiceRotateApiKeyProcedure,
+		tenantregistryv1connect.ApiKeyServiceDisableApiKeyProcedure,
+		tenantregistryv1connect.ApiKeyServiceEnableApiKeyProcedure,
+		tenantregistryv1connect.ApiKeyServiceUpdateApiKeyProcedure,
 		tenantregistryv1connect.AuditServiceListAuditEventsProcedure,
 		tenantregistryv1connect.AuditServiceExportAuditEventsProcedure,
 		tenantregistryv1connect.AuditServiceVerifyAuditChainProcedure,

@@ -117,13 +117,22 @@ func (v *Verifier) apply(m *registryv1.WatchChangesResponse) bool {
 		switch c.GetKind() {
 		case registryv1.ChangeKind_CHANGE_KIND_API_KEY_CREATED:
 			v.cache.forget("", "", true, false)
-		case registryv1.ChangeKind_CHANGE_KIND_API_KEY_REVOKED, registryv1.ChangeKind_CHANGE_KIND_API_KEY_ROTATED:
+		case registryv1.ChangeKind_CHANGE_KIND_API_KEY_REVOKED, registryv1.ChangeKind_CHANGE_KIND_API_KEY_ROTATED,
+			registryv1.ChangeKind_CHANGE_KIND_API_KEY_DISABLED, registryv1.ChangeKind_CHANGE_KIND_API_KEY_UPDATED:
 			v.cache.forget(c.GetApiKeyId(), "", false, false)
+		case registryv1.ChangeKind_CHANGE_KIND_API_KEY_ENABLED:
+			// The key's DISABLED answers are cached by plaintext, not by id:
+			// drop every refusal an enable can undo.
+			v.cache.forget(c.GetApiKeyId(), "", false, true)
 		case registryv1.ChangeKind_CHANGE_KIND_TENANT_FROZEN, registryv1.ChangeKind_CHANGE_KIND_ENTITLEMENT_REVOKED:
 			v.cache.forget("", c.GetTenantId(), false, false)
 		case registryv1.ChangeKind_CHANGE_KIND_TENANT_ACTIVATED, registryv1.ChangeKind_CHANGE_KIND_ENTITLEMENT_GRANTED,
 			registryv1.ChangeKind_CHANGE_KIND_ENTITLEMENT_CHANGED:
 			v.cache.forget("", c.GetTenantId(), false, true)
+		case registryv1.ChangeKind_CHANGE_KIND_PRODUCT_CHANGED:
+			// A product's limits changed for every tenant: any answer may
+			// name them. Rare enough to forget all, still trusting the stream.
+			v.cache.reset()
 		default: // a kind of a newer registry: forget everything
 			v.reset()
 		}

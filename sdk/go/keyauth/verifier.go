@@ -26,10 +26,35 @@ type Identity struct {
 	TenantSlug string
 	Scopes     []string
 	Products   []string // the products the tenant is entitled to now
+	// Entitlements are those of Products, with the limits in force: what
+	// the tenant's plan allows. The registry does not meter usage: compare
+	// your own counts with them.
+	Entitlements []Entitlement
+	Metadata     map[string]string // the key's, as its tenant set it
+}
+
+// Entitlement is a tenant's right to a product, as verified.
+type Entitlement struct {
+	Product    string
+	Status     string    // TRIAL or ACTIVE
+	ExpireTime time.Time // zero: no end
+	Limits     map[string]int64
+}
+
+// Limit returns the limit key of product (e.g. "seats"), and whether the
+// tenant's entitlement to it sets one.
+func (id *Identity) Limit(product, key string) (int64, bool) {
+	for _, e := range id.Entitlements {
+		if e.Product == product {
+			n, ok := e.Limits[key]
+			return n, ok
+		}
+	}
+	return 0, false
 }
 
 // Denied is the refusal of a key: Status 401 when the key is no good
-// (missing, MALFORMED, NOT_FOUND, REVOKED, EXPIRED, TENANT_FROZEN), 403
+// (missing, MALFORMED, NOT_FOUND, REVOKED, EXPIRED, DISABLED, TENANT_FROZEN), 403
 // when it is good but not here (INSUFFICIENT_SCOPE, NOT_ENTITLED).
 type Denied struct {
 	Code   string // the registry's verification code, e.g. REVOKED
@@ -140,7 +165,17 @@ func (v *Verifier) entryOf(res *registryv1.VerifyApiKeyResponse, now time.Time) 
 	case registryv1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_VALID:
 		e.identity = &Identity{
 			KeyID: res.GetKeyId(), TenantID: res.GetTenantId(), TenantSlug: res.GetTenantSlug(),
-			Scopes: res.GetScopes(), Products: res.GetProducts(),
+			Scopes: res.GetScopes(), Products: res.GetProducts(), Metadata: res.GetMetadata(),
+		}
+		for _, ent := range res.GetEntitlements() {
+			out := Entitlement{
+				Product: ent.GetProduct(), Status: strings.TrimPrefix(ent.GetStatus().String(), "ENTITLEMENT_STATUS_"),
+				Limits: ent.GetLimits(),
+			}
+			if ent.GetExpireTime() != nil {
+				out.ExpireTime = ent.GetExpireTime().AsTime()
+			}
+			e.identity.Entitlements = append(e.identity.Entitlements, out)
 		}
 		e.keyID, e.tenantID = res.GetKeyId(), res.GetTenantId()
 		if until := res.GetValidUntil(); until != nil && until.AsTime().Before(time.Now().Add(v.cfg.TTL)) {
@@ -149,7 +184,8 @@ func (v *Verifier) entryOf(res *registryv1.VerifyApiKeyResponse, now time.Time) 
 	case registryv1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_INSUFFICIENT_SCOPE,
 		registryv1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_NOT_ENTITLED:
 		e.denied, e.undoes = &Denied{Code: code, Status: http.StatusForbidden}, true
-	case registryv1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_TENANT_FROZEN:
+	case registryv1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_TENANT_FROZEN,
+		registryv1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_DISABLED:
 		e.denied, e.undoes = &Denied{Code: code, Status: http.StatusUnauthorized}, true
 	case registryv1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_NOT_FOUND:
 		e.denied, e.notFound = &Denied{Code: code, Status: http.StatusUnauthorized}, true

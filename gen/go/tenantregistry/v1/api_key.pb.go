@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -92,6 +93,8 @@ const (
 	// Past its expire_time (also after a rotation's grace period); it no
 	// longer verifies.
 	ApiKeyStatus_API_KEY_STATUS_EXPIRED ApiKeyStatus = 3
+	// Disabled by DisableApiKey; it verifies again after EnableApiKey.
+	ApiKeyStatus_API_KEY_STATUS_DISABLED ApiKeyStatus = 4
 )
 
 // Enum value maps for ApiKeyStatus.
@@ -101,12 +104,14 @@ var (
 		1: "API_KEY_STATUS_ACTIVE",
 		2: "API_KEY_STATUS_REVOKED",
 		3: "API_KEY_STATUS_EXPIRED",
+		4: "API_KEY_STATUS_DISABLED",
 	}
 	ApiKeyStatus_value = map[string]int32{
 		"API_KEY_STATUS_UNSPECIFIED": 0,
 		"API_KEY_STATUS_ACTIVE":      1,
 		"API_KEY_STATUS_REVOKED":     2,
 		"API_KEY_STATUS_EXPIRED":     3,
+		"API_KEY_STATUS_DISABLED":    4,
 	}
 )
 
@@ -138,7 +143,7 @@ func (ApiKeyStatus) EnumDescriptor() ([]byte, []int) {
 }
 
 // The outcome of VerifyApiKey. The checks run in the order of the values
-// below, and the first that fails is reported.
+// below (DISABLED right after EXPIRED), and the first that fails is reported.
 type ApiKeyVerificationCode int32
 
 const (
@@ -161,6 +166,8 @@ const (
 	ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_INSUFFICIENT_SCOPE ApiKeyVerificationCode = 7
 	// A product was given and the key's tenant is not entitled to it.
 	ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_NOT_ENTITLED ApiKeyVerificationCode = 8
+	// The key was disabled (checked after EXPIRED).
+	ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_DISABLED ApiKeyVerificationCode = 9
 )
 
 // Enum value maps for ApiKeyVerificationCode.
@@ -175,6 +182,7 @@ var (
 		6: "API_KEY_VERIFICATION_CODE_TENANT_FROZEN",
 		7: "API_KEY_VERIFICATION_CODE_INSUFFICIENT_SCOPE",
 		8: "API_KEY_VERIFICATION_CODE_NOT_ENTITLED",
+		9: "API_KEY_VERIFICATION_CODE_DISABLED",
 	}
 	ApiKeyVerificationCode_value = map[string]int32{
 		"API_KEY_VERIFICATION_CODE_UNSPECIFIED":        0,
@@ -186,6 +194,7 @@ var (
 		"API_KEY_VERIFICATION_CODE_TENANT_FROZEN":      6,
 		"API_KEY_VERIFICATION_CODE_INSUFFICIENT_SCOPE": 7,
 		"API_KEY_VERIFICATION_CODE_NOT_ENTITLED":       8,
+		"API_KEY_VERIFICATION_CODE_DISABLED":           9,
 	}
 )
 
@@ -243,7 +252,17 @@ type ApiKey struct {
 	// coalesced). Absent if never used. Output only.
 	LastUsedTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_used_time,json=lastUsedTime,proto3" json:"last_used_time,omitempty"`
 	// Platform key or tenant key, by its tenant. Output only.
-	Kind          ApiKeyKind `protobuf:"varint,11,opt,name=kind,proto3,enum=tenantregistry.v1.ApiKeyKind" json:"kind,omitempty"`
+	Kind ApiKeyKind `protobuf:"varint,11,opt,name=kind,proto3,enum=tenantregistry.v1.ApiKeyKind" json:"kind,omitempty"`
+	// When the key was disabled. Absent unless disabled. Output only.
+	DisableTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=disable_time,json=disableTime,proto3" json:"disable_time,omitempty"`
+	// Free-form string labels for the products that verify the key (an owner
+	// id, a plan), returned by VerifyApiKey: at most 32 entries, keys 1 to 40
+	// characters, values at most 500.
+	Metadata map[string]string `protobuf:"bytes,13,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The key's version (AIP-154): pass it to UpdateApiKey, DisableApiKey or
+	// EnableApiKey to act only if nothing changed since it was read. Output
+	// only.
+	Etag          string `protobuf:"bytes,14,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -353,6 +372,27 @@ func (x *ApiKey) GetKind() ApiKeyKind {
 		return x.Kind
 	}
 	return ApiKeyKind_API_KEY_KIND_UNSPECIFIED
+}
+
+func (x *ApiKey) GetDisableTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DisableTime
+	}
+	return nil
+}
+
+func (x *ApiKey) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *ApiKey) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
 }
 
 // A key of the previous REST implementation, for ImportApiKeys.
@@ -1098,7 +1138,13 @@ type VerifyApiKeyResponse struct {
 	// stream does not announce: the key's expire_time, or the end of one of the
 	// entitlements in products, whichever is first. A cache must not keep the
 	// answer past it. Absent: no such time.
-	ValidUntil    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
+	ValidUntil *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
+	// The tenant's entitlements counting now, one per product in products,
+	// with their status, expiry and the limits in force, so a product reads its
+	// quota in the same call. The registry does not meter usage.
+	Entitlements []*Entitlement `protobuf:"bytes,9,rep,name=entitlements,proto3" json:"entitlements,omitempty"`
+	// The key's metadata (see ApiKey.metadata).
+	Metadata      map[string]string `protobuf:"bytes,10,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1189,6 +1235,369 @@ func (x *VerifyApiKeyResponse) GetValidUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *VerifyApiKeyResponse) GetEntitlements() []*Entitlement {
+	if x != nil {
+		return x.Entitlements
+	}
+	return nil
+}
+
+func (x *VerifyApiKeyResponse) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// Request of ApiKeyService.DisableApiKey.
+type DisableApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The key's id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The key's etag as read. Empty: disable it whatever it is now.
+	Etag          string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableApiKeyRequest) Reset() {
+	*x = DisableApiKeyRequest{}
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableApiKeyRequest) ProtoMessage() {}
+
+func (x *DisableApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*DisableApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DisableApiKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DisableApiKeyRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+// Response of ApiKeyService.DisableApiKey.
+type DisableApiKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, now DISABLED.
+	ApiKey        *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableApiKeyResponse) Reset() {
+	*x = DisableApiKeyResponse{}
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableApiKeyResponse) ProtoMessage() {}
+
+func (x *DisableApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*DisableApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DisableApiKeyResponse) GetApiKey() *ApiKey {
+	if x != nil {
+		return x.ApiKey
+	}
+	return nil
+}
+
+// Request of ApiKeyService.EnableApiKey.
+type EnableApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The key's id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The key's etag as read. Empty: enable it whatever it is now.
+	Etag          string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableApiKeyRequest) Reset() {
+	*x = EnableApiKeyRequest{}
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableApiKeyRequest) ProtoMessage() {}
+
+func (x *EnableApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*EnableApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EnableApiKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *EnableApiKeyRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+// Response of ApiKeyService.EnableApiKey.
+type EnableApiKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, enabled again.
+	ApiKey        *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableApiKeyResponse) Reset() {
+	*x = EnableApiKeyResponse{}
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableApiKeyResponse) ProtoMessage() {}
+
+func (x *EnableApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*EnableApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *EnableApiKeyResponse) GetApiKey() *ApiKey {
+	if x != nil {
+		return x.ApiKey
+	}
+	return nil
+}
+
+// Request of ApiKeyService.UpdateApiKey.
+type UpdateApiKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The key's id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// New name (update_mask path `name`).
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// New scopes, replacing the old ones (path `scopes`).
+	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// New expiry, in the future; absent with the path named: it does not
+	// expire (path `expire_time`).
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// New metadata, replacing the old (path `metadata`).
+	Metadata map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Required. The fields to change: name, scopes, expire_time, metadata.
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,6,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// The key's etag as read. Empty: change it whatever it is now.
+	Etag          string `protobuf:"bytes,7,opt,name=etag,proto3" json:"etag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateApiKeyRequest) Reset() {
+	*x = UpdateApiKeyRequest{}
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateApiKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateApiKeyRequest) ProtoMessage() {}
+
+func (x *UpdateApiKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateApiKeyRequest.ProtoReflect.Descriptor instead.
+func (*UpdateApiKeyRequest) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UpdateApiKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateApiKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateApiKeyRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *UpdateApiKeyRequest) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *UpdateApiKeyRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *UpdateApiKeyRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdateApiKeyRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+// Response of ApiKeyService.UpdateApiKey.
+type UpdateApiKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key after the change.
+	ApiKey        *ApiKey `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateApiKeyResponse) Reset() {
+	*x = UpdateApiKeyResponse{}
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateApiKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateApiKeyResponse) ProtoMessage() {}
+
+func (x *UpdateApiKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateApiKeyResponse.ProtoReflect.Descriptor instead.
+func (*UpdateApiKeyResponse) Descriptor() ([]byte, []int) {
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UpdateApiKeyResponse) GetApiKey() *ApiKey {
+	if x != nil {
+		return x.ApiKey
+	}
+	return nil
+}
+
 // Request of ApiKeyService.ImportApiKeys.
 type ImportApiKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1200,7 +1609,7 @@ type ImportApiKeysRequest struct {
 
 func (x *ImportApiKeysRequest) Reset() {
 	*x = ImportApiKeysRequest{}
-	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[14]
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1621,7 @@ func (x *ImportApiKeysRequest) String() string {
 func (*ImportApiKeysRequest) ProtoMessage() {}
 
 func (x *ImportApiKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[14]
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1634,7 @@ func (x *ImportApiKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportApiKeysRequest.ProtoReflect.Descriptor instead.
 func (*ImportApiKeysRequest) Descriptor() ([]byte, []int) {
-	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{14}
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImportApiKeysRequest) GetKeys() []*ImportedApiKey {
@@ -1246,7 +1655,7 @@ type ImportApiKeysResponse struct {
 
 func (x *ImportApiKeysResponse) Reset() {
 	*x = ImportApiKeysResponse{}
-	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[15]
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1667,7 @@ func (x *ImportApiKeysResponse) String() string {
 func (*ImportApiKeysResponse) ProtoMessage() {}
 
 func (x *ImportApiKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[15]
+	mi := &file_tenantregistry_v1_api_key_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1680,7 @@ func (x *ImportApiKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportApiKeysResponse.ProtoReflect.Descriptor instead.
 func (*ImportApiKeysResponse) Descriptor() ([]byte, []int) {
-	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{15}
+	return file_tenantregistry_v1_api_key_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportApiKeysResponse) GetApiKeys() []*ApiKey {
@@ -1285,7 +1694,7 @@ var File_tenantregistry_v1_api_key_proto protoreflect.FileDescriptor
 
 const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftenantregistry/v1/api_key.proto\x12\x11tenantregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x03\n" +
+	"\x1ftenantregistry/v1/api_key.proto\x12\x11tenantregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#tenantregistry/v1/entitlement.proto\"\xb3\x05\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x12\n" +
@@ -1301,7 +1710,13 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"revokeTime\x12@\n" +
 	"\x0elast_used_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\flastUsedTime\x121\n" +
-	"\x04kind\x18\v \x01(\x0e2\x1d.tenantregistry.v1.ApiKeyKindR\x04kind\"\xff\x01\n" +
+	"\x04kind\x18\v \x01(\x0e2\x1d.tenantregistry.v1.ApiKeyKindR\x04kind\x12=\n" +
+	"\fdisable_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vdisableTime\x12C\n" +
+	"\bmetadata\x18\r \x03(\v2'.tenantregistry.v1.ApiKey.MetadataEntryR\bmetadata\x12\x12\n" +
+	"\x04etag\x18\x0e \x01(\tR\x04etag\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xff\x01\n" +
 	"\x0eImportedApiKey\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1347,7 +1762,7 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"\x13VerifyApiKeyRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aproduct\x18\x02 \x01(\tR\aproduct\x12'\n" +
-	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\"\xb1\x02\n" +
+	"\x0frequired_scopes\x18\x03 \x03(\tR\x0erequiredScopes\"\x85\x04\n" +
 	"\x14VerifyApiKeyResponse\x12\x14\n" +
 	"\x05valid\x18\x01 \x01(\bR\x05valid\x12=\n" +
 	"\x04code\x18\x02 \x01(\x0e2).tenantregistry.v1.ApiKeyVerificationCodeR\x04code\x12\x15\n" +
@@ -1358,7 +1773,38 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"\x06scopes\x18\x06 \x03(\tR\x06scopes\x12\x1a\n" +
 	"\bproducts\x18\a \x03(\tR\bproducts\x12;\n" +
 	"\vvalid_until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"validUntil\"M\n" +
+	"validUntil\x12B\n" +
+	"\fentitlements\x18\t \x03(\v2\x1e.tenantregistry.v1.EntitlementR\fentitlements\x12Q\n" +
+	"\bmetadata\x18\n" +
+	" \x03(\v25.tenantregistry.v1.VerifyApiKeyResponse.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\":\n" +
+	"\x14DisableApiKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04etag\x18\x02 \x01(\tR\x04etag\"K\n" +
+	"\x15DisableApiKeyResponse\x122\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x19.tenantregistry.v1.ApiKeyR\x06apiKey\"9\n" +
+	"\x13EnableApiKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04etag\x18\x02 \x01(\tR\x04etag\"J\n" +
+	"\x14EnableApiKeyResponse\x122\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x19.tenantregistry.v1.ApiKeyR\x06apiKey\"\xee\x02\n" +
+	"\x13UpdateApiKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12;\n" +
+	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12P\n" +
+	"\bmetadata\x18\x05 \x03(\v24.tenantregistry.v1.UpdateApiKeyRequest.MetadataEntryR\bmetadata\x12;\n" +
+	"\vupdate_mask\x18\x06 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\x12\x12\n" +
+	"\x04etag\x18\a \x01(\tR\x04etag\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
+	"\x14UpdateApiKeyResponse\x122\n" +
+	"\aapi_key\x18\x01 \x01(\v2\x19.tenantregistry.v1.ApiKeyR\x06apiKey\"M\n" +
 	"\x14ImportApiKeysRequest\x125\n" +
 	"\x04keys\x18\x01 \x03(\v2!.tenantregistry.v1.ImportedApiKeyR\x04keys\"M\n" +
 	"\x15ImportApiKeysResponse\x124\n" +
@@ -1367,12 +1813,13 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"ApiKeyKind\x12\x1c\n" +
 	"\x18API_KEY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13API_KEY_KIND_TENANT\x10\x01\x12\x19\n" +
-	"\x15API_KEY_KIND_PLATFORM\x10\x02*\x81\x01\n" +
+	"\x15API_KEY_KIND_PLATFORM\x10\x02*\x9e\x01\n" +
 	"\fApiKeyStatus\x12\x1e\n" +
 	"\x1aAPI_KEY_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15API_KEY_STATUS_ACTIVE\x10\x01\x12\x1a\n" +
 	"\x16API_KEY_STATUS_REVOKED\x10\x02\x12\x1a\n" +
-	"\x16API_KEY_STATUS_EXPIRED\x10\x03*\x93\x03\n" +
+	"\x16API_KEY_STATUS_EXPIRED\x10\x03\x12\x1b\n" +
+	"\x17API_KEY_STATUS_DISABLED\x10\x04*\xbb\x03\n" +
 	"\x16ApiKeyVerificationCode\x12)\n" +
 	"%API_KEY_VERIFICATION_CODE_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fAPI_KEY_VERIFICATION_CODE_VALID\x10\x01\x12'\n" +
@@ -1382,7 +1829,8 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"!API_KEY_VERIFICATION_CODE_EXPIRED\x10\x05\x12+\n" +
 	"'API_KEY_VERIFICATION_CODE_TENANT_FROZEN\x10\x06\x120\n" +
 	",API_KEY_VERIFICATION_CODE_INSUFFICIENT_SCOPE\x10\a\x12*\n" +
-	"&API_KEY_VERIFICATION_CODE_NOT_ENTITLED\x10\b2\xb7\x05\n" +
+	"&API_KEY_VERIFICATION_CODE_NOT_ENTITLED\x10\b\x12&\n" +
+	"\"API_KEY_VERIFICATION_CODE_DISABLED\x10\t2\xdd\a\n" +
 	"\rApiKeyService\x12_\n" +
 	"\fCreateApiKey\x12&.tenantregistry.v1.CreateApiKeyRequest\x1a'.tenantregistry.v1.CreateApiKeyResponse\x12a\n" +
 	"\vListApiKeys\x12%.tenantregistry.v1.ListApiKeysRequest\x1a&.tenantregistry.v1.ListApiKeysResponse\"\x03\x90\x02\x01\x12[\n" +
@@ -1390,7 +1838,10 @@ const file_tenantregistry_v1_api_key_proto_rawDesc = "" +
 	"\fRevokeApiKey\x12&.tenantregistry.v1.RevokeApiKeyRequest\x1a'.tenantregistry.v1.RevokeApiKeyResponse\x12_\n" +
 	"\fRotateApiKey\x12&.tenantregistry.v1.RotateApiKeyRequest\x1a'.tenantregistry.v1.RotateApiKeyResponse\x12_\n" +
 	"\fVerifyApiKey\x12&.tenantregistry.v1.VerifyApiKeyRequest\x1a'.tenantregistry.v1.VerifyApiKeyResponse\x12b\n" +
-	"\rImportApiKeys\x12'.tenantregistry.v1.ImportApiKeysRequest\x1a(.tenantregistry.v1.ImportApiKeysResponseB\xdf\x01\n" +
+	"\rImportApiKeys\x12'.tenantregistry.v1.ImportApiKeysRequest\x1a(.tenantregistry.v1.ImportApiKeysResponse\x12b\n" +
+	"\rDisableApiKey\x12'.tenantregistry.v1.DisableApiKeyRequest\x1a(.tenantregistry.v1.DisableApiKeyResponse\x12_\n" +
+	"\fEnableApiKey\x12&.tenantregistry.v1.EnableApiKeyRequest\x1a'.tenantregistry.v1.EnableApiKeyResponse\x12_\n" +
+	"\fUpdateApiKey\x12&.tenantregistry.v1.UpdateApiKeyRequest\x1a'.tenantregistry.v1.UpdateApiKeyResponseB\xdf\x01\n" +
 	"\x15com.tenantregistry.v1B\vApiKeyProtoP\x01ZTgithub.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1;tenantregistryv1\xa2\x02\x03TXX\xaa\x02\x11Tenantregistry.V1\xca\x02\x11Tenantregistry\\V1\xe2\x02\x1dTenantregistry\\V1\\GPBMetadata\xea\x02\x12Tenantregistry::V1b\x06proto3"
 
 var (
@@ -1406,7 +1857,7 @@ func file_tenantregistry_v1_api_key_proto_rawDescGZIP() []byte {
 }
 
 var file_tenantregistry_v1_api_key_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tenantregistry_v1_api_key_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_tenantregistry_v1_api_key_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_tenantregistry_v1_api_key_proto_goTypes = []any{
 	(ApiKeyKind)(0),               // 0: tenantregistry.v1.ApiKeyKind
 	(ApiKeyStatus)(0),             // 1: tenantregistry.v1.ApiKeyStatus
@@ -1425,51 +1876,78 @@ var file_tenantregistry_v1_api_key_proto_goTypes = []any{
 	(*RotateApiKeyResponse)(nil),  // 14: tenantregistry.v1.RotateApiKeyResponse
 	(*VerifyApiKeyRequest)(nil),   // 15: tenantregistry.v1.VerifyApiKeyRequest
 	(*VerifyApiKeyResponse)(nil),  // 16: tenantregistry.v1.VerifyApiKeyResponse
-	(*ImportApiKeysRequest)(nil),  // 17: tenantregistry.v1.ImportApiKeysRequest
-	(*ImportApiKeysResponse)(nil), // 18: tenantregistry.v1.ImportApiKeysResponse
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*DisableApiKeyRequest)(nil),  // 17: tenantregistry.v1.DisableApiKeyRequest
+	(*DisableApiKeyResponse)(nil), // 18: tenantregistry.v1.DisableApiKeyResponse
+	(*EnableApiKeyRequest)(nil),   // 19: tenantregistry.v1.EnableApiKeyRequest
+	(*EnableApiKeyResponse)(nil),  // 20: tenantregistry.v1.EnableApiKeyResponse
+	(*UpdateApiKeyRequest)(nil),   // 21: tenantregistry.v1.UpdateApiKeyRequest
+	(*UpdateApiKeyResponse)(nil),  // 22: tenantregistry.v1.UpdateApiKeyResponse
+	(*ImportApiKeysRequest)(nil),  // 23: tenantregistry.v1.ImportApiKeysRequest
+	(*ImportApiKeysResponse)(nil), // 24: tenantregistry.v1.ImportApiKeysResponse
+	nil,                           // 25: tenantregistry.v1.ApiKey.MetadataEntry
+	nil,                           // 26: tenantregistry.v1.VerifyApiKeyResponse.MetadataEntry
+	nil,                           // 27: tenantregistry.v1.UpdateApiKeyRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*Entitlement)(nil),           // 30: tenantregistry.v1.Entitlement
+	(*fieldmaskpb.FieldMask)(nil), // 31: google.protobuf.FieldMask
 }
 var file_tenantregistry_v1_api_key_proto_depIdxs = []int32{
 	1,  // 0: tenantregistry.v1.ApiKey.status:type_name -> tenantregistry.v1.ApiKeyStatus
-	19, // 1: tenantregistry.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
-	19, // 2: tenantregistry.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 3: tenantregistry.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
-	19, // 4: tenantregistry.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
+	28, // 1: tenantregistry.v1.ApiKey.create_time:type_name -> google.protobuf.Timestamp
+	28, // 2: tenantregistry.v1.ApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	28, // 3: tenantregistry.v1.ApiKey.revoke_time:type_name -> google.protobuf.Timestamp
+	28, // 4: tenantregistry.v1.ApiKey.last_used_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: tenantregistry.v1.ApiKey.kind:type_name -> tenantregistry.v1.ApiKeyKind
-	19, // 6: tenantregistry.v1.ImportedApiKey.create_time:type_name -> google.protobuf.Timestamp
-	19, // 7: tenantregistry.v1.ImportedApiKey.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 8: tenantregistry.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
-	3,  // 9: tenantregistry.v1.CreateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
-	3,  // 10: tenantregistry.v1.ListApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
-	3,  // 11: tenantregistry.v1.GetApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
-	3,  // 12: tenantregistry.v1.RevokeApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
-	20, // 13: tenantregistry.v1.RotateApiKeyRequest.grace_period:type_name -> google.protobuf.Duration
-	3,  // 14: tenantregistry.v1.RotateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
-	3,  // 15: tenantregistry.v1.RotateApiKeyResponse.previous_api_key:type_name -> tenantregistry.v1.ApiKey
-	2,  // 16: tenantregistry.v1.VerifyApiKeyResponse.code:type_name -> tenantregistry.v1.ApiKeyVerificationCode
-	19, // 17: tenantregistry.v1.VerifyApiKeyResponse.valid_until:type_name -> google.protobuf.Timestamp
-	4,  // 18: tenantregistry.v1.ImportApiKeysRequest.keys:type_name -> tenantregistry.v1.ImportedApiKey
-	3,  // 19: tenantregistry.v1.ImportApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
-	5,  // 20: tenantregistry.v1.ApiKeyService.CreateApiKey:input_type -> tenantregistry.v1.CreateApiKeyRequest
-	7,  // 21: tenantregistry.v1.ApiKeyService.ListApiKeys:input_type -> tenantregistry.v1.ListApiKeysRequest
-	9,  // 22: tenantregistry.v1.ApiKeyService.GetApiKey:input_type -> tenantregistry.v1.GetApiKeyRequest
-	11, // 23: tenantregistry.v1.ApiKeyService.RevokeApiKey:input_type -> tenantregistry.v1.RevokeApiKeyRequest
-	13, // 24: tenantregistry.v1.ApiKeyService.RotateApiKey:input_type -> tenantregistry.v1.RotateApiKeyRequest
-	15, // 25: tenantregistry.v1.ApiKeyService.VerifyApiKey:input_type -> tenantregistry.v1.VerifyApiKeyRequest
-	17, // 26: tenantregistry.v1.ApiKeyService.ImportApiKeys:input_type -> tenantregistry.v1.ImportApiKeysRequest
-	6,  // 27: tenantregistry.v1.ApiKeyService.CreateApiKey:output_type -> tenantregistry.v1.CreateApiKeyResponse
-	8,  // 28: tenantregistry.v1.ApiKeyService.ListApiKeys:output_type -> tenantregistry.v1.ListApiKeysResponse
-	10, // 29: tenantregistry.v1.ApiKeyService.GetApiKey:output_type -> tenantregistry.v1.GetApiKeyResponse
-	12, // 30: tenantregistry.v1.ApiKeyService.RevokeApiKey:output_type -> tenantregistry.v1.RevokeApiKeyResponse
-	14, // 31: tenantregistry.v1.ApiKeyService.RotateApiKey:output_type -> tenantregistry.v1.RotateApiKeyResponse
-	16, // 32: tenantregistry.v1.ApiKeyService.VerifyApiKey:output_type -> tenantregistry.v1.VerifyApiKeyResponse
-	18, // 33: tenantregistry.v1.ApiKeyService.ImportApiKeys:output_type -> tenantregistry.v1.ImportApiKeysResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	28, // 6: tenantregistry.v1.ApiKey.disable_time:type_name -> google.protobuf.Timestamp
+	25, // 7: tenantregistry.v1.ApiKey.metadata:type_name -> tenantregistry.v1.ApiKey.MetadataEntry
+	28, // 8: tenantregistry.v1.ImportedApiKey.create_time:type_name -> google.protobuf.Timestamp
+	28, // 9: tenantregistry.v1.ImportedApiKey.expire_time:type_name -> google.protobuf.Timestamp
+	28, // 10: tenantregistry.v1.CreateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	3,  // 11: tenantregistry.v1.CreateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	3,  // 12: tenantregistry.v1.ListApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
+	3,  // 13: tenantregistry.v1.GetApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	3,  // 14: tenantregistry.v1.RevokeApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	29, // 15: tenantregistry.v1.RotateApiKeyRequest.grace_period:type_name -> google.protobuf.Duration
+	3,  // 16: tenantregistry.v1.RotateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	3,  // 17: tenantregistry.v1.RotateApiKeyResponse.previous_api_key:type_name -> tenantregistry.v1.ApiKey
+	2,  // 18: tenantregistry.v1.VerifyApiKeyResponse.code:type_name -> tenantregistry.v1.ApiKeyVerificationCode
+	28, // 19: tenantregistry.v1.VerifyApiKeyResponse.valid_until:type_name -> google.protobuf.Timestamp
+	30, // 20: tenantregistry.v1.VerifyApiKeyResponse.entitlements:type_name -> tenantregistry.v1.Entitlement
+	26, // 21: tenantregistry.v1.VerifyApiKeyResponse.metadata:type_name -> tenantregistry.v1.VerifyApiKeyResponse.MetadataEntry
+	3,  // 22: tenantregistry.v1.DisableApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	3,  // 23: tenantregistry.v1.EnableApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	28, // 24: tenantregistry.v1.UpdateApiKeyRequest.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 25: tenantregistry.v1.UpdateApiKeyRequest.metadata:type_name -> tenantregistry.v1.UpdateApiKeyRequest.MetadataEntry
+	31, // 26: tenantregistry.v1.UpdateApiKeyRequest.update_mask:type_name -> google.protobuf.FieldMask
+	3,  // 27: tenantregistry.v1.UpdateApiKeyResponse.api_key:type_name -> tenantregistry.v1.ApiKey
+	4,  // 28: tenantregistry.v1.ImportApiKeysRequest.keys:type_name -> tenantregistry.v1.ImportedApiKey
+	3,  // 29: tenantregistry.v1.ImportApiKeysResponse.api_keys:type_name -> tenantregistry.v1.ApiKey
+	5,  // 30: tenantregistry.v1.ApiKeyService.CreateApiKey:input_type -> tenantregistry.v1.CreateApiKeyRequest
+	7,  // 31: tenantregistry.v1.ApiKeyService.ListApiKeys:input_type -> tenantregistry.v1.ListApiKeysRequest
+	9,  // 32: tenantregistry.v1.ApiKeyService.GetApiKey:input_type -> tenantregistry.v1.GetApiKeyRequest
+	11, // 33: tenantregistry.v1.ApiKeyService.RevokeApiKey:input_type -> tenantregistry.v1.RevokeApiKeyRequest
+	13, // 34: tenantregistry.v1.ApiKeyService.RotateApiKey:input_type -> tenantregistry.v1.RotateApiKeyRequest
+	15, // 35: tenantregistry.v1.ApiKeyService.VerifyApiKey:input_type -> tenantregistry.v1.VerifyApiKeyRequest
+	23, // 36: tenantregistry.v1.ApiKeyService.ImportApiKeys:input_type -> tenantregistry.v1.ImportApiKeysRequest
+	17, // 37: tenantregistry.v1.ApiKeyService.DisableApiKey:input_type -> tenantregistry.v1.DisableApiKeyRequest
+	19, // 38: tenantregistry.v1.ApiKeyService.EnableApiKey:input_type -> tenantregistry.v1.EnableApiKeyRequest
+	21, // 39: tenantregistry.v1.ApiKeyService.UpdateApiKey:input_type -> tenantregistry.v1.UpdateApiKeyRequest
+	6,  // 40: tenantregistry.v1.ApiKeyService.CreateApiKey:output_type -> tenantregistry.v1.CreateApiKeyResponse
+	8,  // 41: tenantregistry.v1.ApiKeyService.ListApiKeys:output_type -> tenantregistry.v1.ListApiKeysResponse
+	10, // 42: tenantregistry.v1.ApiKeyService.GetApiKey:output_type -> tenantregistry.v1.GetApiKeyResponse
+	12, // 43: tenantregistry.v1.ApiKeyService.RevokeApiKey:output_type -> tenantregistry.v1.RevokeApiKeyResponse
+	14, // 44: tenantregistry.v1.ApiKeyService.RotateApiKey:output_type -> tenantregistry.v1.RotateApiKeyResponse
+	16, // 45: tenantregistry.v1.ApiKeyService.VerifyApiKey:output_type -> tenantregistry.v1.VerifyApiKeyResponse
+	24, // 46: tenantregistry.v1.ApiKeyService.ImportApiKeys:output_type -> tenantregistry.v1.ImportApiKeysResponse
+	18, // 47: tenantregistry.v1.ApiKeyService.DisableApiKey:output_type -> tenantregistry.v1.DisableApiKeyResponse
+	20, // 48: tenantregistry.v1.ApiKeyService.EnableApiKey:output_type -> tenantregistry.v1.EnableApiKeyResponse
+	22, // 49: tenantregistry.v1.ApiKeyService.UpdateApiKey:output_type -> tenantregistry.v1.UpdateApiKeyResponse
+	40, // [40:50] is the sub-list for method output_type
+	30, // [30:40] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_tenantregistry_v1_api_key_proto_init() }
@@ -1477,13 +1955,14 @@ func file_tenantregistry_v1_api_key_proto_init() {
 	if File_tenantregistry_v1_api_key_proto != nil {
 		return
 	}
+	file_tenantregistry_v1_entitlement_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tenantregistry_v1_api_key_proto_rawDesc), len(file_tenantregistry_v1_api_key_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   16,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

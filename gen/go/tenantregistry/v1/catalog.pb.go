@@ -9,6 +9,7 @@ package tenantregistryv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -92,7 +93,16 @@ type Product struct {
 	// When the product was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the product was last changed. Output only.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// What a tenant entitled to the product may use: limit key (for example
+	// `seats`) to a count. Grants may override them. The registry does not
+	// meter usage: products compare their own counts.
+	DefaultLimits map[string]int64 `protobuf:"bytes,7,rep,name=default_limits,json=defaultLimits,proto3" json:"default_limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The limits of a self-serve trial. Empty: the default_limits.
+	TrialLimits map[string]int64 `protobuf:"bytes,8,rep,name=trial_limits,json=trialLimits,proto3" json:"trial_limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The product's version (AIP-154): pass it to UpdateProduct to change the
+	// product only if nothing changed since it was read. Output only.
+	Etag          string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -167,6 +177,27 @@ func (x *Product) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Product) GetDefaultLimits() map[string]int64 {
+	if x != nil {
+		return x.DefaultLimits
+	}
+	return nil
+}
+
+func (x *Product) GetTrialLimits() map[string]int64 {
+	if x != nil {
+		return x.TrialLimits
+	}
+	return nil
+}
+
+func (x *Product) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
 }
 
 // A tenant's request for a product, for sales to follow up.
@@ -364,7 +395,12 @@ type CreateProductRequest struct {
 	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	// Length of a self-serve trial in days, 0 to 90 (0: no trial). Absent
 	// means 14.
-	TrialDays     *int32 `protobuf:"varint,4,opt,name=trial_days,json=trialDays,proto3,oneof" json:"trial_days,omitempty"`
+	TrialDays *int32 `protobuf:"varint,4,opt,name=trial_days,json=trialDays,proto3,oneof" json:"trial_days,omitempty"`
+	// Limits of an entitlement: limit key (at most 40 characters, as metadata
+	// keys) to a count of at least 0, at most 32 keys.
+	DefaultLimits map[string]int64 `protobuf:"bytes,5,rep,name=default_limits,json=defaultLimits,proto3" json:"default_limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Limits of a trial, as default_limits. Empty: the default_limits.
+	TrialLimits   map[string]int64 `protobuf:"bytes,6,rep,name=trial_limits,json=trialLimits,proto3" json:"trial_limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -427,6 +463,20 @@ func (x *CreateProductRequest) GetTrialDays() int32 {
 	return 0
 }
 
+func (x *CreateProductRequest) GetDefaultLimits() map[string]int64 {
+	if x != nil {
+		return x.DefaultLimits
+	}
+	return nil
+}
+
+func (x *CreateProductRequest) GetTrialLimits() map[string]int64 {
+	if x != nil {
+		return x.TrialLimits
+	}
+	return nil
+}
+
 // Response of CatalogService.CreateProduct.
 type CreateProductResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -483,7 +533,18 @@ type UpdateProductRequest struct {
 	// New description; an empty string clears it. Absent leaves it unchanged.
 	Description *string `protobuf:"bytes,3,opt,name=description,proto3,oneof" json:"description,omitempty"`
 	// New trial length in days, 0 to 90. Absent leaves it unchanged.
-	TrialDays     *int32 `protobuf:"varint,4,opt,name=trial_days,json=trialDays,proto3,oneof" json:"trial_days,omitempty"`
+	TrialDays *int32 `protobuf:"varint,4,opt,name=trial_days,json=trialDays,proto3,oneof" json:"trial_days,omitempty"`
+	// New default limits (they replace the old ones). Without an update_mask,
+	// empty leaves them unchanged; to clear them, name default_limits in the
+	// mask.
+	DefaultLimits map[string]int64 `protobuf:"bytes,5,rep,name=default_limits,json=defaultLimits,proto3" json:"default_limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// New trial limits, as default_limits.
+	TrialLimits map[string]int64 `protobuf:"bytes,6,rep,name=trial_limits,json=trialLimits,proto3" json:"trial_limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The fields to change: display_name, description, trial_days,
+	// default_limits, trial_limits. Absent: the fields present, as above.
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,7,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// The product's etag as read. Empty: change it whatever it is now.
+	Etag          string `protobuf:"bytes,8,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,6 +605,34 @@ func (x *UpdateProductRequest) GetTrialDays() int32 {
 		return *x.TrialDays
 	}
 	return 0
+}
+
+func (x *UpdateProductRequest) GetDefaultLimits() map[string]int64 {
+	if x != nil {
+		return x.DefaultLimits
+	}
+	return nil
+}
+
+func (x *UpdateProductRequest) GetTrialLimits() map[string]int64 {
+	if x != nil {
+		return x.TrialLimits
+	}
+	return nil
+}
+
+func (x *UpdateProductRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdateProductRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
 }
 
 // Response of CatalogService.UpdateProduct.
@@ -929,7 +1018,7 @@ var File_tenantregistry_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_tenantregistry_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftenantregistry/v1/catalog.proto\x12\x11tenantregistry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#tenantregistry/v1/entitlement.proto\"\xf9\x01\n" +
+	"\x1ftenantregistry/v1/catalog.proto\x12\x11tenantregistry.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#tenantregistry/v1/entitlement.proto\"\xb5\x04\n" +
 	"\aProduct\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12 \n" +
@@ -939,7 +1028,16 @@ const file_tenantregistry_v1_catalog_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x8c\x02\n" +
+	"updateTime\x12T\n" +
+	"\x0edefault_limits\x18\a \x03(\v2-.tenantregistry.v1.Product.DefaultLimitsEntryR\rdefaultLimits\x12N\n" +
+	"\ftrial_limits\x18\b \x03(\v2+.tenantregistry.v1.Product.TrialLimitsEntryR\vtrialLimits\x12\x12\n" +
+	"\x04etag\x18\t \x01(\tR\x04etag\x1a@\n" +
+	"\x12DefaultLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a>\n" +
+	"\x10TrialLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x8c\x02\n" +
 	"\x0eProductRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x18\n" +
@@ -951,22 +1049,41 @@ const file_tenantregistry_v1_catalog_proto_rawDesc = "" +
 	"createTime\"\x15\n" +
 	"\x13ListProductsRequest\"N\n" +
 	"\x14ListProductsResponse\x126\n" +
-	"\bproducts\x18\x01 \x03(\v2\x1a.tenantregistry.v1.ProductR\bproducts\"\xa0\x01\n" +
+	"\bproducts\x18\x01 \x03(\v2\x1a.tenantregistry.v1.ProductR\bproducts\"\xe2\x03\n" +
 	"\x14CreateProductRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\"\n" +
 	"\n" +
-	"trial_days\x18\x04 \x01(\x05H\x00R\ttrialDays\x88\x01\x01B\r\n" +
+	"trial_days\x18\x04 \x01(\x05H\x00R\ttrialDays\x88\x01\x01\x12a\n" +
+	"\x0edefault_limits\x18\x05 \x03(\v2:.tenantregistry.v1.CreateProductRequest.DefaultLimitsEntryR\rdefaultLimits\x12[\n" +
+	"\ftrial_limits\x18\x06 \x03(\v28.tenantregistry.v1.CreateProductRequest.TrialLimitsEntryR\vtrialLimits\x1a@\n" +
+	"\x12DefaultLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a>\n" +
+	"\x10TrialLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01B\r\n" +
 	"\v_trial_days\"M\n" +
 	"\x15CreateProductResponse\x124\n" +
-	"\aproduct\x18\x01 \x01(\v2\x1a.tenantregistry.v1.ProductR\aproduct\"\xcb\x01\n" +
+	"\aproduct\x18\x01 \x01(\v2\x1a.tenantregistry.v1.ProductR\aproduct\"\xde\x04\n" +
 	"\x14UpdateProductRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\fdisplay_name\x18\x02 \x01(\tH\x00R\vdisplayName\x88\x01\x01\x12%\n" +
 	"\vdescription\x18\x03 \x01(\tH\x01R\vdescription\x88\x01\x01\x12\"\n" +
 	"\n" +
-	"trial_days\x18\x04 \x01(\x05H\x02R\ttrialDays\x88\x01\x01B\x0f\n" +
+	"trial_days\x18\x04 \x01(\x05H\x02R\ttrialDays\x88\x01\x01\x12a\n" +
+	"\x0edefault_limits\x18\x05 \x03(\v2:.tenantregistry.v1.UpdateProductRequest.DefaultLimitsEntryR\rdefaultLimits\x12[\n" +
+	"\ftrial_limits\x18\x06 \x03(\v28.tenantregistry.v1.UpdateProductRequest.TrialLimitsEntryR\vtrialLimits\x12;\n" +
+	"\vupdate_mask\x18\a \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\x12\x12\n" +
+	"\x04etag\x18\b \x01(\tR\x04etag\x1a@\n" +
+	"\x12DefaultLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a>\n" +
+	"\x10TrialLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01B\x0f\n" +
 	"\r_display_nameB\x0e\n" +
 	"\f_descriptionB\r\n" +
 	"\v_trial_days\"M\n" +
@@ -1018,7 +1135,7 @@ func file_tenantregistry_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_tenantregistry_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tenantregistry_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tenantregistry_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_tenantregistry_v1_catalog_proto_goTypes = []any{
 	(ProductRequestStatus)(0),           // 0: tenantregistry.v1.ProductRequestStatus
 	(*Product)(nil),                     // 1: tenantregistry.v1.Product
@@ -1035,38 +1152,52 @@ var file_tenantregistry_v1_catalog_proto_goTypes = []any{
 	(*ListProductRequestsResponse)(nil), // 12: tenantregistry.v1.ListProductRequestsResponse
 	(*StartTrialRequest)(nil),           // 13: tenantregistry.v1.StartTrialRequest
 	(*StartTrialResponse)(nil),          // 14: tenantregistry.v1.StartTrialResponse
-	(*timestamppb.Timestamp)(nil),       // 15: google.protobuf.Timestamp
-	(*Entitlement)(nil),                 // 16: tenantregistry.v1.Entitlement
+	nil,                                 // 15: tenantregistry.v1.Product.DefaultLimitsEntry
+	nil,                                 // 16: tenantregistry.v1.Product.TrialLimitsEntry
+	nil,                                 // 17: tenantregistry.v1.CreateProductRequest.DefaultLimitsEntry
+	nil,                                 // 18: tenantregistry.v1.CreateProductRequest.TrialLimitsEntry
+	nil,                                 // 19: tenantregistry.v1.UpdateProductRequest.DefaultLimitsEntry
+	nil,                                 // 20: tenantregistry.v1.UpdateProductRequest.TrialLimitsEntry
+	(*timestamppb.Timestamp)(nil),       // 21: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),       // 22: google.protobuf.FieldMask
+	(*Entitlement)(nil),                 // 23: tenantregistry.v1.Entitlement
 }
 var file_tenantregistry_v1_catalog_proto_depIdxs = []int32{
-	15, // 0: tenantregistry.v1.Product.create_time:type_name -> google.protobuf.Timestamp
-	15, // 1: tenantregistry.v1.Product.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 2: tenantregistry.v1.ProductRequest.status:type_name -> tenantregistry.v1.ProductRequestStatus
-	15, // 3: tenantregistry.v1.ProductRequest.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 4: tenantregistry.v1.ListProductsResponse.products:type_name -> tenantregistry.v1.Product
-	1,  // 5: tenantregistry.v1.CreateProductResponse.product:type_name -> tenantregistry.v1.Product
-	1,  // 6: tenantregistry.v1.UpdateProductResponse.product:type_name -> tenantregistry.v1.Product
-	2,  // 7: tenantregistry.v1.RequestProductResponse.request:type_name -> tenantregistry.v1.ProductRequest
-	0,  // 8: tenantregistry.v1.ListProductRequestsRequest.status:type_name -> tenantregistry.v1.ProductRequestStatus
-	2,  // 9: tenantregistry.v1.ListProductRequestsResponse.requests:type_name -> tenantregistry.v1.ProductRequest
-	16, // 10: tenantregistry.v1.StartTrialResponse.entitlement:type_name -> tenantregistry.v1.Entitlement
-	3,  // 11: tenantregistry.v1.CatalogService.ListProducts:input_type -> tenantregistry.v1.ListProductsRequest
-	5,  // 12: tenantregistry.v1.CatalogService.CreateProduct:input_type -> tenantregistry.v1.CreateProductRequest
-	7,  // 13: tenantregistry.v1.CatalogService.UpdateProduct:input_type -> tenantregistry.v1.UpdateProductRequest
-	9,  // 14: tenantregistry.v1.CatalogService.RequestProduct:input_type -> tenantregistry.v1.RequestProductRequest
-	11, // 15: tenantregistry.v1.CatalogService.ListProductRequests:input_type -> tenantregistry.v1.ListProductRequestsRequest
-	13, // 16: tenantregistry.v1.CatalogService.StartTrial:input_type -> tenantregistry.v1.StartTrialRequest
-	4,  // 17: tenantregistry.v1.CatalogService.ListProducts:output_type -> tenantregistry.v1.ListProductsResponse
-	6,  // 18: tenantregistry.v1.CatalogService.CreateProduct:output_type -> tenantregistry.v1.CreateProductResponse
-	8,  // 19: tenantregistry.v1.CatalogService.UpdateProduct:output_type -> tenantregistry.v1.UpdateProductResponse
-	10, // 20: tenantregistry.v1.CatalogService.RequestProduct:output_type -> tenantregistry.v1.RequestProductResponse
-	12, // 21: tenantregistry.v1.CatalogService.ListProductRequests:output_type -> tenantregistry.v1.ListProductRequestsResponse
-	14, // 22: tenantregistry.v1.CatalogService.StartTrial:output_type -> tenantregistry.v1.StartTrialResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	21, // 0: tenantregistry.v1.Product.create_time:type_name -> google.protobuf.Timestamp
+	21, // 1: tenantregistry.v1.Product.update_time:type_name -> google.protobuf.Timestamp
+	15, // 2: tenantregistry.v1.Product.default_limits:type_name -> tenantregistry.v1.Product.DefaultLimitsEntry
+	16, // 3: tenantregistry.v1.Product.trial_limits:type_name -> tenantregistry.v1.Product.TrialLimitsEntry
+	0,  // 4: tenantregistry.v1.ProductRequest.status:type_name -> tenantregistry.v1.ProductRequestStatus
+	21, // 5: tenantregistry.v1.ProductRequest.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 6: tenantregistry.v1.ListProductsResponse.products:type_name -> tenantregistry.v1.Product
+	17, // 7: tenantregistry.v1.CreateProductRequest.default_limits:type_name -> tenantregistry.v1.CreateProductRequest.DefaultLimitsEntry
+	18, // 8: tenantregistry.v1.CreateProductRequest.trial_limits:type_name -> tenantregistry.v1.CreateProductRequest.TrialLimitsEntry
+	1,  // 9: tenantregistry.v1.CreateProductResponse.product:type_name -> tenantregistry.v1.Product
+	19, // 10: tenantregistry.v1.UpdateProductRequest.default_limits:type_name -> tenantregistry.v1.UpdateProductRequest.DefaultLimitsEntry
+	20, // 11: tenantregistry.v1.UpdateProductRequest.trial_limits:type_name -> tenantregistry.v1.UpdateProductRequest.TrialLimitsEntry
+	22, // 12: tenantregistry.v1.UpdateProductRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 13: tenantregistry.v1.UpdateProductResponse.product:type_name -> tenantregistry.v1.Product
+	2,  // 14: tenantregistry.v1.RequestProductResponse.request:type_name -> tenantregistry.v1.ProductRequest
+	0,  // 15: tenantregistry.v1.ListProductRequestsRequest.status:type_name -> tenantregistry.v1.ProductRequestStatus
+	2,  // 16: tenantregistry.v1.ListProductRequestsResponse.requests:type_name -> tenantregistry.v1.ProductRequest
+	23, // 17: tenantregistry.v1.StartTrialResponse.entitlement:type_name -> tenantregistry.v1.Entitlement
+	3,  // 18: tenantregistry.v1.CatalogService.ListProducts:input_type -> tenantregistry.v1.ListProductsRequest
+	5,  // 19: tenantregistry.v1.CatalogService.CreateProduct:input_type -> tenantregistry.v1.CreateProductRequest
+	7,  // 20: tenantregistry.v1.CatalogService.UpdateProduct:input_type -> tenantregistry.v1.UpdateProductRequest
+	9,  // 21: tenantregistry.v1.CatalogService.RequestProduct:input_type -> tenantregistry.v1.RequestProductRequest
+	11, // 22: tenantregistry.v1.CatalogService.ListProductRequests:input_type -> tenantregistry.v1.ListProductRequestsRequest
+	13, // 23: tenantregistry.v1.CatalogService.StartTrial:input_type -> tenantregistry.v1.StartTrialRequest
+	4,  // 24: tenantregistry.v1.CatalogService.ListProducts:output_type -> tenantregistry.v1.ListProductsResponse
+	6,  // 25: tenantregistry.v1.CatalogService.CreateProduct:output_type -> tenantregistry.v1.CreateProductResponse
+	8,  // 26: tenantregistry.v1.CatalogService.UpdateProduct:output_type -> tenantregistry.v1.UpdateProductResponse
+	10, // 27: tenantregistry.v1.CatalogService.RequestProduct:output_type -> tenantregistry.v1.RequestProductResponse
+	12, // 28: tenantregistry.v1.CatalogService.ListProductRequests:output_type -> tenantregistry.v1.ListProductRequestsResponse
+	14, // 29: tenantregistry.v1.CatalogService.StartTrial:output_type -> tenantregistry.v1.StartTrialResponse
+	24, // [24:30] is the sub-list for method output_type
+	18, // [18:24] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_tenantregistry_v1_catalog_proto_init() }
@@ -1083,7 +1214,7 @@ func file_tenantregistry_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tenantregistry_v1_catalog_proto_rawDesc), len(file_tenantregistry_v1_catalog_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,26 +43,40 @@ const (
 	// The tenant was granted the product (a grant or a trial): forget answers
 	// about its keys, and answers of NOT_ENTITLED.
 	ChangeKind_CHANGE_KIND_ENTITLEMENT_GRANTED ChangeKind = 6
-	// The end of the tenant's active grant of the product moved: forget answers
-	// about its keys, and answers of NOT_ENTITLED.
+	// The end or the limits of the tenant's active grant of the product
+	// changed: forget answers about its keys, and answers of NOT_ENTITLED.
 	ChangeKind_CHANGE_KIND_ENTITLEMENT_CHANGED ChangeKind = 7
 	// The tenant's entitlement to the product was revoked: forget answers about
 	// its keys.
 	ChangeKind_CHANGE_KIND_ENTITLEMENT_REVOKED ChangeKind = 8
+	// The key was disabled: forget answers about it.
+	ChangeKind_CHANGE_KIND_API_KEY_DISABLED ChangeKind = 9
+	// The key was enabled again: forget answers about it, and answers of
+	// DISABLED.
+	ChangeKind_CHANGE_KIND_API_KEY_ENABLED ChangeKind = 10
+	// The key's scopes, expiry or metadata changed: forget answers about it.
+	ChangeKind_CHANGE_KIND_API_KEY_UPDATED ChangeKind = 11
+	// The product's limits changed, for every tenant that does not override
+	// them: forget answers naming the product (no tenant is named).
+	ChangeKind_CHANGE_KIND_PRODUCT_CHANGED ChangeKind = 12
 )
 
 // Enum value maps for ChangeKind.
 var (
 	ChangeKind_name = map[int32]string{
-		0: "CHANGE_KIND_UNSPECIFIED",
-		1: "CHANGE_KIND_API_KEY_CREATED",
-		2: "CHANGE_KIND_API_KEY_REVOKED",
-		3: "CHANGE_KIND_API_KEY_ROTATED",
-		4: "CHANGE_KIND_TENANT_FROZEN",
-		5: "CHANGE_KIND_TENANT_ACTIVATED",
-		6: "CHANGE_KIND_ENTITLEMENT_GRANTED",
-		7: "CHANGE_KIND_ENTITLEMENT_CHANGED",
-		8: "CHANGE_KIND_ENTITLEMENT_REVOKED",
+		0:  "CHANGE_KIND_UNSPECIFIED",
+		1:  "CHANGE_KIND_API_KEY_CREATED",
+		2:  "CHANGE_KIND_API_KEY_REVOKED",
+		3:  "CHANGE_KIND_API_KEY_ROTATED",
+		4:  "CHANGE_KIND_TENANT_FROZEN",
+		5:  "CHANGE_KIND_TENANT_ACTIVATED",
+		6:  "CHANGE_KIND_ENTITLEMENT_GRANTED",
+		7:  "CHANGE_KIND_ENTITLEMENT_CHANGED",
+		8:  "CHANGE_KIND_ENTITLEMENT_REVOKED",
+		9:  "CHANGE_KIND_API_KEY_DISABLED",
+		10: "CHANGE_KIND_API_KEY_ENABLED",
+		11: "CHANGE_KIND_API_KEY_UPDATED",
+		12: "CHANGE_KIND_PRODUCT_CHANGED",
 	}
 	ChangeKind_value = map[string]int32{
 		"CHANGE_KIND_UNSPECIFIED":         0,
@@ -74,6 +88,10 @@ var (
 		"CHANGE_KIND_ENTITLEMENT_GRANTED": 6,
 		"CHANGE_KIND_ENTITLEMENT_CHANGED": 7,
 		"CHANGE_KIND_ENTITLEMENT_REVOKED": 8,
+		"CHANGE_KIND_API_KEY_DISABLED":    9,
+		"CHANGE_KIND_API_KEY_ENABLED":     10,
+		"CHANGE_KIND_API_KEY_UPDATED":     11,
+		"CHANGE_KIND_PRODUCT_CHANGED":     12,
 	}
 )
 
@@ -344,7 +362,7 @@ type Change struct {
 	TenantId string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// The key concerned, for the API_KEY kinds.
 	ApiKeyId string `protobuf:"bytes,3,opt,name=api_key_id,json=apiKeyId,proto3" json:"api_key_id,omitempty"`
-	// The product concerned, for the ENTITLEMENT kinds.
+	// The product concerned, for the ENTITLEMENT kinds and PRODUCT_CHANGED.
 	Product       string `protobuf:"bytes,4,opt,name=product,proto3" json:"product,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -427,7 +445,7 @@ const file_tenantregistry_v1_change_proto_rawDesc = "" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1c\n" +
 	"\n" +
 	"api_key_id\x18\x03 \x01(\tR\bapiKeyId\x12\x18\n" +
-	"\aproduct\x18\x04 \x01(\tR\aproduct*\xbc\x02\n" +
+	"\aproduct\x18\x04 \x01(\tR\aproduct*\xc1\x03\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
@@ -438,7 +456,12 @@ const file_tenantregistry_v1_change_proto_rawDesc = "" +
 	"\x1cCHANGE_KIND_TENANT_ACTIVATED\x10\x05\x12#\n" +
 	"\x1fCHANGE_KIND_ENTITLEMENT_GRANTED\x10\x06\x12#\n" +
 	"\x1fCHANGE_KIND_ENTITLEMENT_CHANGED\x10\a\x12#\n" +
-	"\x1fCHANGE_KIND_ENTITLEMENT_REVOKED\x10\b2w\n" +
+	"\x1fCHANGE_KIND_ENTITLEMENT_REVOKED\x10\b\x12 \n" +
+	"\x1cCHANGE_KIND_API_KEY_DISABLED\x10\t\x12\x1f\n" +
+	"\x1bCHANGE_KIND_API_KEY_ENABLED\x10\n" +
+	"\x12\x1f\n" +
+	"\x1bCHANGE_KIND_API_KEY_UPDATED\x10\v\x12\x1f\n" +
+	"\x1bCHANGE_KIND_PRODUCT_CHANGED\x10\f2w\n" +
 	"\rChangeService\x12f\n" +
 	"\fWatchChanges\x12&.tenantregistry.v1.WatchChangesRequest\x1a'.tenantregistry.v1.WatchChangesResponse\"\x03\x90\x02\x010\x01B\xdf\x01\n" +
 	"\x15com.tenantregistry.v1B\vChangeProtoP\x01ZTgithub.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1;tenantregistryv1\xa2\x02\x03TXX\xaa\x02\x11Tenantregistry.V1\xca\x02\x11Tenantregistry\\V1\xe2\x02\x1dTenantregistry\\V1\\GPBMetadata\xea\x02\x12Tenantregistry::V1b\x06proto3"

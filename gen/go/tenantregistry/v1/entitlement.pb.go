@@ -220,7 +220,17 @@ type Entitlement struct {
 	// When the entitlement started.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// When the entitlement ends. Absent: it does not end.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The limits in force: the product's defaults (its trial limits for a
+	// trial, when it has any), overridden key by key by limit_overrides. The
+	// registry does not meter usage: products compare their own counts with
+	// these.
+	Limits map[string]int64 `protobuf:"bytes,7,rep,name=limits,proto3" json:"limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The limits the grant set for this tenant, overriding the product's.
+	LimitOverrides map[string]int64 `protobuf:"bytes,8,rep,name=limit_overrides,json=limitOverrides,proto3" json:"limit_overrides,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The entitlement's version (AIP-154): pass it to GrantEntitlement or
+	// RevokeEntitlement to act only if nothing changed since this was read.
+	Etag          string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,6 +305,27 @@ func (x *Entitlement) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *Entitlement) GetLimits() map[string]int64 {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *Entitlement) GetLimitOverrides() map[string]int64 {
+	if x != nil {
+		return x.LimitOverrides
+	}
+	return nil
+}
+
+func (x *Entitlement) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
 }
 
 // Request of EntitlementService.ListEntitlements.
@@ -453,7 +484,10 @@ type CheckEntitlementResponse struct {
 	Reason EntitlementCheckReason `protobuf:"varint,2,opt,name=reason,proto3,enum=tenantregistry.v1.EntitlementCheckReason" json:"reason,omitempty"`
 	// The entitlement that was looked at. Absent when the tenant has none for
 	// the product (NO_ENTITLEMENT, UNKNOWN_PRODUCT).
-	Entitlement   *Entitlement `protobuf:"bytes,3,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
+	Entitlement *Entitlement `protobuf:"bytes,3,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
+	// The limits in force when entitled (see Entitlement.limits); empty
+	// otherwise. The registry does not meter usage.
+	Limits        map[string]int64 `protobuf:"bytes,4,rep,name=limits,proto3" json:"limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -509,6 +543,13 @@ func (x *CheckEntitlementResponse) GetEntitlement() *Entitlement {
 	return nil
 }
 
+func (x *CheckEntitlementResponse) GetLimits() map[string]int64 {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 // Request of EntitlementService.GrantEntitlement.
 type GrantEntitlementRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -517,7 +558,13 @@ type GrantEntitlementRequest struct {
 	// Required. The product's key.
 	Product string `protobuf:"bytes,2,opt,name=product,proto3" json:"product,omitempty"`
 	// When the grant ends; must be in the future. Absent: it does not end.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Limits overriding the product's defaults for this tenant: limit key (at
+	// most 40 characters, as metadata keys) to a count of at least 0, at most
+	// 32 keys. Empty: the product's defaults.
+	Limits map[string]int64 `protobuf:"bytes,4,rep,name=limits,proto3" json:"limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// The etag of the entitlement as read. Empty: grant whatever it is now.
+	Etag          string `protobuf:"bytes,5,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,6 +620,20 @@ func (x *GrantEntitlementRequest) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GrantEntitlementRequest) GetLimits() map[string]int64 {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *GrantEntitlementRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
 // Response of EntitlementService.GrantEntitlement.
 type GrantEntitlementResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -625,7 +686,9 @@ type RevokeEntitlementRequest struct {
 	// Required. The tenant's id.
 	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// Required. The product's key.
-	Product       string `protobuf:"bytes,2,opt,name=product,proto3" json:"product,omitempty"`
+	Product string `protobuf:"bytes,2,opt,name=product,proto3" json:"product,omitempty"`
+	// The etag of the entitlement as read. Empty: revoke whatever it is now.
+	Etag          string `protobuf:"bytes,3,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -670,6 +733,13 @@ func (x *RevokeEntitlementRequest) GetTenantId() string {
 func (x *RevokeEntitlementRequest) GetProduct() string {
 	if x != nil {
 		return x.Product
+	}
+	return ""
+}
+
+func (x *RevokeEntitlementRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
 	}
 	return ""
 }
@@ -724,7 +794,7 @@ var File_tenantregistry_v1_entitlement_proto protoreflect.FileDescriptor
 
 const file_tenantregistry_v1_entitlement_proto_rawDesc = "" +
 	"\n" +
-	"#tenantregistry/v1/entitlement.proto\x12\x11tenantregistry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x02\n" +
+	"#tenantregistry/v1/entitlement.proto\x12\x11tenantregistry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x04\n" +
 	"\vEntitlement\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x18\n" +
 	"\aproduct\x18\x02 \x01(\tR\aproduct\x12<\n" +
@@ -733,28 +803,47 @@ const file_tenantregistry_v1_entitlement_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12;\n" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"6\n" +
+	"expireTime\x12B\n" +
+	"\x06limits\x18\a \x03(\v2*.tenantregistry.v1.Entitlement.LimitsEntryR\x06limits\x12[\n" +
+	"\x0flimit_overrides\x18\b \x03(\v22.tenantregistry.v1.Entitlement.LimitOverridesEntryR\x0elimitOverrides\x12\x12\n" +
+	"\x04etag\x18\t \x01(\tR\x04etag\x1a9\n" +
+	"\vLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aA\n" +
+	"\x13LimitOverridesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"6\n" +
 	"\x17ListEntitlementsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"^\n" +
 	"\x18ListEntitlementsResponse\x12B\n" +
 	"\fentitlements\x18\x01 \x03(\v2\x1e.tenantregistry.v1.EntitlementR\fentitlements\"P\n" +
 	"\x17CheckEntitlementRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x18\n" +
-	"\aproduct\x18\x02 \x01(\tR\aproduct\"\xbb\x01\n" +
+	"\aproduct\x18\x02 \x01(\tR\aproduct\"\xc7\x02\n" +
 	"\x18CheckEntitlementResponse\x12\x1a\n" +
 	"\bentitled\x18\x01 \x01(\bR\bentitled\x12A\n" +
 	"\x06reason\x18\x02 \x01(\x0e2).tenantregistry.v1.EntitlementCheckReasonR\x06reason\x12@\n" +
-	"\ventitlement\x18\x03 \x01(\v2\x1e.tenantregistry.v1.EntitlementR\ventitlement\"\x8d\x01\n" +
+	"\ventitlement\x18\x03 \x01(\v2\x1e.tenantregistry.v1.EntitlementR\ventitlement\x12O\n" +
+	"\x06limits\x18\x04 \x03(\v27.tenantregistry.v1.CheckEntitlementResponse.LimitsEntryR\x06limits\x1a9\n" +
+	"\vLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xac\x02\n" +
 	"\x17GrantEntitlementRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x18\n" +
 	"\aproduct\x18\x02 \x01(\tR\aproduct\x12;\n" +
 	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\\\n" +
+	"expireTime\x12N\n" +
+	"\x06limits\x18\x04 \x03(\v26.tenantregistry.v1.GrantEntitlementRequest.LimitsEntryR\x06limits\x12\x12\n" +
+	"\x04etag\x18\x05 \x01(\tR\x04etag\x1a9\n" +
+	"\vLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\\\n" +
 	"\x18GrantEntitlementResponse\x12@\n" +
-	"\ventitlement\x18\x01 \x01(\v2\x1e.tenantregistry.v1.EntitlementR\ventitlement\"Q\n" +
+	"\ventitlement\x18\x01 \x01(\v2\x1e.tenantregistry.v1.EntitlementR\ventitlement\"e\n" +
 	"\x18RevokeEntitlementRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x18\n" +
-	"\aproduct\x18\x02 \x01(\tR\aproduct\"]\n" +
+	"\aproduct\x18\x02 \x01(\tR\aproduct\x12\x12\n" +
+	"\x04etag\x18\x03 \x01(\tR\x04etag\"]\n" +
 	"\x19RevokeEntitlementResponse\x12@\n" +
 	"\ventitlement\x18\x01 \x01(\v2\x1e.tenantregistry.v1.EntitlementR\ventitlement*\xb4\x01\n" +
 	"\x11EntitlementStatus\x12\"\n" +
@@ -795,7 +884,7 @@ func file_tenantregistry_v1_entitlement_proto_rawDescGZIP() []byte {
 }
 
 var file_tenantregistry_v1_entitlement_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tenantregistry_v1_entitlement_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_tenantregistry_v1_entitlement_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_tenantregistry_v1_entitlement_proto_goTypes = []any{
 	(EntitlementStatus)(0),            // 0: tenantregistry.v1.EntitlementStatus
 	(EntitlementSource)(0),            // 1: tenantregistry.v1.EntitlementSource
@@ -809,32 +898,40 @@ var file_tenantregistry_v1_entitlement_proto_goTypes = []any{
 	(*GrantEntitlementResponse)(nil),  // 9: tenantregistry.v1.GrantEntitlementResponse
 	(*RevokeEntitlementRequest)(nil),  // 10: tenantregistry.v1.RevokeEntitlementRequest
 	(*RevokeEntitlementResponse)(nil), // 11: tenantregistry.v1.RevokeEntitlementResponse
-	(*timestamppb.Timestamp)(nil),     // 12: google.protobuf.Timestamp
+	nil,                               // 12: tenantregistry.v1.Entitlement.LimitsEntry
+	nil,                               // 13: tenantregistry.v1.Entitlement.LimitOverridesEntry
+	nil,                               // 14: tenantregistry.v1.CheckEntitlementResponse.LimitsEntry
+	nil,                               // 15: tenantregistry.v1.GrantEntitlementRequest.LimitsEntry
+	(*timestamppb.Timestamp)(nil),     // 16: google.protobuf.Timestamp
 }
 var file_tenantregistry_v1_entitlement_proto_depIdxs = []int32{
 	0,  // 0: tenantregistry.v1.Entitlement.status:type_name -> tenantregistry.v1.EntitlementStatus
 	1,  // 1: tenantregistry.v1.Entitlement.source:type_name -> tenantregistry.v1.EntitlementSource
-	12, // 2: tenantregistry.v1.Entitlement.start_time:type_name -> google.protobuf.Timestamp
-	12, // 3: tenantregistry.v1.Entitlement.expire_time:type_name -> google.protobuf.Timestamp
-	3,  // 4: tenantregistry.v1.ListEntitlementsResponse.entitlements:type_name -> tenantregistry.v1.Entitlement
-	2,  // 5: tenantregistry.v1.CheckEntitlementResponse.reason:type_name -> tenantregistry.v1.EntitlementCheckReason
-	3,  // 6: tenantregistry.v1.CheckEntitlementResponse.entitlement:type_name -> tenantregistry.v1.Entitlement
-	12, // 7: tenantregistry.v1.GrantEntitlementRequest.expire_time:type_name -> google.protobuf.Timestamp
-	3,  // 8: tenantregistry.v1.GrantEntitlementResponse.entitlement:type_name -> tenantregistry.v1.Entitlement
-	3,  // 9: tenantregistry.v1.RevokeEntitlementResponse.entitlement:type_name -> tenantregistry.v1.Entitlement
-	4,  // 10: tenantregistry.v1.EntitlementService.ListEntitlements:input_type -> tenantregistry.v1.ListEntitlementsRequest
-	6,  // 11: tenantregistry.v1.EntitlementService.CheckEntitlement:input_type -> tenantregistry.v1.CheckEntitlementRequest
-	8,  // 12: tenantregistry.v1.EntitlementService.GrantEntitlement:input_type -> tenantregistry.v1.GrantEntitlementRequest
-	10, // 13: tenantregistry.v1.EntitlementService.RevokeEntitlement:input_type -> tenantregistry.v1.RevokeEntitlementRequest
-	5,  // 14: tenantregistry.v1.EntitlementService.ListEntitlements:output_type -> tenantregistry.v1.ListEntitlementsResponse
-	7,  // 15: tenantregistry.v1.EntitlementService.CheckEntitlement:output_type -> tenantregistry.v1.CheckEntitlementResponse
-	9,  // 16: tenantregistry.v1.EntitlementService.GrantEntitlement:output_type -> tenantregistry.v1.GrantEntitlementResponse
-	11, // 17: tenantregistry.v1.EntitlementService.RevokeEntitlement:output_type -> tenantregistry.v1.RevokeEntitlementResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	16, // 2: tenantregistry.v1.Entitlement.start_time:type_name -> google.protobuf.Timestamp
+	16, // 3: tenantregistry.v1.Entitlement.expire_time:type_name -> google.protobuf.Timestamp
+	12, // 4: tenantregistry.v1.Entitlement.limits:type_name -> tenantregistry.v1.Entitlement.LimitsEntry
+	13, // 5: tenantregistry.v1.Entitlement.limit_overrides:type_name -> tenantregistry.v1.Entitlement.LimitOverridesEntry
+	3,  // 6: tenantregistry.v1.ListEntitlementsResponse.entitlements:type_name -> tenantregistry.v1.Entitlement
+	2,  // 7: tenantregistry.v1.CheckEntitlementResponse.reason:type_name -> tenantregistry.v1.EntitlementCheckReason
+	3,  // 8: tenantregistry.v1.CheckEntitlementResponse.entitlement:type_name -> tenantregistry.v1.Entitlement
+	14, // 9: tenantregistry.v1.CheckEntitlementResponse.limits:type_name -> tenantregistry.v1.CheckEntitlementResponse.LimitsEntry
+	16, // 10: tenantregistry.v1.GrantEntitlementRequest.expire_time:type_name -> google.protobuf.Timestamp
+	15, // 11: tenantregistry.v1.GrantEntitlementRequest.limits:type_name -> tenantregistry.v1.GrantEntitlementRequest.LimitsEntry
+	3,  // 12: tenantregistry.v1.GrantEntitlementResponse.entitlement:type_name -> tenantregistry.v1.Entitlement
+	3,  // 13: tenantregistry.v1.RevokeEntitlementResponse.entitlement:type_name -> tenantregistry.v1.Entitlement
+	4,  // 14: tenantregistry.v1.EntitlementService.ListEntitlements:input_type -> tenantregistry.v1.ListEntitlementsRequest
+	6,  // 15: tenantregistry.v1.EntitlementService.CheckEntitlement:input_type -> tenantregistry.v1.CheckEntitlementRequest
+	8,  // 16: tenantregistry.v1.EntitlementService.GrantEntitlement:input_type -> tenantregistry.v1.GrantEntitlementRequest
+	10, // 17: tenantregistry.v1.EntitlementService.RevokeEntitlement:input_type -> tenantregistry.v1.RevokeEntitlementRequest
+	5,  // 18: tenantregistry.v1.EntitlementService.ListEntitlements:output_type -> tenantregistry.v1.ListEntitlementsResponse
+	7,  // 19: tenantregistry.v1.EntitlementService.CheckEntitlement:output_type -> tenantregistry.v1.CheckEntitlementResponse
+	9,  // 20: tenantregistry.v1.EntitlementService.GrantEntitlement:output_type -> tenantregistry.v1.GrantEntitlementResponse
+	11, // 21: tenantregistry.v1.EntitlementService.RevokeEntitlement:output_type -> tenantregistry.v1.RevokeEntitlementResponse
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_tenantregistry_v1_entitlement_proto_init() }
@@ -848,7 +945,7 @@ func file_tenantregistry_v1_entitlement_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tenantregistry_v1_entitlement_proto_rawDesc), len(file_tenantregistry_v1_entitlement_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

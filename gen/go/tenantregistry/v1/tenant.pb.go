@@ -9,6 +9,7 @@ package tenantregistryv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -102,7 +103,10 @@ type Tenant struct {
 	// When the tenant was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the tenant was last changed. Output only.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The tenant's version (AIP-154): pass it to UpdateTenant to change the
+	// tenant only if nothing changed since it was read. Output only.
+	Etag          string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -191,6 +195,13 @@ func (x *Tenant) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Tenant) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
 }
 
 // Request of TenantService.CreateTenant.
@@ -636,8 +647,13 @@ type UpdateTenantRequest struct {
 	DisplayName *string `protobuf:"bytes,2,opt,name=display_name,json=displayName,proto3,oneof" json:"display_name,omitempty"`
 	// Entries merged into the tenant's metadata: each entry sets that key, and
 	// an entry with an empty value removes that key. Keys not named here are
-	// kept. The merged result must respect the bounds of Tenant.metadata.
-	Metadata      map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// kept. The merged result must respect the bounds of Tenant.metadata. With
+	// an update_mask naming metadata, it replaces the metadata whole instead.
+	Metadata map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The fields to change: display_name, metadata. Absent: as described above.
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,4,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// The tenant's etag as read. Empty: change it whatever it is now.
+	Etag          string `protobuf:"bytes,5,opt,name=etag,proto3" json:"etag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -691,6 +707,20 @@ func (x *UpdateTenantRequest) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *UpdateTenantRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdateTenantRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
 }
 
 // Response of TenantService.UpdateTenant.
@@ -927,7 +957,7 @@ var File_tenantregistry_v1_tenant_proto protoreflect.FileDescriptor
 
 const file_tenantregistry_v1_tenant_proto_rawDesc = "" +
 	"\n" +
-	"\x1etenantregistry/v1/tenant.proto\x12\x11tenantregistry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x03\n" +
+	"\x1etenantregistry/v1/tenant.proto\x12\x11tenantregistry.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x03\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04slug\x18\x02 \x01(\tR\x04slug\x12!\n" +
@@ -939,7 +969,8 @@ const file_tenantregistry_v1_tenant_proto_rawDesc = "" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a;\n" +
+	"updateTime\x12\x12\n" +
+	"\x04etag\x18\t \x01(\tR\x04etag\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfc\x01\n" +
@@ -970,11 +1001,14 @@ const file_tenantregistry_v1_tenant_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"r\n" +
 	"\x13ListTenantsResponse\x123\n" +
 	"\atenants\x18\x01 \x03(\v2\x19.tenantregistry.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xed\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbe\x02\n" +
 	"\x13UpdateTenantRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12&\n" +
 	"\fdisplay_name\x18\x02 \x01(\tH\x00R\vdisplayName\x88\x01\x01\x12P\n" +
-	"\bmetadata\x18\x03 \x03(\v24.tenantregistry.v1.UpdateTenantRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x03 \x03(\v24.tenantregistry.v1.UpdateTenantRequest.MetadataEntryR\bmetadata\x12;\n" +
+	"\vupdate_mask\x18\x04 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\x12\x12\n" +
+	"\x04etag\x18\x05 \x01(\tR\x04etag\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0f\n" +
@@ -1039,6 +1073,7 @@ var file_tenantregistry_v1_tenant_proto_goTypes = []any{
 	nil,                             // 17: tenantregistry.v1.CreateTenantRequest.MetadataEntry
 	nil,                             // 18: tenantregistry.v1.UpdateTenantRequest.MetadataEntry
 	(*timestamppb.Timestamp)(nil),   // 19: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),   // 20: google.protobuf.FieldMask
 }
 var file_tenantregistry_v1_tenant_proto_depIdxs = []int32{
 	0,  // 0: tenantregistry.v1.Tenant.status:type_name -> tenantregistry.v1.TenantStatus
@@ -1052,28 +1087,29 @@ var file_tenantregistry_v1_tenant_proto_depIdxs = []int32{
 	0,  // 8: tenantregistry.v1.ListTenantsRequest.status:type_name -> tenantregistry.v1.TenantStatus
 	1,  // 9: tenantregistry.v1.ListTenantsResponse.tenants:type_name -> tenantregistry.v1.Tenant
 	18, // 10: tenantregistry.v1.UpdateTenantRequest.metadata:type_name -> tenantregistry.v1.UpdateTenantRequest.MetadataEntry
-	1,  // 11: tenantregistry.v1.UpdateTenantResponse.tenant:type_name -> tenantregistry.v1.Tenant
-	1,  // 12: tenantregistry.v1.ActivateTenantResponse.tenant:type_name -> tenantregistry.v1.Tenant
-	1,  // 13: tenantregistry.v1.CancelTenantResponse.tenant:type_name -> tenantregistry.v1.Tenant
-	2,  // 14: tenantregistry.v1.TenantService.CreateTenant:input_type -> tenantregistry.v1.CreateTenantRequest
-	4,  // 15: tenantregistry.v1.TenantService.GetTenant:input_type -> tenantregistry.v1.GetTenantRequest
-	6,  // 16: tenantregistry.v1.TenantService.GetTenantBySlug:input_type -> tenantregistry.v1.GetTenantBySlugRequest
-	8,  // 17: tenantregistry.v1.TenantService.ListTenants:input_type -> tenantregistry.v1.ListTenantsRequest
-	10, // 18: tenantregistry.v1.TenantService.UpdateTenant:input_type -> tenantregistry.v1.UpdateTenantRequest
-	12, // 19: tenantregistry.v1.TenantService.ActivateTenant:input_type -> tenantregistry.v1.ActivateTenantRequest
-	14, // 20: tenantregistry.v1.TenantService.CancelTenant:input_type -> tenantregistry.v1.CancelTenantRequest
-	3,  // 21: tenantregistry.v1.TenantService.CreateTenant:output_type -> tenantregistry.v1.CreateTenantResponse
-	5,  // 22: tenantregistry.v1.TenantService.GetTenant:output_type -> tenantregistry.v1.GetTenantResponse
-	7,  // 23: tenantregistry.v1.TenantService.GetTenantBySlug:output_type -> tenantregistry.v1.GetTenantBySlugResponse
-	9,  // 24: tenantregistry.v1.TenantService.ListTenants:output_type -> tenantregistry.v1.ListTenantsResponse
-	11, // 25: tenantregistry.v1.TenantService.UpdateTenant:output_type -> tenantregistry.v1.UpdateTenantResponse
-	13, // 26: tenantregistry.v1.TenantService.ActivateTenant:output_type -> tenantregistry.v1.ActivateTenantResponse
-	15, // 27: tenantregistry.v1.TenantService.CancelTenant:output_type -> tenantregistry.v1.CancelTenantResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	20, // 11: tenantregistry.v1.UpdateTenantRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 12: tenantregistry.v1.UpdateTenantResponse.tenant:type_name -> tenantregistry.v1.Tenant
+	1,  // 13: tenantregistry.v1.ActivateTenantResponse.tenant:type_name -> tenantregistry.v1.Tenant
+	1,  // 14: tenantregistry.v1.CancelTenantResponse.tenant:type_name -> tenantregistry.v1.Tenant
+	2,  // 15: tenantregistry.v1.TenantService.CreateTenant:input_type -> tenantregistry.v1.CreateTenantRequest
+	4,  // 16: tenantregistry.v1.TenantService.GetTenant:input_type -> tenantregistry.v1.GetTenantRequest
+	6,  // 17: tenantregistry.v1.TenantService.GetTenantBySlug:input_type -> tenantregistry.v1.GetTenantBySlugRequest
+	8,  // 18: tenantregistry.v1.TenantService.ListTenants:input_type -> tenantregistry.v1.ListTenantsRequest
+	10, // 19: tenantregistry.v1.TenantService.UpdateTenant:input_type -> tenantregistry.v1.UpdateTenantRequest
+	12, // 20: tenantregistry.v1.TenantService.ActivateTenant:input_type -> tenantregistry.v1.ActivateTenantRequest
+	14, // 21: tenantregistry.v1.TenantService.CancelTenant:input_type -> tenantregistry.v1.CancelTenantRequest
+	3,  // 22: tenantregistry.v1.TenantService.CreateTenant:output_type -> tenantregistry.v1.CreateTenantResponse
+	5,  // 23: tenantregistry.v1.TenantService.GetTenant:output_type -> tenantregistry.v1.GetTenantResponse
+	7,  // 24: tenantregistry.v1.TenantService.GetTenantBySlug:output_type -> tenantregistry.v1.GetTenantBySlugResponse
+	9,  // 25: tenantregistry.v1.TenantService.ListTenants:output_type -> tenantregistry.v1.ListTenantsResponse
+	11, // 26: tenantregistry.v1.TenantService.UpdateTenant:output_type -> tenantregistry.v1.UpdateTenantResponse
+	13, // 27: tenantregistry.v1.TenantService.ActivateTenant:output_type -> tenantregistry.v1.ActivateTenantResponse
+	15, // 28: tenantregistry.v1.TenantService.CancelTenant:output_type -> tenantregistry.v1.CancelTenantResponse
+	22, // [22:29] is the sub-list for method output_type
+	15, // [15:22] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_tenantregistry_v1_tenant_proto_init() }

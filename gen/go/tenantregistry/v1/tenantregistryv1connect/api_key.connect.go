@@ -53,6 +53,15 @@ const (
 	// ApiKeyServiceImportApiKeysProcedure is the fully-qualified name of the ApiKeyService's
 	// ImportApiKeys RPC.
 	ApiKeyServiceImportApiKeysProcedure = "/tenantregistry.v1.ApiKeyService/ImportApiKeys"
+	// ApiKeyServiceDisableApiKeyProcedure is the fully-qualified name of the ApiKeyService's
+	// DisableApiKey RPC.
+	ApiKeyServiceDisableApiKeyProcedure = "/tenantregistry.v1.ApiKeyService/DisableApiKey"
+	// ApiKeyServiceEnableApiKeyProcedure is the fully-qualified name of the ApiKeyService's
+	// EnableApiKey RPC.
+	ApiKeyServiceEnableApiKeyProcedure = "/tenantregistry.v1.ApiKeyService/EnableApiKey"
+	// ApiKeyServiceUpdateApiKeyProcedure is the fully-qualified name of the ApiKeyService's
+	// UpdateApiKey RPC.
+	ApiKeyServiceUpdateApiKeyProcedure = "/tenantregistry.v1.ApiKeyService/UpdateApiKey"
 )
 
 // ApiKeyServiceClient is a client for the tenantregistry.v1.ApiKeyService service.
@@ -121,6 +130,37 @@ type ApiKeyServiceClient interface {
 	// tenant; AlreadyExists when a hash was already imported; PermissionDenied
 	// naming a platform scope on a tenant key.
 	ImportApiKeys(context.Context, *v1.ImportApiKeysRequest) (*v1.ImportApiKeysResponse, error)
+	// Disables a key: until EnableApiKey, it verifies as DISABLED and is listed
+	// DISABLED. Unlike a revocation it can be undone. Felt everywhere within the
+	// same bound as a revocation. Disabling a disabled key returns it unchanged,
+	// with no audit event.
+	//
+	// Callers: as RevokeApiKey.
+	// Errors: NotFound, also for a key of a tenant the caller may not see;
+	// FailedPrecondition for a revoked key; Aborted for a stale etag.
+	DisableApiKey(context.Context, *v1.DisableApiKeyRequest) (*v1.DisableApiKeyResponse, error)
+	// Enables a disabled key again. Enabling an enabled key returns it
+	// unchanged, with no audit event.
+	//
+	// Callers: as RotateApiKey: enabling hands the key's powers out again, so
+	// the caller must hold every one of its scopes.
+	// Errors: NotFound, also for a key of a tenant the caller may not see;
+	// FailedPrecondition for a revoked key; PermissionDenied naming a scope the
+	// caller does not hold; Aborted for a stale etag.
+	EnableApiKey(context.Context, *v1.EnableApiKeyRequest) (*v1.EnableApiKeyResponse, error)
+	// Changes a key's name, scopes, expiry or metadata: exactly the fields
+	// update_mask names (AIP-134). New scopes follow CreateApiKey's rules: never
+	// more than the caller holds, nor of another kind of key. A new expiry must
+	// be in the future (and, when a key calls, not later than its own). Changed
+	// scopes, expiry or metadata are felt everywhere within the same bound as a
+	// revocation.
+	//
+	// Callers: as RotateApiKey.
+	// Errors: NotFound, also for a key of a tenant the caller may not see;
+	// InvalidArgument naming a bad field or an unknown update_mask path;
+	// PermissionDenied naming a scope; FailedPrecondition for a revoked key;
+	// Aborted for a stale etag.
+	UpdateApiKey(context.Context, *v1.UpdateApiKeyRequest) (*v1.UpdateApiKeyResponse, error)
 }
 
 // NewApiKeyServiceClient constructs a client for the tenantregistry.v1.ApiKeyService service. By
@@ -178,6 +218,24 @@ func NewApiKeyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(apiKeyServiceMethods.ByName("ImportApiKeys")),
 			connect.WithClientOptions(opts...),
 		),
+		disableApiKey: connect.NewClient[v1.DisableApiKeyRequest, v1.DisableApiKeyResponse](
+			httpClient,
+			baseURL+ApiKeyServiceDisableApiKeyProcedure,
+			connect.WithSchema(apiKeyServiceMethods.ByName("DisableApiKey")),
+			connect.WithClientOptions(opts...),
+		),
+		enableApiKey: connect.NewClient[v1.EnableApiKeyRequest, v1.EnableApiKeyResponse](
+			httpClient,
+			baseURL+ApiKeyServiceEnableApiKeyProcedure,
+			connect.WithSchema(apiKeyServiceMethods.ByName("EnableApiKey")),
+			connect.WithClientOptions(opts...),
+		),
+		updateApiKey: connect.NewClient[v1.UpdateApiKeyRequest, v1.UpdateApiKeyResponse](
+			httpClient,
+			baseURL+ApiKeyServiceUpdateApiKeyProcedure,
+			connect.WithSchema(apiKeyServiceMethods.ByName("UpdateApiKey")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -190,6 +248,9 @@ type apiKeyServiceClient struct {
 	rotateApiKey  *connect.Client[v1.RotateApiKeyRequest, v1.RotateApiKeyResponse]
 	verifyApiKey  *connect.Client[v1.VerifyApiKeyRequest, v1.VerifyApiKeyResponse]
 	importApiKeys *connect.Client[v1.ImportApiKeysRequest, v1.ImportApiKeysResponse]
+	disableApiKey *connect.Client[v1.DisableApiKeyRequest, v1.DisableApiKeyResponse]
+	enableApiKey  *connect.Client[v1.EnableApiKeyRequest, v1.EnableApiKeyResponse]
+	updateApiKey  *connect.Client[v1.UpdateApiKeyRequest, v1.UpdateApiKeyResponse]
 }
 
 // CreateApiKey calls tenantregistry.v1.ApiKeyService.CreateApiKey.
@@ -249,6 +310,33 @@ func (c *apiKeyServiceClient) VerifyApiKey(ctx context.Context, req *v1.VerifyAp
 // ImportApiKeys calls tenantregistry.v1.ApiKeyService.ImportApiKeys.
 func (c *apiKeyServiceClient) ImportApiKeys(ctx context.Context, req *v1.ImportApiKeysRequest) (*v1.ImportApiKeysResponse, error) {
 	response, err := c.importApiKeys.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// DisableApiKey calls tenantregistry.v1.ApiKeyService.DisableApiKey.
+func (c *apiKeyServiceClient) DisableApiKey(ctx context.Context, req *v1.DisableApiKeyRequest) (*v1.DisableApiKeyResponse, error) {
+	response, err := c.disableApiKey.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// EnableApiKey calls tenantregistry.v1.ApiKeyService.EnableApiKey.
+func (c *apiKeyServiceClient) EnableApiKey(ctx context.Context, req *v1.EnableApiKeyRequest) (*v1.EnableApiKeyResponse, error) {
+	response, err := c.enableApiKey.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// UpdateApiKey calls tenantregistry.v1.ApiKeyService.UpdateApiKey.
+func (c *apiKeyServiceClient) UpdateApiKey(ctx context.Context, req *v1.UpdateApiKeyRequest) (*v1.UpdateApiKeyResponse, error) {
+	response, err := c.updateApiKey.CallUnary(ctx, connect.NewRequest(req))
 	if response != nil {
 		return response.Msg, err
 	}
@@ -321,6 +409,37 @@ type ApiKeyServiceHandler interface {
 	// tenant; AlreadyExists when a hash was already imported; PermissionDenied
 	// naming a platform scope on a tenant key.
 	ImportApiKeys(context.Context, *v1.ImportApiKeysRequest) (*v1.ImportApiKeysResponse, error)
+	// Disables a key: until EnableApiKey, it verifies as DISABLED and is listed
+	// DISABLED. Unlike a revocation it can be undone. Felt everywhere within the
+	// same bound as a revocation. Disabling a disabled key returns it unchanged,
+	// with no audit event.
+	//
+	// Callers: as RevokeApiKey.
+	// Errors: NotFound, also for a key of a tenant the caller may not see;
+	// FailedPrecondition for a revoked key; Aborted for a stale etag.
+	DisableApiKey(context.Context, *v1.DisableApiKeyRequest) (*v1.DisableApiKeyResponse, error)
+	// Enables a disabled key again. Enabling an enabled key returns it
+	// unchanged, with no audit event.
+	//
+	// Callers: as RotateApiKey: enabling hands the key's powers out again, so
+	// the caller must hold every one of its scopes.
+	// Errors: NotFound, also for a key of a tenant the caller may not see;
+	// FailedPrecondition for a revoked key; PermissionDenied naming a scope the
+	// caller does not hold; Aborted for a stale etag.
+	EnableApiKey(context.Context, *v1.EnableApiKeyRequest) (*v1.EnableApiKeyResponse, error)
+	// Changes a key's name, scopes, expiry or metadata: exactly the fields
+	// update_mask names (AIP-134). New scopes follow CreateApiKey's rules: never
+	// more than the caller holds, nor of another kind of key. A new expiry must
+	// be in the future (and, when a key calls, not later than its own). Changed
+	// scopes, expiry or metadata are felt everywhere within the same bound as a
+	// revocation.
+	//
+	// Callers: as RotateApiKey.
+	// Errors: NotFound, also for a key of a tenant the caller may not see;
+	// InvalidArgument naming a bad field or an unknown update_mask path;
+	// PermissionDenied naming a scope; FailedPrecondition for a revoked key;
+	// Aborted for a stale etag.
+	UpdateApiKey(context.Context, *v1.UpdateApiKeyRequest) (*v1.UpdateApiKeyResponse, error)
 }
 
 // NewApiKeyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -374,6 +493,24 @@ func NewApiKeyServiceHandler(svc ApiKeyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(apiKeyServiceMethods.ByName("ImportApiKeys")),
 		connect.WithHandlerOptions(opts...),
 	)
+	apiKeyServiceDisableApiKeyHandler := connect.NewUnaryHandlerSimple(
+		ApiKeyServiceDisableApiKeyProcedure,
+		svc.DisableApiKey,
+		connect.WithSchema(apiKeyServiceMethods.ByName("DisableApiKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	apiKeyServiceEnableApiKeyHandler := connect.NewUnaryHandlerSimple(
+		ApiKeyServiceEnableApiKeyProcedure,
+		svc.EnableApiKey,
+		connect.WithSchema(apiKeyServiceMethods.ByName("EnableApiKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	apiKeyServiceUpdateApiKeyHandler := connect.NewUnaryHandlerSimple(
+		ApiKeyServiceUpdateApiKeyProcedure,
+		svc.UpdateApiKey,
+		connect.WithSchema(apiKeyServiceMethods.ByName("UpdateApiKey")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tenantregistry.v1.ApiKeyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ApiKeyServiceCreateApiKeyProcedure:
@@ -390,6 +527,12 @@ func NewApiKeyServiceHandler(svc ApiKeyServiceHandler, opts ...connect.HandlerOp
 			apiKeyServiceVerifyApiKeyHandler.ServeHTTP(w, r)
 		case ApiKeyServiceImportApiKeysProcedure:
 			apiKeyServiceImportApiKeysHandler.ServeHTTP(w, r)
+		case ApiKeyServiceDisableApiKeyProcedure:
+			apiKeyServiceDisableApiKeyHandler.ServeHTTP(w, r)
+		case ApiKeyServiceEnableApiKeyProcedure:
+			apiKeyServiceEnableApiKeyHandler.ServeHTTP(w, r)
+		case ApiKeyServiceUpdateApiKeyProcedure:
+			apiKeyServiceUpdateApiKeyHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -425,4 +568,16 @@ func (UnimplementedApiKeyServiceHandler) VerifyApiKey(context.Context, *v1.Verif
 
 func (UnimplementedApiKeyServiceHandler) ImportApiKeys(context.Context, *v1.ImportApiKeysRequest) (*v1.ImportApiKeysResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.ApiKeyService.ImportApiKeys is not implemented"))
+}
+
+func (UnimplementedApiKeyServiceHandler) DisableApiKey(context.Context, *v1.DisableApiKeyRequest) (*v1.DisableApiKeyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.ApiKeyService.DisableApiKey is not implemented"))
+}
+
+func (UnimplementedApiKeyServiceHandler) EnableApiKey(context.Context, *v1.EnableApiKeyRequest) (*v1.EnableApiKeyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.ApiKeyService.EnableApiKey is not implemented"))
+}
+
+func (UnimplementedApiKeyServiceHandler) UpdateApiKey(context.Context, *v1.UpdateApiKeyRequest) (*v1.UpdateApiKeyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tenantregistry.v1.ApiKeyService.UpdateApiKey is not implemented"))
 }

@@ -67,11 +67,16 @@ type CatalogServiceClient interface {
 	// names the registry's own audit events) or out-of-range trial_days;
 	// AlreadyExists when the key is taken.
 	CreateProduct(context.Context, *v1.CreateProductRequest) (*v1.CreateProductResponse, error)
-	// Changes a product's display name, description and/or trial length. Fields
-	// left absent are unchanged. Running trials keep their expiry.
+	// Changes a product's display name, description, trial length and limits.
+	// With an update_mask (AIP-134), exactly the fields it names change, and
+	// nothing else; without one, the fields present change (and limits only
+	// when non-empty). Running trials keep their expiry. Changed limits apply
+	// at once to every entitlement that does not override them, and are felt
+	// by key verification everywhere within the same bound as revocation.
 	//
 	// Callers: platform admins.
-	// Errors: NotFound; InvalidArgument.
+	// Errors: NotFound; InvalidArgument, naming an unknown update_mask path;
+	// Aborted for a stale etag.
 	UpdateProduct(context.Context, *v1.UpdateProductRequest) (*v1.UpdateProductResponse, error)
 	// Asks for a product on behalf of a tenant (a sales follow-up). The request
 	// is stored as OPEN, audited, and listed by ListProductRequests.
@@ -226,11 +231,16 @@ type CatalogServiceHandler interface {
 	// names the registry's own audit events) or out-of-range trial_days;
 	// AlreadyExists when the key is taken.
 	CreateProduct(context.Context, *v1.CreateProductRequest) (*v1.CreateProductResponse, error)
-	// Changes a product's display name, description and/or trial length. Fields
-	// left absent are unchanged. Running trials keep their expiry.
+	// Changes a product's display name, description, trial length and limits.
+	// With an update_mask (AIP-134), exactly the fields it names change, and
+	// nothing else; without one, the fields present change (and limits only
+	// when non-empty). Running trials keep their expiry. Changed limits apply
+	// at once to every entitlement that does not override them, and are felt
+	// by key verification everywhere within the same bound as revocation.
 	//
 	// Callers: platform admins.
-	// Errors: NotFound; InvalidArgument.
+	// Errors: NotFound; InvalidArgument, naming an unknown update_mask path;
+	// Aborted for a stale etag.
 	UpdateProduct(context.Context, *v1.UpdateProductRequest) (*v1.UpdateProductResponse, error)
 	// Asks for a product on behalf of a tenant (a sales follow-up). The request
 	// is stored as OPEN, audited, and listed by ListProductRequests.

@@ -70,15 +70,21 @@ type EntitlementServiceClient interface {
 	// becomes ACTIVE with source GRANT, starting now, replacing any earlier one
 	// (a trial, an expired or a revoked entitlement).
 	//
+	// Limits given here override the product's defaults, key by key; granting
+	// again with other limits (or another expiry) changes them, with one audit
+	// event saying what they were and what they are. With an etag, the grant is
+	// made only if the entitlement is still as read.
+	//
 	// Callers: platform admins.
 	// Errors: NotFound for an unknown tenant or product; InvalidArgument for an
-	// expire_time in the past.
+	// expire_time in the past or bad limits; Aborted for a stale etag.
 	GrantEntitlement(context.Context, *v1.GrantEntitlementRequest) (*v1.GrantEntitlementResponse, error)
 	// Revokes a tenant's entitlement for a product: its status becomes
 	// REVOKED. Revoking a revoked entitlement returns it unchanged.
 	//
 	// Callers: platform admins.
-	// Errors: NotFound when the tenant has no entitlement for the product.
+	// Errors: NotFound when the tenant has no entitlement for the product;
+	// Aborted for a stale etag.
 	RevokeEntitlement(context.Context, *v1.RevokeEntitlementRequest) (*v1.RevokeEntitlementResponse, error)
 }
 
@@ -190,15 +196,21 @@ type EntitlementServiceHandler interface {
 	// becomes ACTIVE with source GRANT, starting now, replacing any earlier one
 	// (a trial, an expired or a revoked entitlement).
 	//
+	// Limits given here override the product's defaults, key by key; granting
+	// again with other limits (or another expiry) changes them, with one audit
+	// event saying what they were and what they are. With an etag, the grant is
+	// made only if the entitlement is still as read.
+	//
 	// Callers: platform admins.
 	// Errors: NotFound for an unknown tenant or product; InvalidArgument for an
-	// expire_time in the past.
+	// expire_time in the past or bad limits; Aborted for a stale etag.
 	GrantEntitlement(context.Context, *v1.GrantEntitlementRequest) (*v1.GrantEntitlementResponse, error)
 	// Revokes a tenant's entitlement for a product: its status becomes
 	// REVOKED. Revoking a revoked entitlement returns it unchanged.
 	//
 	// Callers: platform admins.
-	// Errors: NotFound when the tenant has no entitlement for the product.
+	// Errors: NotFound when the tenant has no entitlement for the product;
+	// Aborted for a stale etag.
 	RevokeEntitlement(context.Context, *v1.RevokeEntitlementRequest) (*v1.RevokeEntitlementResponse, error)
 }
 

@@ -81,11 +81,17 @@ type TenantServiceClient interface {
 	//
 	// Callers: platform admins.
 	ListTenants(context.Context, *v1.ListTenantsRequest) (*v1.ListTenantsResponse, error)
-	// Changes a tenant's display name and/or metadata.
+	// Changes a tenant's display name and/or metadata. With an update_mask
+	// (AIP-134), exactly the fields it names change: display_name, and metadata,
+	// which it then replaces whole. Without one, as before: a display_name
+	// present replaces the name, and metadata entries are merged. With an etag
+	// (AIP-154), the change is made only if the tenant is still as read: of two
+	// portals editing one tenant at once, one wins and the other is told.
 	//
 	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound, also for a tenant the caller may not see; InvalidArgument when a value or the merged metadata is
-	// out of bounds.
+	// Errors: NotFound, also for a tenant the caller may not see;
+	// InvalidArgument when a value or the merged metadata is out of bounds, or
+	// naming an unknown update_mask path; Aborted for a stale etag.
 	UpdateTenant(context.Context, *v1.UpdateTenantRequest) (*v1.UpdateTenantResponse, error)
 	// Moves a TRIAL or FROZEN tenant to ACTIVE. An ACTIVE tenant is returned
 	// unchanged.
@@ -262,11 +268,17 @@ type TenantServiceHandler interface {
 	//
 	// Callers: platform admins.
 	ListTenants(context.Context, *v1.ListTenantsRequest) (*v1.ListTenantsResponse, error)
-	// Changes a tenant's display name and/or metadata.
+	// Changes a tenant's display name and/or metadata. With an update_mask
+	// (AIP-134), exactly the fields it names change: display_name, and metadata,
+	// which it then replaces whole. Without one, as before: a display_name
+	// present replaces the name, and metadata entries are merged. With an etag
+	// (AIP-154), the change is made only if the tenant is still as read: of two
+	// portals editing one tenant at once, one wins and the other is told.
 	//
 	// Callers: platform admins; admins of that tenant.
-	// Errors: NotFound, also for a tenant the caller may not see; InvalidArgument when a value or the merged metadata is
-	// out of bounds.
+	// Errors: NotFound, also for a tenant the caller may not see;
+	// InvalidArgument when a value or the merged metadata is out of bounds, or
+	// naming an unknown update_mask path; Aborted for a stale etag.
 	UpdateTenant(context.Context, *v1.UpdateTenantRequest) (*v1.UpdateTenantResponse, error)
 	// Moves a TRIAL or FROZEN tenant to ACTIVE. An ACTIVE tenant is returned
 	// unchanged.

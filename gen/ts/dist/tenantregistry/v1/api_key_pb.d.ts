@@ -4,7 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Entitlement } from "./entitlement_pb.js";
 
 /**
  * Describes the file tenantregistry/v1/api_key.proto.
@@ -96,6 +97,31 @@ export declare type ApiKey = Message<"tenantregistry.v1.ApiKey"> & {
    * @generated from field: tenantregistry.v1.ApiKeyKind kind = 11;
    */
   kind: ApiKeyKind;
+
+  /**
+   * When the key was disabled. Absent unless disabled. Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp disable_time = 12;
+   */
+  disableTime?: Timestamp | undefined;
+
+  /**
+   * Free-form string labels for the products that verify the key (an owner
+   * id, a plan), returned by VerifyApiKey: at most 32 entries, keys 1 to 40
+   * characters, values at most 500.
+   *
+   * @generated from field: map<string, string> metadata = 13;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * The key's version (AIP-154): pass it to UpdateApiKey, DisableApiKey or
+   * EnableApiKey to act only if nothing changed since it was read. Output
+   * only.
+   *
+   * @generated from field: string etag = 14;
+   */
+  etag: string;
 };
 
 /**
@@ -542,6 +568,22 @@ export declare type VerifyApiKeyResponse = Message<"tenantregistry.v1.VerifyApiK
    * @generated from field: google.protobuf.Timestamp valid_until = 8;
    */
   validUntil?: Timestamp | undefined;
+
+  /**
+   * The tenant's entitlements counting now, one per product in products,
+   * with their status, expiry and the limits in force, so a product reads its
+   * quota in the same call. The registry does not meter usage.
+   *
+   * @generated from field: repeated tenantregistry.v1.Entitlement entitlements = 9;
+   */
+  entitlements: Entitlement[];
+
+  /**
+   * The key's metadata (see ApiKey.metadata).
+   *
+   * @generated from field: map<string, string> metadata = 10;
+   */
+  metadata: { [key: string]: string };
 };
 
 /**
@@ -549,6 +591,183 @@ export declare type VerifyApiKeyResponse = Message<"tenantregistry.v1.VerifyApiK
  * Use `create(VerifyApiKeyResponseSchema)` to create a new message.
  */
 export declare const VerifyApiKeyResponseSchema: GenMessage<VerifyApiKeyResponse>;
+
+/**
+ * Request of ApiKeyService.DisableApiKey.
+ *
+ * @generated from message tenantregistry.v1.DisableApiKeyRequest
+ */
+export declare type DisableApiKeyRequest = Message<"tenantregistry.v1.DisableApiKeyRequest"> & {
+  /**
+   * Required. The key's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The key's etag as read. Empty: disable it whatever it is now.
+   *
+   * @generated from field: string etag = 2;
+   */
+  etag: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.DisableApiKeyRequest.
+ * Use `create(DisableApiKeyRequestSchema)` to create a new message.
+ */
+export declare const DisableApiKeyRequestSchema: GenMessage<DisableApiKeyRequest>;
+
+/**
+ * Response of ApiKeyService.DisableApiKey.
+ *
+ * @generated from message tenantregistry.v1.DisableApiKeyResponse
+ */
+export declare type DisableApiKeyResponse = Message<"tenantregistry.v1.DisableApiKeyResponse"> & {
+  /**
+   * The key, now DISABLED.
+   *
+   * @generated from field: tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.DisableApiKeyResponse.
+ * Use `create(DisableApiKeyResponseSchema)` to create a new message.
+ */
+export declare const DisableApiKeyResponseSchema: GenMessage<DisableApiKeyResponse>;
+
+/**
+ * Request of ApiKeyService.EnableApiKey.
+ *
+ * @generated from message tenantregistry.v1.EnableApiKeyRequest
+ */
+export declare type EnableApiKeyRequest = Message<"tenantregistry.v1.EnableApiKeyRequest"> & {
+  /**
+   * Required. The key's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The key's etag as read. Empty: enable it whatever it is now.
+   *
+   * @generated from field: string etag = 2;
+   */
+  etag: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.EnableApiKeyRequest.
+ * Use `create(EnableApiKeyRequestSchema)` to create a new message.
+ */
+export declare const EnableApiKeyRequestSchema: GenMessage<EnableApiKeyRequest>;
+
+/**
+ * Response of ApiKeyService.EnableApiKey.
+ *
+ * @generated from message tenantregistry.v1.EnableApiKeyResponse
+ */
+export declare type EnableApiKeyResponse = Message<"tenantregistry.v1.EnableApiKeyResponse"> & {
+  /**
+   * The key, enabled again.
+   *
+   * @generated from field: tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.EnableApiKeyResponse.
+ * Use `create(EnableApiKeyResponseSchema)` to create a new message.
+ */
+export declare const EnableApiKeyResponseSchema: GenMessage<EnableApiKeyResponse>;
+
+/**
+ * Request of ApiKeyService.UpdateApiKey.
+ *
+ * @generated from message tenantregistry.v1.UpdateApiKeyRequest
+ */
+export declare type UpdateApiKeyRequest = Message<"tenantregistry.v1.UpdateApiKeyRequest"> & {
+  /**
+   * Required. The key's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * New name (update_mask path `name`).
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * New scopes, replacing the old ones (path `scopes`).
+   *
+   * @generated from field: repeated string scopes = 3;
+   */
+  scopes: string[];
+
+  /**
+   * New expiry, in the future; absent with the path named: it does not
+   * expire (path `expire_time`).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * New metadata, replacing the old (path `metadata`).
+   *
+   * @generated from field: map<string, string> metadata = 5;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Required. The fields to change: name, scopes, expire_time, metadata.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 6;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * The key's etag as read. Empty: change it whatever it is now.
+   *
+   * @generated from field: string etag = 7;
+   */
+  etag: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.UpdateApiKeyRequest.
+ * Use `create(UpdateApiKeyRequestSchema)` to create a new message.
+ */
+export declare const UpdateApiKeyRequestSchema: GenMessage<UpdateApiKeyRequest>;
+
+/**
+ * Response of ApiKeyService.UpdateApiKey.
+ *
+ * @generated from message tenantregistry.v1.UpdateApiKeyResponse
+ */
+export declare type UpdateApiKeyResponse = Message<"tenantregistry.v1.UpdateApiKeyResponse"> & {
+  /**
+   * The key after the change.
+   *
+   * @generated from field: tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.UpdateApiKeyResponse.
+ * Use `create(UpdateApiKeyResponseSchema)` to create a new message.
+ */
+export declare const UpdateApiKeyResponseSchema: GenMessage<UpdateApiKeyResponse>;
 
 /**
  * Request of ApiKeyService.ImportApiKeys.
@@ -660,6 +879,13 @@ export enum ApiKeyStatus {
    * @generated from enum value: API_KEY_STATUS_EXPIRED = 3;
    */
   EXPIRED = 3,
+
+  /**
+   * Disabled by DisableApiKey; it verifies again after EnableApiKey.
+   *
+   * @generated from enum value: API_KEY_STATUS_DISABLED = 4;
+   */
+  DISABLED = 4,
 }
 
 /**
@@ -669,7 +895,7 @@ export declare const ApiKeyStatusSchema: GenEnum<ApiKeyStatus>;
 
 /**
  * The outcome of VerifyApiKey. The checks run in the order of the values
- * below, and the first that fails is reported.
+ * below (DISABLED right after EXPIRED), and the first that fails is reported.
  *
  * @generated from enum tenantregistry.v1.ApiKeyVerificationCode
  */
@@ -737,6 +963,13 @@ export enum ApiKeyVerificationCode {
    * @generated from enum value: API_KEY_VERIFICATION_CODE_NOT_ENTITLED = 8;
    */
   NOT_ENTITLED = 8,
+
+  /**
+   * The key was disabled (checked after EXPIRED).
+   *
+   * @generated from enum value: API_KEY_VERIFICATION_CODE_DISABLED = 9;
+   */
+  DISABLED = 9,
 }
 
 /**
@@ -910,6 +1143,61 @@ export declare const ApiKeyService: GenService<{
     methodKind: "unary";
     input: typeof ImportApiKeysRequestSchema;
     output: typeof ImportApiKeysResponseSchema;
+  },
+  /**
+   * Disables a key: until EnableApiKey, it verifies as DISABLED and is listed
+   * DISABLED. Unlike a revocation it can be undone. Felt everywhere within the
+   * same bound as a revocation. Disabling a disabled key returns it unchanged,
+   * with no audit event.
+   *
+   * Callers: as RevokeApiKey.
+   * Errors: NotFound, also for a key of a tenant the caller may not see;
+   * FailedPrecondition for a revoked key; Aborted for a stale etag.
+   *
+   * @generated from rpc tenantregistry.v1.ApiKeyService.DisableApiKey
+   */
+  disableApiKey: {
+    methodKind: "unary";
+    input: typeof DisableApiKeyRequestSchema;
+    output: typeof DisableApiKeyResponseSchema;
+  },
+  /**
+   * Enables a disabled key again. Enabling an enabled key returns it
+   * unchanged, with no audit event.
+   *
+   * Callers: as RotateApiKey: enabling hands the key's powers out again, so
+   * the caller must hold every one of its scopes.
+   * Errors: NotFound, also for a key of a tenant the caller may not see;
+   * FailedPrecondition for a revoked key; PermissionDenied naming a scope the
+   * caller does not hold; Aborted for a stale etag.
+   *
+   * @generated from rpc tenantregistry.v1.ApiKeyService.EnableApiKey
+   */
+  enableApiKey: {
+    methodKind: "unary";
+    input: typeof EnableApiKeyRequestSchema;
+    output: typeof EnableApiKeyResponseSchema;
+  },
+  /**
+   * Changes a key's name, scopes, expiry or metadata: exactly the fields
+   * update_mask names (AIP-134). New scopes follow CreateApiKey's rules: never
+   * more than the caller holds, nor of another kind of key. A new expiry must
+   * be in the future (and, when a key calls, not later than its own). Changed
+   * scopes, expiry or metadata are felt everywhere within the same bound as a
+   * revocation.
+   *
+   * Callers: as RotateApiKey.
+   * Errors: NotFound, also for a key of a tenant the caller may not see;
+   * InvalidArgument naming a bad field or an unknown update_mask path;
+   * PermissionDenied naming a scope; FailedPrecondition for a revoked key;
+   * Aborted for a stale etag.
+   *
+   * @generated from rpc tenantregistry.v1.ApiKeyService.UpdateApiKey
+   */
+  updateApiKey: {
+    methodKind: "unary";
+    input: typeof UpdateApiKeyRequestSchema;
+    output: typeof UpdateApiKeyResponseSchema;
   },
 }>;
 

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Entitlement } from "./entitlement_pb.js";
 
 /**
@@ -62,6 +62,30 @@ export declare type Product = Message<"tenantregistry.v1.Product"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 6;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * What a tenant entitled to the product may use: limit key (for example
+   * `seats`) to a count. Grants may override them. The registry does not
+   * meter usage: products compare their own counts.
+   *
+   * @generated from field: map<string, int64> default_limits = 7;
+   */
+  defaultLimits: { [key: string]: bigint };
+
+  /**
+   * The limits of a self-serve trial. Empty: the default_limits.
+   *
+   * @generated from field: map<string, int64> trial_limits = 8;
+   */
+  trialLimits: { [key: string]: bigint };
+
+  /**
+   * The product's version (AIP-154): pass it to UpdateProduct to change the
+   * product only if nothing changed since it was read. Output only.
+   *
+   * @generated from field: string etag = 9;
+   */
+  etag: string;
 };
 
 /**
@@ -201,6 +225,21 @@ export declare type CreateProductRequest = Message<"tenantregistry.v1.CreateProd
    * @generated from field: optional int32 trial_days = 4;
    */
   trialDays?: number | undefined;
+
+  /**
+   * Limits of an entitlement: limit key (at most 40 characters, as metadata
+   * keys) to a count of at least 0, at most 32 keys.
+   *
+   * @generated from field: map<string, int64> default_limits = 5;
+   */
+  defaultLimits: { [key: string]: bigint };
+
+  /**
+   * Limits of a trial, as default_limits. Empty: the default_limits.
+   *
+   * @generated from field: map<string, int64> trial_limits = 6;
+   */
+  trialLimits: { [key: string]: bigint };
 };
 
 /**
@@ -262,6 +301,37 @@ export declare type UpdateProductRequest = Message<"tenantregistry.v1.UpdateProd
    * @generated from field: optional int32 trial_days = 4;
    */
   trialDays?: number | undefined;
+
+  /**
+   * New default limits (they replace the old ones). Without an update_mask,
+   * empty leaves them unchanged; to clear them, name default_limits in the
+   * mask.
+   *
+   * @generated from field: map<string, int64> default_limits = 5;
+   */
+  defaultLimits: { [key: string]: bigint };
+
+  /**
+   * New trial limits, as default_limits.
+   *
+   * @generated from field: map<string, int64> trial_limits = 6;
+   */
+  trialLimits: { [key: string]: bigint };
+
+  /**
+   * The fields to change: display_name, description, trial_days,
+   * default_limits, trial_limits. Absent: the fields present, as above.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 7;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * The product's etag as read. Empty: change it whatever it is now.
+   *
+   * @generated from field: string etag = 8;
+   */
+  etag: string;
 };
 
 /**
@@ -532,11 +602,16 @@ export declare const CatalogService: GenService<{
     output: typeof CreateProductResponseSchema;
   },
   /**
-   * Changes a product's display name, description and/or trial length. Fields
-   * left absent are unchanged. Running trials keep their expiry.
+   * Changes a product's display name, description, trial length and limits.
+   * With an update_mask (AIP-134), exactly the fields it names change, and
+   * nothing else; without one, the fields present change (and limits only
+   * when non-empty). Running trials keep their expiry. Changed limits apply
+   * at once to every entitlement that does not override them, and are felt
+   * by key verification everywhere within the same bound as revocation.
    *
    * Callers: platform admins.
-   * Errors: NotFound; InvalidArgument.
+   * Errors: NotFound; InvalidArgument, naming an unknown update_mask path;
+   * Aborted for a stale etag.
    *
    * @generated from rpc tenantregistry.v1.CatalogService.UpdateProduct
    */

@@ -138,7 +138,7 @@ export declare type Change = Message<"tenantregistry.v1.Change"> & {
   apiKeyId: string;
 
   /**
-   * The product concerned, for the ENTITLEMENT kinds.
+   * The product concerned, for the ENTITLEMENT kinds and PRODUCT_CHANGED.
    *
    * @generated from field: string product = 4;
    */
@@ -210,8 +210,8 @@ export enum ChangeKind {
   ENTITLEMENT_GRANTED = 6,
 
   /**
-   * The end of the tenant's active grant of the product moved: forget answers
-   * about its keys, and answers of NOT_ENTITLED.
+   * The end or the limits of the tenant's active grant of the product
+   * changed: forget answers about its keys, and answers of NOT_ENTITLED.
    *
    * @generated from enum value: CHANGE_KIND_ENTITLEMENT_CHANGED = 7;
    */
@@ -224,6 +224,36 @@ export enum ChangeKind {
    * @generated from enum value: CHANGE_KIND_ENTITLEMENT_REVOKED = 8;
    */
   ENTITLEMENT_REVOKED = 8,
+
+  /**
+   * The key was disabled: forget answers about it.
+   *
+   * @generated from enum value: CHANGE_KIND_API_KEY_DISABLED = 9;
+   */
+  API_KEY_DISABLED = 9,
+
+  /**
+   * The key was enabled again: forget answers about it, and answers of
+   * DISABLED.
+   *
+   * @generated from enum value: CHANGE_KIND_API_KEY_ENABLED = 10;
+   */
+  API_KEY_ENABLED = 10,
+
+  /**
+   * The key's scopes, expiry or metadata changed: forget answers about it.
+   *
+   * @generated from enum value: CHANGE_KIND_API_KEY_UPDATED = 11;
+   */
+  API_KEY_UPDATED = 11,
+
+  /**
+   * The product's limits changed, for every tenant that does not override
+   * them: forget answers naming the product (no tenant is named).
+   *
+   * @generated from enum value: CHANGE_KIND_PRODUCT_CHANGED = 12;
+   */
+  PRODUCT_CHANGED = 12,
 }
 
 /**

@@ -59,6 +59,31 @@ export declare type Entitlement = Message<"tenantregistry.v1.Entitlement"> & {
    * @generated from field: google.protobuf.Timestamp expire_time = 6;
    */
   expireTime?: Timestamp | undefined;
+
+  /**
+   * The limits in force: the product's defaults (its trial limits for a
+   * trial, when it has any), overridden key by key by limit_overrides. The
+   * registry does not meter usage: products compare their own counts with
+   * these.
+   *
+   * @generated from field: map<string, int64> limits = 7;
+   */
+  limits: { [key: string]: bigint };
+
+  /**
+   * The limits the grant set for this tenant, overriding the product's.
+   *
+   * @generated from field: map<string, int64> limit_overrides = 8;
+   */
+  limitOverrides: { [key: string]: bigint };
+
+  /**
+   * The entitlement's version (AIP-154): pass it to GrantEntitlement or
+   * RevokeEntitlement to act only if nothing changed since this was read.
+   *
+   * @generated from field: string etag = 9;
+   */
+  etag: string;
 };
 
 /**
@@ -161,6 +186,14 @@ export declare type CheckEntitlementResponse = Message<"tenantregistry.v1.CheckE
    * @generated from field: tenantregistry.v1.Entitlement entitlement = 3;
    */
   entitlement?: Entitlement | undefined;
+
+  /**
+   * The limits in force when entitled (see Entitlement.limits); empty
+   * otherwise. The registry does not meter usage.
+   *
+   * @generated from field: map<string, int64> limits = 4;
+   */
+  limits: { [key: string]: bigint };
 };
 
 /**
@@ -195,6 +228,22 @@ export declare type GrantEntitlementRequest = Message<"tenantregistry.v1.GrantEn
    * @generated from field: google.protobuf.Timestamp expire_time = 3;
    */
   expireTime?: Timestamp | undefined;
+
+  /**
+   * Limits overriding the product's defaults for this tenant: limit key (at
+   * most 40 characters, as metadata keys) to a count of at least 0, at most
+   * 32 keys. Empty: the product's defaults.
+   *
+   * @generated from field: map<string, int64> limits = 4;
+   */
+  limits: { [key: string]: bigint };
+
+  /**
+   * The etag of the entitlement as read. Empty: grant whatever it is now.
+   *
+   * @generated from field: string etag = 5;
+   */
+  etag: string;
 };
 
 /**
@@ -242,6 +291,13 @@ export declare type RevokeEntitlementRequest = Message<"tenantregistry.v1.Revoke
    * @generated from field: string product = 2;
    */
   product: string;
+
+  /**
+   * The etag of the entitlement as read. Empty: revoke whatever it is now.
+   *
+   * @generated from field: string etag = 3;
+   */
+  etag: string;
 };
 
 /**
@@ -459,9 +515,14 @@ export declare const EntitlementService: GenService<{
    * becomes ACTIVE with source GRANT, starting now, replacing any earlier one
    * (a trial, an expired or a revoked entitlement).
    *
+   * Limits given here override the product's defaults, key by key; granting
+   * again with other limits (or another expiry) changes them, with one audit
+   * event saying what they were and what they are. With an etag, the grant is
+   * made only if the entitlement is still as read.
+   *
    * Callers: platform admins.
    * Errors: NotFound for an unknown tenant or product; InvalidArgument for an
-   * expire_time in the past.
+   * expire_time in the past or bad limits; Aborted for a stale etag.
    *
    * @generated from rpc tenantregistry.v1.EntitlementService.GrantEntitlement
    */
@@ -475,7 +536,8 @@ export declare const EntitlementService: GenService<{
    * REVOKED. Revoking a revoked entitlement returns it unchanged.
    *
    * Callers: platform admins.
-   * Errors: NotFound when the tenant has no entitlement for the product.
+   * Errors: NotFound when the tenant has no entitlement for the product;
+   * Aborted for a stale etag.
    *
    * @generated from rpc tenantregistry.v1.EntitlementService.RevokeEntitlement
    */

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file tenantregistry/v1/tenant.proto.
@@ -76,6 +76,14 @@ export declare type Tenant = Message<"tenantregistry.v1.Tenant"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 8;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * The tenant's version (AIP-154): pass it to UpdateTenant to change the
+   * tenant only if nothing changed since it was read. Output only.
+   *
+   * @generated from field: string etag = 9;
+   */
+  etag: string;
 };
 
 /**
@@ -319,11 +327,26 @@ export declare type UpdateTenantRequest = Message<"tenantregistry.v1.UpdateTenan
   /**
    * Entries merged into the tenant's metadata: each entry sets that key, and
    * an entry with an empty value removes that key. Keys not named here are
-   * kept. The merged result must respect the bounds of Tenant.metadata.
+   * kept. The merged result must respect the bounds of Tenant.metadata. With
+   * an update_mask naming metadata, it replaces the metadata whole instead.
    *
    * @generated from field: map<string, string> metadata = 3;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * The fields to change: display_name, metadata. Absent: as described above.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 4;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * The tenant's etag as read. Empty: change it whatever it is now.
+   *
+   * @generated from field: string etag = 5;
+   */
+  etag: string;
 };
 
 /**
@@ -553,11 +576,17 @@ export declare const TenantService: GenService<{
     output: typeof ListTenantsResponseSchema;
   },
   /**
-   * Changes a tenant's display name and/or metadata.
+   * Changes a tenant's display name and/or metadata. With an update_mask
+   * (AIP-134), exactly the fields it names change: display_name, and metadata,
+   * which it then replaces whole. Without one, as before: a display_name
+   * present replaces the name, and metadata entries are merged. With an etag
+   * (AIP-154), the change is made only if the tenant is still as read: of two
+   * portals editing one tenant at once, one wins and the other is told.
    *
    * Callers: platform admins; admins of that tenant.
-   * Errors: NotFound, also for a tenant the caller may not see; InvalidArgument when a value or the merged metadata is
-   * out of bounds.
+   * Errors: NotFound, also for a tenant the caller may not see;
+   * InvalidArgument when a value or the merged metadata is out of bounds, or
+   * naming an unknown update_mask path; Aborted for a stale etag.
    *
    * @generated from rpc tenantregistry.v1.TenantService.UpdateTenant
    */

@@ -4,15 +4,17 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Entitlement } from "./entitlement_pb.js";
+import { file_tenantregistry_v1_entitlement } from "./entitlement_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file tenantregistry/v1/api_key.proto.
  */
 export const file_tenantregistry_v1_api_key: GenFile = /*@__PURE__*/
-  fileDesc("Ch90ZW5hbnRyZWdpc3RyeS92MS9hcGlfa2V5LnByb3RvEhF0ZW5hbnRyZWdpc3RyeS52MSL6AgoGQXBpS2V5EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEg4KBnByZWZpeBgEIAEoCRIOCgZzY29wZXMYBSADKAkSLwoGc3RhdHVzGAYgASgOMh8udGVuYW50cmVnaXN0cnkudjEuQXBpS2V5U3RhdHVzEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgRraW5kGAsgASgOMh0udGVuYW50cmVnaXN0cnkudjEuQXBpS2V5S2luZCLBAQoOSW1wb3J0ZWRBcGlLZXkSEQoJdGVuYW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGcHJlZml4GAMgASgJEgwKBGhhc2gYBCABKAkSDgoGc2NvcGVzGAUgAygJEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidwoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIOCgZzY29wZXMYAyADKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlkKFENyZWF0ZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSFQoNcGxhaW50ZXh0X2tleRgCIAEoCSJOChJMaXN0QXBpS2V5c1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlsKE0xpc3RBcGlLZXlzUmVzcG9uc2USKwoIYXBpX2tleXMYASADKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIh4KEEdldEFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkiPwoRR2V0QXBpS2V5UmVzcG9uc2USKgoHYXBpX2tleRgBIAEoCzIZLnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleSIhChNSZXZva2VBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIkIKFFJldm9rZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkiUgoTUm90YXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCRIvCgxncmFjZV9wZXJpb2QYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ijgEKFFJvdGF0ZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkSFQoNcGxhaW50ZXh0X2tleRgCIAEoCRIzChBwcmV2aW91c19hcGlfa2V5GAMgASgLMhkudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5IkwKE1ZlcmlmeUFwaUtleVJlcXVlc3QSCwoDa2V5GAEgASgJEg8KB3Byb2R1Y3QYAiABKAkSFwoPcmVxdWlyZWRfc2NvcGVzGAMgAygJIukBChRWZXJpZnlBcGlLZXlSZXNwb25zZRINCgV2YWxpZBgBIAEoCBI3CgRjb2RlGAIgASgOMikudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5VmVyaWZpY2F0aW9uQ29kZRIOCgZrZXlfaWQYAyABKAkSEQoJdGVuYW50X2lkGAQgASgJEhMKC3RlbmFudF9zbHVnGAUgASgJEg4KBnNjb3BlcxgGIAMoCRIQCghwcm9kdWN0cxgHIAMoCRIvCgt2YWxpZF91bnRpbBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRwoUSW1wb3J0QXBpS2V5c1JlcXVlc3QSLwoEa2V5cxgBIAMoCzIhLnRlbmFudHJlZ2lzdHJ5LnYxLkltcG9ydGVkQXBpS2V5IkQKFUltcG9ydEFwaUtleXNSZXNwb25zZRIrCghhcGlfa2V5cxgBIAMoCzIZLnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleSpeCgpBcGlLZXlLaW5kEhwKGEFQSV9LRVlfS0lORF9VTlNQRUNJRklFRBAAEhcKE0FQSV9LRVlfS0lORF9URU5BTlQQARIZChVBUElfS0VZX0tJTkRfUExBVEZPUk0QAiqBAQoMQXBpS2V5U3RhdHVzEh4KGkFQSV9LRVlfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVQVBJX0tFWV9TVEFUVVNfQUNUSVZFEAESGgoWQVBJX0tFWV9TVEFUVVNfUkVWT0tFRBACEhoKFkFQSV9LRVlfU1RBVFVTX0VYUElSRUQQAyqTAwoWQXBpS2V5VmVyaWZpY2F0aW9uQ29kZRIpCiVBUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX1VOU1BFQ0lGSUVEEAASIwofQVBJX0tFWV9WRVJJRklDQVRJT05fQ09ERV9WQUxJRBABEicKI0FQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfTUFMRk9STUVEEAISJwojQVBJX0tFWV9WRVJJRklDQVRJT05fQ09ERV9OT1RfRk9VTkQQAxIlCiFBUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX1JFVk9LRUQQBBIlCiFBUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX0VYUElSRUQQBRIrCidBUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX1RFTkFOVF9GUk9aRU4QBhIwCixBUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX0lOU1VGRklDSUVOVF9TQ09QRRAHEioKJkFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfTk9UX0VOVElUTEVEEAgytwUKDUFwaUtleVNlcnZpY2USXwoMQ3JlYXRlQXBpS2V5EiYudGVuYW50cmVnaXN0cnkudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBonLnRlbmFudHJlZ2lzdHJ5LnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlEmEKC0xpc3RBcGlLZXlzEiUudGVuYW50cmVnaXN0cnkudjEuTGlzdEFwaUtleXNSZXF1ZXN0GiYudGVuYW50cmVnaXN0cnkudjEuTGlzdEFwaUtleXNSZXNwb25zZSIDkAIBElsKCUdldEFwaUtleRIjLnRlbmFudHJlZ2lzdHJ5LnYxLkdldEFwaUtleVJlcXVlc3QaJC50ZW5hbnRyZWdpc3RyeS52MS5HZXRBcGlLZXlSZXNwb25zZSIDkAIBEl8KDFJldm9rZUFwaUtleRImLnRlbmFudHJlZ2lzdHJ5LnYxLlJldm9rZUFwaUtleVJlcXVlc3QaJy50ZW5hbnRyZWdpc3RyeS52MS5SZXZva2VBcGlLZXlSZXNwb25zZRJfCgxSb3RhdGVBcGlLZXkSJi50ZW5hbnRyZWdpc3RyeS52MS5Sb3RhdGVBcGlLZXlSZXF1ZXN0GicudGVuYW50cmVnaXN0cnkudjEuUm90YXRlQXBpS2V5UmVzcG9uc2USXwoMVmVyaWZ5QXBpS2V5EiYudGVuYW50cmVnaXN0cnkudjEuVmVyaWZ5QXBpS2V5UmVxdWVzdBonLnRlbmFudHJlZ2lzdHJ5LnYxLlZlcmlmeUFwaUtleVJlc3BvbnNlEmIKDUltcG9ydEFwaUtleXMSJy50ZW5hbnRyZWdpc3RyeS52MS5JbXBvcnRBcGlLZXlzUmVxdWVzdBooLnRlbmFudHJlZ2lzdHJ5LnYxLkltcG9ydEFwaUtleXNSZXNwb25zZULfAQoVY29tLnRlbmFudHJlZ2lzdHJ5LnYxQgtBcGlLZXlQcm90b1ABWlRnaXRodWIuY29tL3RlbmFudC1yZWdpc3RyeS90ZW5hbnQtcmVnaXN0cnkvZ2VuL2dvL3RlbmFudHJlZ2lzdHJ5L3YxO3RlbmFudHJlZ2lzdHJ5djGiAgNUWFiqAhFUZW5hbnRyZWdpc3RyeS5WMcoCEVRlbmFudHJlZ2lzdHJ5XFYx4gIdVGVuYW50cmVnaXN0cnlcVjFcR1BCTWV0YWRhdGHqAhJUZW5hbnRyZWdpc3RyeTo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch90ZW5hbnRyZWdpc3RyeS92MS9hcGlfa2V5LnByb3RvEhF0ZW5hbnRyZWdpc3RyeS52MSKmBAoGQXBpS2V5EgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEg4KBnByZWZpeBgEIAEoCRIOCgZzY29wZXMYBSADKAkSLwoGc3RhdHVzGAYgASgOMh8udGVuYW50cmVnaXN0cnkudjEuQXBpS2V5U3RhdHVzEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmxhc3RfdXNlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgRraW5kGAsgASgOMh0udGVuYW50cmVnaXN0cnkudjEuQXBpS2V5S2luZBIwCgxkaXNhYmxlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjkKCG1ldGFkYXRhGA0gAygLMicudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5Lk1ldGFkYXRhRW50cnkSDAoEZXRhZxgOIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiwQEKDkltcG9ydGVkQXBpS2V5EhEKCXRlbmFudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBnByZWZpeBgDIAEoCRIMCgRoYXNoGAQgASgJEg4KBnNjb3BlcxgFIAMoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIncKE0NyZWF0ZUFwaUtleVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDgoGc2NvcGVzGAMgAygJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJZChRDcmVhdGVBcGlLZXlSZXNwb25zZRIqCgdhcGlfa2V5GAEgASgLMhkudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5EhUKDXBsYWludGV4dF9rZXkYAiABKAkiTgoSTGlzdEFwaUtleXNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJbChNMaXN0QXBpS2V5c1Jlc3BvbnNlEisKCGFwaV9rZXlzGAEgAygLMhkudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIeChBHZXRBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIj8KEUdldEFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkiIQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSJCChRSZXZva2VBcGlLZXlSZXNwb25zZRIqCgdhcGlfa2V5GAEgASgLMhkudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5IlIKE1JvdGF0ZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkSLwoMZ3JhY2VfcGVyaW9kGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIo4BChRSb3RhdGVBcGlLZXlSZXNwb25zZRIqCgdhcGlfa2V5GAEgASgLMhkudGVuYW50cmVnaXN0cnkudjEuQXBpS2V5EhUKDXBsYWludGV4dF9rZXkYAiABKAkSMwoQcHJldmlvdXNfYXBpX2tleRgDIAEoCzIZLnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleSJMChNWZXJpZnlBcGlLZXlSZXF1ZXN0EgsKA2tleRgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEhcKD3JlcXVpcmVkX3Njb3BlcxgDIAMoCSKZAwoUVmVyaWZ5QXBpS2V5UmVzcG9uc2USDQoFdmFsaWQYASABKAgSNwoEY29kZRgCIAEoDjIpLnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleVZlcmlmaWNhdGlvbkNvZGUSDgoGa2V5X2lkGAMgASgJEhEKCXRlbmFudF9pZBgEIAEoCRITCgt0ZW5hbnRfc2x1ZxgFIAEoCRIOCgZzY29wZXMYBiADKAkSEAoIcHJvZHVjdHMYByADKAkSLwoLdmFsaWRfdW50aWwYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKDGVudGl0bGVtZW50cxgJIAMoCzIeLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50EkcKCG1ldGFkYXRhGAogAygLMjUudGVuYW50cmVnaXN0cnkudjEuVmVyaWZ5QXBpS2V5UmVzcG9uc2UuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiMAoURGlzYWJsZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkSDAoEZXRhZxgCIAEoCSJDChVEaXNhYmxlQXBpS2V5UmVzcG9uc2USKgoHYXBpX2tleRgBIAEoCzIZLnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleSIvChNFbmFibGVBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJEgwKBGV0YWcYAiABKAkiQgoURW5hYmxlQXBpS2V5UmVzcG9uc2USKgoHYXBpX2tleRgBIAEoCzIZLnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleSKoAgoTVXBkYXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBnNjb3BlcxgDIAMoCRIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASRgoIbWV0YWRhdGEYBSADKAsyNC50ZW5hbnRyZWdpc3RyeS52MS5VcGRhdGVBcGlLZXlSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSLwoLdXBkYXRlX21hc2sYBiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEgwKBGV0YWcYByABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkIKFFVwZGF0ZUFwaUtleVJlc3BvbnNlEioKB2FwaV9rZXkYASABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5BcGlLZXkiRwoUSW1wb3J0QXBpS2V5c1JlcXVlc3QSLwoEa2V5cxgBIAMoCzIhLnRlbmFudHJlZ2lzdHJ5LnYxLkltcG9ydGVkQXBpS2V5IkQKFUltcG9ydEFwaUtleXNSZXNwb25zZRIrCghhcGlfa2V5cxgBIAMoCzIZLnRlbmFudHJlZ2lzdHJ5LnYxLkFwaUtleSpeCgpBcGlLZXlLaW5kEhwKGEFQSV9LRVlfS0lORF9VTlNQRUNJRklFRBAAEhcKE0FQSV9LRVlfS0lORF9URU5BTlQQARIZChVBUElfS0VZX0tJTkRfUExBVEZPUk0QAiqeAQoMQXBpS2V5U3RhdHVzEh4KGkFQSV9LRVlfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVQVBJX0tFWV9TVEFUVVNfQUNUSVZFEAESGgoWQVBJX0tFWV9TVEFUVVNfUkVWT0tFRBACEhoKFkFQSV9LRVlfU1RBVFVTX0VYUElSRUQQAxIbChdBUElfS0VZX1NUQVRVU19ESVNBQkxFRBAEKrsDChZBcGlLZXlWZXJpZmljYXRpb25Db2RlEikKJUFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfVU5TUEVDSUZJRUQQABIjCh9BUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX1ZBTElEEAESJwojQVBJX0tFWV9WRVJJRklDQVRJT05fQ09ERV9NQUxGT1JNRUQQAhInCiNBUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX05PVF9GT1VORBADEiUKIUFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfUkVWT0tFRBAEEiUKIUFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfRVhQSVJFRBAFEisKJ0FQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfVEVOQU5UX0ZST1pFThAGEjAKLEFQSV9LRVlfVkVSSUZJQ0FUSU9OX0NPREVfSU5TVUZGSUNJRU5UX1NDT1BFEAcSKgomQVBJX0tFWV9WRVJJRklDQVRJT05fQ09ERV9OT1RfRU5USVRMRUQQCBImCiJBUElfS0VZX1ZFUklGSUNBVElPTl9DT0RFX0RJU0FCTEVEEAky3QcKDUFwaUtleVNlcnZpY2USXwoMQ3JlYXRlQXBpS2V5EiYudGVuYW50cmVnaXN0cnkudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBonLnRlbmFudHJlZ2lzdHJ5LnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlEmEKC0xpc3RBcGlLZXlzEiUudGVuYW50cmVnaXN0cnkudjEuTGlzdEFwaUtleXNSZXF1ZXN0GiYudGVuYW50cmVnaXN0cnkudjEuTGlzdEFwaUtleXNSZXNwb25zZSIDkAIBElsKCUdldEFwaUtleRIjLnRlbmFudHJlZ2lzdHJ5LnYxLkdldEFwaUtleVJlcXVlc3QaJC50ZW5hbnRyZWdpc3RyeS52MS5HZXRBcGlLZXlSZXNwb25zZSIDkAIBEl8KDFJldm9rZUFwaUtleRImLnRlbmFudHJlZ2lzdHJ5LnYxLlJldm9rZUFwaUtleVJlcXVlc3QaJy50ZW5hbnRyZWdpc3RyeS52MS5SZXZva2VBcGlLZXlSZXNwb25zZRJfCgxSb3RhdGVBcGlLZXkSJi50ZW5hbnRyZWdpc3RyeS52MS5Sb3RhdGVBcGlLZXlSZXF1ZXN0GicudGVuYW50cmVnaXN0cnkudjEuUm90YXRlQXBpS2V5UmVzcG9uc2USXwoMVmVyaWZ5QXBpS2V5EiYudGVuYW50cmVnaXN0cnkudjEuVmVyaWZ5QXBpS2V5UmVxdWVzdBonLnRlbmFudHJlZ2lzdHJ5LnYxLlZlcmlmeUFwaUtleVJlc3BvbnNlEmIKDUltcG9ydEFwaUtleXMSJy50ZW5hbnRyZWdpc3RyeS52MS5JbXBvcnRBcGlLZXlzUmVxdWVzdBooLnRlbmFudHJlZ2lzdHJ5LnYxLkltcG9ydEFwaUtleXNSZXNwb25zZRJiCg1EaXNhYmxlQXBpS2V5EicudGVuYW50cmVnaXN0cnkudjEuRGlzYWJsZUFwaUtleVJlcXVlc3QaKC50ZW5hbnRyZWdpc3RyeS52MS5EaXNhYmxlQXBpS2V5UmVzcG9uc2USXwoMRW5hYmxlQXBpS2V5EiYudGVuYW50cmVnaXN0cnkudjEuRW5hYmxlQXBpS2V5UmVxdWVzdBonLnRlbmFudHJlZ2lzdHJ5LnYxLkVuYWJsZUFwaUtleVJlc3BvbnNlEl8KDFVwZGF0ZUFwaUtleRImLnRlbmFudHJlZ2lzdHJ5LnYxLlVwZGF0ZUFwaUtleVJlcXVlc3QaJy50ZW5hbnRyZWdpc3RyeS52MS5VcGRhdGVBcGlLZXlSZXNwb25zZULfAQoVY29tLnRlbmFudHJlZ2lzdHJ5LnYxQgtBcGlLZXlQcm90b1ABWlRnaXRodWIuY29tL3RlbmFudC1yZWdpc3RyeS90ZW5hbnQtcmVnaXN0cnkvZ2VuL2dvL3RlbmFudHJlZ2lzdHJ5L3YxO3RlbmFudHJlZ2lzdHJ5djGiAgNUWFiqAhFUZW5hbnRyZWdpc3RyeS5WMcoCEVRlbmFudHJlZ2lzdHJ5XFYx4gIdVGVuYW50cmVnaXN0cnlcVjFcR1BCTWV0YWRhdGHqAhJUZW5hbnRyZWdpc3RyeTo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_tenantregistry_v1_entitlement]);
 
 /**
  * An API key's metadata. The plaintext is never part of it.
@@ -99,6 +101,31 @@ export type ApiKey = Message<"tenantregistry.v1.ApiKey"> & {
    * @generated from field: tenantregistry.v1.ApiKeyKind kind = 11;
    */
   kind: ApiKeyKind;
+
+  /**
+   * When the key was disabled. Absent unless disabled. Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp disable_time = 12;
+   */
+  disableTime?: Timestamp | undefined;
+
+  /**
+   * Free-form string labels for the products that verify the key (an owner
+   * id, a plan), returned by VerifyApiKey: at most 32 entries, keys 1 to 40
+   * characters, values at most 500.
+   *
+   * @generated from field: map<string, string> metadata = 13;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * The key's version (AIP-154): pass it to UpdateApiKey, DisableApiKey or
+   * EnableApiKey to act only if nothing changed since it was read. Output
+   * only.
+   *
+   * @generated from field: string etag = 14;
+   */
+  etag: string;
 };
 
 /**
@@ -558,6 +585,22 @@ export type VerifyApiKeyResponse = Message<"tenantregistry.v1.VerifyApiKeyRespon
    * @generated from field: google.protobuf.Timestamp valid_until = 8;
    */
   validUntil?: Timestamp | undefined;
+
+  /**
+   * The tenant's entitlements counting now, one per product in products,
+   * with their status, expiry and the limits in force, so a product reads its
+   * quota in the same call. The registry does not meter usage.
+   *
+   * @generated from field: repeated tenantregistry.v1.Entitlement entitlements = 9;
+   */
+  entitlements: Entitlement[];
+
+  /**
+   * The key's metadata (see ApiKey.metadata).
+   *
+   * @generated from field: map<string, string> metadata = 10;
+   */
+  metadata: { [key: string]: string };
 };
 
 /**
@@ -566,6 +609,189 @@ export type VerifyApiKeyResponse = Message<"tenantregistry.v1.VerifyApiKeyRespon
  */
 export const VerifyApiKeyResponseSchema: GenMessage<VerifyApiKeyResponse> = /*@__PURE__*/
   messageDesc(file_tenantregistry_v1_api_key, 13);
+
+/**
+ * Request of ApiKeyService.DisableApiKey.
+ *
+ * @generated from message tenantregistry.v1.DisableApiKeyRequest
+ */
+export type DisableApiKeyRequest = Message<"tenantregistry.v1.DisableApiKeyRequest"> & {
+  /**
+   * Required. The key's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The key's etag as read. Empty: disable it whatever it is now.
+   *
+   * @generated from field: string etag = 2;
+   */
+  etag: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.DisableApiKeyRequest.
+ * Use `create(DisableApiKeyRequestSchema)` to create a new message.
+ */
+export const DisableApiKeyRequestSchema: GenMessage<DisableApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_api_key, 14);
+
+/**
+ * Response of ApiKeyService.DisableApiKey.
+ *
+ * @generated from message tenantregistry.v1.DisableApiKeyResponse
+ */
+export type DisableApiKeyResponse = Message<"tenantregistry.v1.DisableApiKeyResponse"> & {
+  /**
+   * The key, now DISABLED.
+   *
+   * @generated from field: tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.DisableApiKeyResponse.
+ * Use `create(DisableApiKeyResponseSchema)` to create a new message.
+ */
+export const DisableApiKeyResponseSchema: GenMessage<DisableApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_api_key, 15);
+
+/**
+ * Request of ApiKeyService.EnableApiKey.
+ *
+ * @generated from message tenantregistry.v1.EnableApiKeyRequest
+ */
+export type EnableApiKeyRequest = Message<"tenantregistry.v1.EnableApiKeyRequest"> & {
+  /**
+   * Required. The key's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The key's etag as read. Empty: enable it whatever it is now.
+   *
+   * @generated from field: string etag = 2;
+   */
+  etag: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.EnableApiKeyRequest.
+ * Use `create(EnableApiKeyRequestSchema)` to create a new message.
+ */
+export const EnableApiKeyRequestSchema: GenMessage<EnableApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_api_key, 16);
+
+/**
+ * Response of ApiKeyService.EnableApiKey.
+ *
+ * @generated from message tenantregistry.v1.EnableApiKeyResponse
+ */
+export type EnableApiKeyResponse = Message<"tenantregistry.v1.EnableApiKeyResponse"> & {
+  /**
+   * The key, enabled again.
+   *
+   * @generated from field: tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.EnableApiKeyResponse.
+ * Use `create(EnableApiKeyResponseSchema)` to create a new message.
+ */
+export const EnableApiKeyResponseSchema: GenMessage<EnableApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_api_key, 17);
+
+/**
+ * Request of ApiKeyService.UpdateApiKey.
+ *
+ * @generated from message tenantregistry.v1.UpdateApiKeyRequest
+ */
+export type UpdateApiKeyRequest = Message<"tenantregistry.v1.UpdateApiKeyRequest"> & {
+  /**
+   * Required. The key's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * New name (update_mask path `name`).
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * New scopes, replacing the old ones (path `scopes`).
+   *
+   * @generated from field: repeated string scopes = 3;
+   */
+  scopes: string[];
+
+  /**
+   * New expiry, in the future; absent with the path named: it does not
+   * expire (path `expire_time`).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * New metadata, replacing the old (path `metadata`).
+   *
+   * @generated from field: map<string, string> metadata = 5;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * Required. The fields to change: name, scopes, expire_time, metadata.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 6;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * The key's etag as read. Empty: change it whatever it is now.
+   *
+   * @generated from field: string etag = 7;
+   */
+  etag: string;
+};
+
+/**
+ * Describes the message tenantregistry.v1.UpdateApiKeyRequest.
+ * Use `create(UpdateApiKeyRequestSchema)` to create a new message.
+ */
+export const UpdateApiKeyRequestSchema: GenMessage<UpdateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_api_key, 18);
+
+/**
+ * Response of ApiKeyService.UpdateApiKey.
+ *
+ * @generated from message tenantregistry.v1.UpdateApiKeyResponse
+ */
+export type UpdateApiKeyResponse = Message<"tenantregistry.v1.UpdateApiKeyResponse"> & {
+  /**
+   * The key after the change.
+   *
+   * @generated from field: tenantregistry.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+};
+
+/**
+ * Describes the message tenantregistry.v1.UpdateApiKeyResponse.
+ * Use `create(UpdateApiKeyResponseSchema)` to create a new message.
+ */
+export const UpdateApiKeyResponseSchema: GenMessage<UpdateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_tenantregistry_v1_api_key, 19);
 
 /**
  * Request of ApiKeyService.ImportApiKeys.
@@ -586,7 +812,7 @@ export type ImportApiKeysRequest = Message<"tenantregistry.v1.ImportApiKeysReque
  * Use `create(ImportApiKeysRequestSchema)` to create a new message.
  */
 export const ImportApiKeysRequestSchema: GenMessage<ImportApiKeysRequest> = /*@__PURE__*/
-  messageDesc(file_tenantregistry_v1_api_key, 14);
+  messageDesc(file_tenantregistry_v1_api_key, 20);
 
 /**
  * Response of ApiKeyService.ImportApiKeys.
@@ -607,7 +833,7 @@ export type ImportApiKeysResponse = Message<"tenantregistry.v1.ImportApiKeysResp
  * Use `create(ImportApiKeysResponseSchema)` to create a new message.
  */
 export const ImportApiKeysResponseSchema: GenMessage<ImportApiKeysResponse> = /*@__PURE__*/
-  messageDesc(file_tenantregistry_v1_api_key, 15);
+  messageDesc(file_tenantregistry_v1_api_key, 21);
 
 /**
  * The kind of an API key, which decides which registry scopes count on it.
@@ -680,6 +906,13 @@ export enum ApiKeyStatus {
    * @generated from enum value: API_KEY_STATUS_EXPIRED = 3;
    */
   EXPIRED = 3,
+
+  /**
+   * Disabled by DisableApiKey; it verifies again after EnableApiKey.
+   *
+   * @generated from enum value: API_KEY_STATUS_DISABLED = 4;
+   */
+  DISABLED = 4,
 }
 
 /**
@@ -690,7 +923,7 @@ export const ApiKeyStatusSchema: GenEnum<ApiKeyStatus> = /*@__PURE__*/
 
 /**
  * The outcome of VerifyApiKey. The checks run in the order of the values
- * below, and the first that fails is reported.
+ * below (DISABLED right after EXPIRED), and the first that fails is reported.
  *
  * @generated from enum tenantregistry.v1.ApiKeyVerificationCode
  */
@@ -758,6 +991,13 @@ export enum ApiKeyVerificationCode {
    * @generated from enum value: API_KEY_VERIFICATION_CODE_NOT_ENTITLED = 8;
    */
   NOT_ENTITLED = 8,
+
+  /**
+   * The key was disabled (checked after EXPIRED).
+   *
+   * @generated from enum value: API_KEY_VERIFICATION_CODE_DISABLED = 9;
+   */
+  DISABLED = 9,
 }
 
 /**
@@ -932,6 +1172,61 @@ export const ApiKeyService: GenService<{
     methodKind: "unary";
     input: typeof ImportApiKeysRequestSchema;
     output: typeof ImportApiKeysResponseSchema;
+  },
+  /**
+   * Disables a key: until EnableApiKey, it verifies as DISABLED and is listed
+   * DISABLED. Unlike a revocation it can be undone. Felt everywhere within the
+   * same bound as a revocation. Disabling a disabled key returns it unchanged,
+   * with no audit event.
+   *
+   * Callers: as RevokeApiKey.
+   * Errors: NotFound, also for a key of a tenant the caller may not see;
+   * FailedPrecondition for a revoked key; Aborted for a stale etag.
+   *
+   * @generated from rpc tenantregistry.v1.ApiKeyService.DisableApiKey
+   */
+  disableApiKey: {
+    methodKind: "unary";
+    input: typeof DisableApiKeyRequestSchema;
+    output: typeof DisableApiKeyResponseSchema;
+  },
+  /**
+   * Enables a disabled key again. Enabling an enabled key returns it
+   * unchanged, with no audit event.
+   *
+   * Callers: as RotateApiKey: enabling hands the key's powers out again, so
+   * the caller must hold every one of its scopes.
+   * Errors: NotFound, also for a key of a tenant the caller may not see;
+   * FailedPrecondition for a revoked key; PermissionDenied naming a scope the
+   * caller does not hold; Aborted for a stale etag.
+   *
+   * @generated from rpc tenantregistry.v1.ApiKeyService.EnableApiKey
+   */
+  enableApiKey: {
+    methodKind: "unary";
+    input: typeof EnableApiKeyRequestSchema;
+    output: typeof EnableApiKeyResponseSchema;
+  },
+  /**
+   * Changes a key's name, scopes, expiry or metadata: exactly the fields
+   * update_mask names (AIP-134). New scopes follow CreateApiKey's rules: never
+   * more than the caller holds, nor of another kind of key. A new expiry must
+   * be in the future (and, when a key calls, not later than its own). Changed
+   * scopes, expiry or metadata are felt everywhere within the same bound as a
+   * revocation.
+   *
+   * Callers: as RotateApiKey.
+   * Errors: NotFound, also for a key of a tenant the caller may not see;
+   * InvalidArgument naming a bad field or an unknown update_mask path;
+   * PermissionDenied naming a scope; FailedPrecondition for a revoked key;
+   * Aborted for a stale etag.
+   *
+   * @generated from rpc tenantregistry.v1.ApiKeyService.UpdateApiKey
+   */
+  updateApiKey: {
+    methodKind: "unary";
+    input: typeof UpdateApiKeyRequestSchema;
+    output: typeof UpdateApiKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tenantregistry_v1_api_key, 0);

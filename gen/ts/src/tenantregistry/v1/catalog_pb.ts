@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Entitlement } from "./entitlement_pb.js";
 import { file_tenantregistry_v1_entitlement } from "./entitlement_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tenantregistry/v1/catalog.proto.
  */
 export const file_tenantregistry_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("Ch90ZW5hbnRyZWdpc3RyeS92MS9jYXRhbG9nLnByb3RvEhF0ZW5hbnRyZWdpc3RyeS52MSK3AQoHUHJvZHVjdBILCgNrZXkYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhIKCnRyaWFsX2RheXMYBCABKAUSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLOAQoOUHJvZHVjdFJlcXVlc3QSCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg8KB3Byb2R1Y3QYAyABKAkSDAoEbm90ZRgEIAEoCRI3CgZzdGF0dXMYBSABKA4yJy50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0UmVxdWVzdFN0YXR1cxIUCgxyZXF1ZXN0ZWRfYnkYBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhUKE0xpc3RQcm9kdWN0c1JlcXVlc3QiRAoUTGlzdFByb2R1Y3RzUmVzcG9uc2USLAoIcHJvZHVjdHMYASADKAsyGi50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0InYKFENyZWF0ZVByb2R1Y3RSZXF1ZXN0EgsKA2tleRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSFwoKdHJpYWxfZGF5cxgEIAEoBUgAiAEBQg0KC190cmlhbF9kYXlzIkQKFUNyZWF0ZVByb2R1Y3RSZXNwb25zZRIrCgdwcm9kdWN0GAEgASgLMhoudGVuYW50cmVnaXN0cnkudjEuUHJvZHVjdCKhAQoUVXBkYXRlUHJvZHVjdFJlcXVlc3QSCwoDa2V5GAEgASgJEhkKDGRpc3BsYXlfbmFtZRgCIAEoCUgAiAEBEhgKC2Rlc2NyaXB0aW9uGAMgASgJSAGIAQESFwoKdHJpYWxfZGF5cxgEIAEoBUgCiAEBQg8KDV9kaXNwbGF5X25hbWVCDgoMX2Rlc2NyaXB0aW9uQg0KC190cmlhbF9kYXlzIkQKFVVwZGF0ZVByb2R1Y3RSZXNwb25zZRIrCgdwcm9kdWN0GAEgASgLMhoudGVuYW50cmVnaXN0cnkudjEuUHJvZHVjdCJJChVSZXF1ZXN0UHJvZHVjdFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg8KB3Byb2R1Y3QYAiABKAkSDAoEbm90ZRgDIAEoCSJMChZSZXF1ZXN0UHJvZHVjdFJlc3BvbnNlEjIKB3JlcXVlc3QYASABKAsyIS50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0UmVxdWVzdCJ8ChpMaXN0UHJvZHVjdFJlcXVlc3RzUmVxdWVzdBI3CgZzdGF0dXMYASABKA4yJy50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0UmVxdWVzdFN0YXR1cxIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJrChtMaXN0UHJvZHVjdFJlcXVlc3RzUmVzcG9uc2USMwoIcmVxdWVzdHMYASADKAsyIS50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0UmVxdWVzdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiNwoRU3RhcnRUcmlhbFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg8KB3Byb2R1Y3QYAiABKAkiSQoSU3RhcnRUcmlhbFJlc3BvbnNlEjMKC2VudGl0bGVtZW50GAEgASgLMh4udGVuYW50cmVnaXN0cnkudjEuRW50aXRsZW1lbnQqggEKFFByb2R1Y3RSZXF1ZXN0U3RhdHVzEiYKIlBST0RVQ1RfUkVRVUVTVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIfChtQUk9EVUNUX1JFUVVFU1RfU1RBVFVTX09QRU4QARIhCh1QUk9EVUNUX1JFUVVFU1RfU1RBVFVTX0NMT1NFRBACMvsECg5DYXRhbG9nU2VydmljZRJkCgxMaXN0UHJvZHVjdHMSJi50ZW5hbnRyZWdpc3RyeS52MS5MaXN0UHJvZHVjdHNSZXF1ZXN0GicudGVuYW50cmVnaXN0cnkudjEuTGlzdFByb2R1Y3RzUmVzcG9uc2UiA5ACARJiCg1DcmVhdGVQcm9kdWN0EicudGVuYW50cmVnaXN0cnkudjEuQ3JlYXRlUHJvZHVjdFJlcXVlc3QaKC50ZW5hbnRyZWdpc3RyeS52MS5DcmVhdGVQcm9kdWN0UmVzcG9uc2USYgoNVXBkYXRlUHJvZHVjdBInLnRlbmFudHJlZ2lzdHJ5LnYxLlVwZGF0ZVByb2R1Y3RSZXF1ZXN0GigudGVuYW50cmVnaXN0cnkudjEuVXBkYXRlUHJvZHVjdFJlc3BvbnNlEmUKDlJlcXVlc3RQcm9kdWN0EigudGVuYW50cmVnaXN0cnkudjEuUmVxdWVzdFByb2R1Y3RSZXF1ZXN0GikudGVuYW50cmVnaXN0cnkudjEuUmVxdWVzdFByb2R1Y3RSZXNwb25zZRJ5ChNMaXN0UHJvZHVjdFJlcXVlc3RzEi0udGVuYW50cmVnaXN0cnkudjEuTGlzdFByb2R1Y3RSZXF1ZXN0c1JlcXVlc3QaLi50ZW5hbnRyZWdpc3RyeS52MS5MaXN0UHJvZHVjdFJlcXVlc3RzUmVzcG9uc2UiA5ACARJZCgpTdGFydFRyaWFsEiQudGVuYW50cmVnaXN0cnkudjEuU3RhcnRUcmlhbFJlcXVlc3QaJS50ZW5hbnRyZWdpc3RyeS52MS5TdGFydFRyaWFsUmVzcG9uc2VC4AEKFWNvbS50ZW5hbnRyZWdpc3RyeS52MUIMQ2F0YWxvZ1Byb3RvUAFaVGdpdGh1Yi5jb20vdGVuYW50LXJlZ2lzdHJ5L3RlbmFudC1yZWdpc3RyeS9nZW4vZ28vdGVuYW50cmVnaXN0cnkvdjE7dGVuYW50cmVnaXN0cnl2MaICA1RYWKoCEVRlbmFudHJlZ2lzdHJ5LlYxygIRVGVuYW50cmVnaXN0cnlcVjHiAh1UZW5hbnRyZWdpc3RyeVxWMVxHUEJNZXRhZGF0YeoCElRlbmFudHJlZ2lzdHJ5OjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp, file_tenantregistry_v1_entitlement]);
+  fileDesc("Ch90ZW5hbnRyZWdpc3RyeS92MS9jYXRhbG9nLnByb3RvEhF0ZW5hbnRyZWdpc3RyeS52MSK5AwoHUHJvZHVjdBILCgNrZXkYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhIKCnRyaWFsX2RheXMYBCABKAUSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBJFCg5kZWZhdWx0X2xpbWl0cxgHIAMoCzItLnRlbmFudHJlZ2lzdHJ5LnYxLlByb2R1Y3QuRGVmYXVsdExpbWl0c0VudHJ5EkEKDHRyaWFsX2xpbWl0cxgIIAMoCzIrLnRlbmFudHJlZ2lzdHJ5LnYxLlByb2R1Y3QuVHJpYWxMaW1pdHNFbnRyeRIMCgRldGFnGAkgASgJGjQKEkRlZmF1bHRMaW1pdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBGjIKEFRyaWFsTGltaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASLOAQoOUHJvZHVjdFJlcXVlc3QSCgoCaWQYASABKAkSEQoJdGVuYW50X2lkGAIgASgJEg8KB3Byb2R1Y3QYAyABKAkSDAoEbm90ZRgEIAEoCRI3CgZzdGF0dXMYBSABKA4yJy50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0UmVxdWVzdFN0YXR1cxIUCgxyZXF1ZXN0ZWRfYnkYBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhUKE0xpc3RQcm9kdWN0c1JlcXVlc3QiRAoUTGlzdFByb2R1Y3RzUmVzcG9uc2USLAoIcHJvZHVjdHMYASADKAsyGi50ZW5hbnRyZWdpc3RyeS52MS5Qcm9kdWN0IoQDChRDcmVhdGVQcm9kdWN0UmVxdWVzdBILCgNrZXkYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhcKCnRyaWFsX2RheXMYBCABKAVIAIgBARJSCg5kZWZhdWx0X2xpbWl0cxgFIAMoCzI6LnRlbmFudHJlZ2lzdHJ5LnYxLkNyZWF0ZVByb2R1Y3RSZXF1ZXN0LkRlZmF1bHRMaW1pdHNFbnRyeRJOCgx0cmlhbF9saW1pdHMYBiADKAsyOC50ZW5hbnRyZWdpc3RyeS52MS5DcmVhdGVQcm9kdWN0UmVxdWVzdC5UcmlhbExpbWl0c0VudHJ5GjQKEkRlZmF1bHRMaW1pdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBGjIKEFRyaWFsTGltaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4AUINCgtfdHJpYWxfZGF5cyJEChVDcmVhdGVQcm9kdWN0UmVzcG9uc2USKwoHcHJvZHVjdBgBIAEoCzIaLnRlbmFudHJlZ2lzdHJ5LnYxLlByb2R1Y3Qi7gMKFFVwZGF0ZVByb2R1Y3RSZXF1ZXN0EgsKA2tleRgBIAEoCRIZCgxkaXNwbGF5X25hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBEhcKCnRyaWFsX2RheXMYBCABKAVIAogBARJSCg5kZWZhdWx0X2xpbWl0cxgFIAMoCzI6LnRlbmFudHJlZ2lzdHJ5LnYxLlVwZGF0ZVByb2R1Y3RSZXF1ZXN0LkRlZmF1bHRMaW1pdHNFbnRyeRJOCgx0cmlhbF9saW1pdHMYBiADKAsyOC50ZW5hbnRyZWdpc3RyeS52MS5VcGRhdGVQcm9kdWN0UmVxdWVzdC5UcmlhbExpbWl0c0VudHJ5Ei8KC3VwZGF0ZV9tYXNrGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAggASgJGjQKEkRlZmF1bHRMaW1pdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBGjIKEFRyaWFsTGltaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4AUIPCg1fZGlzcGxheV9uYW1lQg4KDF9kZXNjcmlwdGlvbkINCgtfdHJpYWxfZGF5cyJEChVVcGRhdGVQcm9kdWN0UmVzcG9uc2USKwoHcHJvZHVjdBgBIAEoCzIaLnRlbmFudHJlZ2lzdHJ5LnYxLlByb2R1Y3QiSQoVUmVxdWVzdFByb2R1Y3RSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEgwKBG5vdGUYAyABKAkiTAoWUmVxdWVzdFByb2R1Y3RSZXNwb25zZRIyCgdyZXF1ZXN0GAEgASgLMiEudGVuYW50cmVnaXN0cnkudjEuUHJvZHVjdFJlcXVlc3QifAoaTGlzdFByb2R1Y3RSZXF1ZXN0c1JlcXVlc3QSNwoGc3RhdHVzGAEgASgOMicudGVuYW50cmVnaXN0cnkudjEuUHJvZHVjdFJlcXVlc3RTdGF0dXMSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiawobTGlzdFByb2R1Y3RSZXF1ZXN0c1Jlc3BvbnNlEjMKCHJlcXVlc3RzGAEgAygLMiEudGVuYW50cmVnaXN0cnkudjEuUHJvZHVjdFJlcXVlc3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjcKEVN0YXJ0VHJpYWxSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJIkkKElN0YXJ0VHJpYWxSZXNwb25zZRIzCgtlbnRpdGxlbWVudBgBIAEoCzIeLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50KoIBChRQcm9kdWN0UmVxdWVzdFN0YXR1cxImCiJQUk9EVUNUX1JFUVVFU1RfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHwobUFJPRFVDVF9SRVFVRVNUX1NUQVRVU19PUEVOEAESIQodUFJPRFVDVF9SRVFVRVNUX1NUQVRVU19DTE9TRUQQAjL7BAoOQ2F0YWxvZ1NlcnZpY2USZAoMTGlzdFByb2R1Y3RzEiYudGVuYW50cmVnaXN0cnkudjEuTGlzdFByb2R1Y3RzUmVxdWVzdBonLnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RQcm9kdWN0c1Jlc3BvbnNlIgOQAgESYgoNQ3JlYXRlUHJvZHVjdBInLnRlbmFudHJlZ2lzdHJ5LnYxLkNyZWF0ZVByb2R1Y3RSZXF1ZXN0GigudGVuYW50cmVnaXN0cnkudjEuQ3JlYXRlUHJvZHVjdFJlc3BvbnNlEmIKDVVwZGF0ZVByb2R1Y3QSJy50ZW5hbnRyZWdpc3RyeS52MS5VcGRhdGVQcm9kdWN0UmVxdWVzdBooLnRlbmFudHJlZ2lzdHJ5LnYxLlVwZGF0ZVByb2R1Y3RSZXNwb25zZRJlCg5SZXF1ZXN0UHJvZHVjdBIoLnRlbmFudHJlZ2lzdHJ5LnYxLlJlcXVlc3RQcm9kdWN0UmVxdWVzdBopLnRlbmFudHJlZ2lzdHJ5LnYxLlJlcXVlc3RQcm9kdWN0UmVzcG9uc2USeQoTTGlzdFByb2R1Y3RSZXF1ZXN0cxItLnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RQcm9kdWN0UmVxdWVzdHNSZXF1ZXN0Gi4udGVuYW50cmVnaXN0cnkudjEuTGlzdFByb2R1Y3RSZXF1ZXN0c1Jlc3BvbnNlIgOQAgESWQoKU3RhcnRUcmlhbBIkLnRlbmFudHJlZ2lzdHJ5LnYxLlN0YXJ0VHJpYWxSZXF1ZXN0GiUudGVuYW50cmVnaXN0cnkudjEuU3RhcnRUcmlhbFJlc3BvbnNlQuABChVjb20udGVuYW50cmVnaXN0cnkudjFCDENhdGFsb2dQcm90b1ABWlRnaXRodWIuY29tL3RlbmFudC1yZWdpc3RyeS90ZW5hbnQtcmVnaXN0cnkvZ2VuL2dvL3RlbmFudHJlZ2lzdHJ5L3YxO3RlbmFudHJlZ2lzdHJ5djGiAgNUWFiqAhFUZW5hbnRyZWdpc3RyeS5WMcoCEVRlbmFudHJlZ2lzdHJ5XFYx4gIdVGVuYW50cmVnaXN0cnlcVjFcR1BCTWV0YWRhdGHqAhJUZW5hbnRyZWdpc3RyeTo6VjFiBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_tenantregistry_v1_entitlement]);
 
 /**
  * A product of the catalog.
@@ -66,6 +66,30 @@ export type Product = Message<"tenantregistry.v1.Product"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 6;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * What a tenant entitled to the product may use: limit key (for example
+   * `seats`) to a count. Grants may override them. The registry does not
+   * meter usage: products compare their own counts.
+   *
+   * @generated from field: map<string, int64> default_limits = 7;
+   */
+  defaultLimits: { [key: string]: bigint };
+
+  /**
+   * The limits of a self-serve trial. Empty: the default_limits.
+   *
+   * @generated from field: map<string, int64> trial_limits = 8;
+   */
+  trialLimits: { [key: string]: bigint };
+
+  /**
+   * The product's version (AIP-154): pass it to UpdateProduct to change the
+   * product only if nothing changed since it was read. Output only.
+   *
+   * @generated from field: string etag = 9;
+   */
+  etag: string;
 };
 
 /**
@@ -209,6 +233,21 @@ export type CreateProductRequest = Message<"tenantregistry.v1.CreateProductReque
    * @generated from field: optional int32 trial_days = 4;
    */
   trialDays?: number | undefined;
+
+  /**
+   * Limits of an entitlement: limit key (at most 40 characters, as metadata
+   * keys) to a count of at least 0, at most 32 keys.
+   *
+   * @generated from field: map<string, int64> default_limits = 5;
+   */
+  defaultLimits: { [key: string]: bigint };
+
+  /**
+   * Limits of a trial, as default_limits. Empty: the default_limits.
+   *
+   * @generated from field: map<string, int64> trial_limits = 6;
+   */
+  trialLimits: { [key: string]: bigint };
 };
 
 /**
@@ -272,6 +311,37 @@ export type UpdateProductRequest = Message<"tenantregistry.v1.UpdateProductReque
    * @generated from field: optional int32 trial_days = 4;
    */
   trialDays?: number | undefined;
+
+  /**
+   * New default limits (they replace the old ones). Without an update_mask,
+   * empty leaves them unchanged; to clear them, name default_limits in the
+   * mask.
+   *
+   * @generated from field: map<string, int64> default_limits = 5;
+   */
+  defaultLimits: { [key: string]: bigint };
+
+  /**
+   * New trial limits, as default_limits.
+   *
+   * @generated from field: map<string, int64> trial_limits = 6;
+   */
+  trialLimits: { [key: string]: bigint };
+
+  /**
+   * The fields to change: display_name, description, trial_days,
+   * default_limits, trial_limits. Absent: the fields present, as above.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 7;
+   */
+  updateMask?: FieldMask | undefined;
+
+  /**
+   * The product's etag as read. Empty: change it whatever it is now.
+   *
+   * @generated from field: string etag = 8;
+   */
+  etag: string;
 };
 
 /**
@@ -551,11 +621,16 @@ export const CatalogService: GenService<{
     output: typeof CreateProductResponseSchema;
   },
   /**
-   * Changes a product's display name, description and/or trial length. Fields
-   * left absent are unchanged. Running trials keep their expiry.
+   * Changes a product's display name, description, trial length and limits.
+   * With an update_mask (AIP-134), exactly the fields it names change, and
+   * nothing else; without one, the fields present change (and limits only
+   * when non-empty). Running trials keep their expiry. Changed limits apply
+   * at once to every entitlement that does not override them, and are felt
+   * by key verification everywhere within the same bound as revocation.
    *
    * Callers: platform admins.
-   * Errors: NotFound; InvalidArgument.
+   * Errors: NotFound; InvalidArgument, naming an unknown update_mask path;
+   * Aborted for a stale etag.
    *
    * @generated from rpc tenantregistry.v1.CatalogService.UpdateProduct
    */

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tenantregistry/v1/change.proto.
  */
 export const file_tenantregistry_v1_change: GenFile = /*@__PURE__*/
-  fileDesc("Ch50ZW5hbnRyZWdpc3RyeS92MS9jaGFuZ2UucHJvdG8SEXRlbmFudHJlZ2lzdHJ5LnYxIhUKE1dhdGNoQ2hhbmdlc1JlcXVlc3QiuAEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEi8KBXJlc2V0GAEgASgLMh4udGVuYW50cmVnaXN0cnkudjEuQ2hhbmdlUmVzZXRIABIrCgZjaGFuZ2UYAiABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5DaGFuZ2VIABI3CgloZWFydGJlYXQYAyABKAsyIi50ZW5hbnRyZWdpc3RyeS52MS5DaGFuZ2VIZWFydGJlYXRIAEIJCgdtZXNzYWdlIg0KC0NoYW5nZVJlc2V0Ij8KD0NoYW5nZUhlYXJ0YmVhdBIsCglzdGFsZW5lc3MYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ibQoGQ2hhbmdlEisKBGtpbmQYASABKA4yHS50ZW5hbnRyZWdpc3RyeS52MS5DaGFuZ2VLaW5kEhEKCXRlbmFudF9pZBgCIAEoCRISCgphcGlfa2V5X2lkGAMgASgJEg8KB3Byb2R1Y3QYBCABKAkqvAIKCkNoYW5nZUtpbmQSGwoXQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIfChtDSEFOR0VfS0lORF9BUElfS0VZX0NSRUFURUQQARIfChtDSEFOR0VfS0lORF9BUElfS0VZX1JFVk9LRUQQAhIfChtDSEFOR0VfS0lORF9BUElfS0VZX1JPVEFURUQQAxIdChlDSEFOR0VfS0lORF9URU5BTlRfRlJPWkVOEAQSIAocQ0hBTkdFX0tJTkRfVEVOQU5UX0FDVElWQVRFRBAFEiMKH0NIQU5HRV9LSU5EX0VOVElUTEVNRU5UX0dSQU5URUQQBhIjCh9DSEFOR0VfS0lORF9FTlRJVExFTUVOVF9DSEFOR0VEEAcSIwofQ0hBTkdFX0tJTkRfRU5USVRMRU1FTlRfUkVWT0tFRBAIMncKDUNoYW5nZVNlcnZpY2USZgoMV2F0Y2hDaGFuZ2VzEiYudGVuYW50cmVnaXN0cnkudjEuV2F0Y2hDaGFuZ2VzUmVxdWVzdBonLnRlbmFudHJlZ2lzdHJ5LnYxLldhdGNoQ2hhbmdlc1Jlc3BvbnNlIgOQAgEwAULfAQoVY29tLnRlbmFudHJlZ2lzdHJ5LnYxQgtDaGFuZ2VQcm90b1ABWlRnaXRodWIuY29tL3RlbmFudC1yZWdpc3RyeS90ZW5hbnQtcmVnaXN0cnkvZ2VuL2dvL3RlbmFudHJlZ2lzdHJ5L3YxO3RlbmFudHJlZ2lzdHJ5djGiAgNUWFiqAhFUZW5hbnRyZWdpc3RyeS5WMcoCEVRlbmFudHJlZ2lzdHJ5XFYx4gIdVGVuYW50cmVnaXN0cnlcVjFcR1BCTWV0YWRhdGHqAhJUZW5hbnRyZWdpc3RyeTo6VjFiBnByb3RvMw", [file_google_protobuf_duration]);
+  fileDesc("Ch50ZW5hbnRyZWdpc3RyeS92MS9jaGFuZ2UucHJvdG8SEXRlbmFudHJlZ2lzdHJ5LnYxIhUKE1dhdGNoQ2hhbmdlc1JlcXVlc3QiuAEKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEi8KBXJlc2V0GAEgASgLMh4udGVuYW50cmVnaXN0cnkudjEuQ2hhbmdlUmVzZXRIABIrCgZjaGFuZ2UYAiABKAsyGS50ZW5hbnRyZWdpc3RyeS52MS5DaGFuZ2VIABI3CgloZWFydGJlYXQYAyABKAsyIi50ZW5hbnRyZWdpc3RyeS52MS5DaGFuZ2VIZWFydGJlYXRIAEIJCgdtZXNzYWdlIg0KC0NoYW5nZVJlc2V0Ij8KD0NoYW5nZUhlYXJ0YmVhdBIsCglzdGFsZW5lc3MYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ibQoGQ2hhbmdlEisKBGtpbmQYASABKA4yHS50ZW5hbnRyZWdpc3RyeS52MS5DaGFuZ2VLaW5kEhEKCXRlbmFudF9pZBgCIAEoCRISCgphcGlfa2V5X2lkGAMgASgJEg8KB3Byb2R1Y3QYBCABKAkqwQMKCkNoYW5nZUtpbmQSGwoXQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIfChtDSEFOR0VfS0lORF9BUElfS0VZX0NSRUFURUQQARIfChtDSEFOR0VfS0lORF9BUElfS0VZX1JFVk9LRUQQAhIfChtDSEFOR0VfS0lORF9BUElfS0VZX1JPVEFURUQQAxIdChlDSEFOR0VfS0lORF9URU5BTlRfRlJPWkVOEAQSIAocQ0hBTkdFX0tJTkRfVEVOQU5UX0FDVElWQVRFRBAFEiMKH0NIQU5HRV9LSU5EX0VOVElUTEVNRU5UX0dSQU5URUQQBhIjCh9DSEFOR0VfS0lORF9FTlRJVExFTUVOVF9DSEFOR0VEEAcSIwofQ0hBTkdFX0tJTkRfRU5USVRMRU1FTlRfUkVWT0tFRBAIEiAKHENIQU5HRV9LSU5EX0FQSV9LRVlfRElTQUJMRUQQCRIfChtDSEFOR0VfS0lORF9BUElfS0VZX0VOQUJMRUQQChIfChtDSEFOR0VfS0lORF9BUElfS0VZX1VQREFURUQQCxIfChtDSEFOR0VfS0lORF9QUk9EVUNUX0NIQU5HRUQQDDJ3Cg1DaGFuZ2VTZXJ2aWNlEmYKDFdhdGNoQ2hhbmdlcxImLnRlbmFudHJlZ2lzdHJ5LnYxLldhdGNoQ2hhbmdlc1JlcXVlc3QaJy50ZW5hbnRyZWdpc3RyeS52MS5XYXRjaENoYW5nZXNSZXNwb25zZSIDkAIBMAFC3wEKFWNvbS50ZW5hbnRyZWdpc3RyeS52MUILQ2hhbmdlUHJvdG9QAVpUZ2l0aHViLmNvbS90ZW5hbnQtcmVnaXN0cnkvdGVuYW50LXJlZ2lzdHJ5L2dlbi9nby90ZW5hbnRyZWdpc3RyeS92MTt0ZW5hbnRyZWdpc3RyeXYxogIDVFhYqgIRVGVuYW50cmVnaXN0cnkuVjHKAhFUZW5hbnRyZWdpc3RyeVxWMeICHVRlbmFudHJlZ2lzdHJ5XFYxXEdQQk1ldGFkYXRh6gISVGVuYW50cmVnaXN0cnk6OlYxYgZwcm90bzM", [file_google_protobuf_duration]);
 
 /**
  * Request of ChangeService.WatchChanges.
@@ -145,7 +145,7 @@ export type Change = Message<"tenantregistry.v1.Change"> & {
   apiKeyId: string;
 
   /**
-   * The product concerned, for the ENTITLEMENT kinds.
+   * The product concerned, for the ENTITLEMENT kinds and PRODUCT_CHANGED.
    *
    * @generated from field: string product = 4;
    */
@@ -218,8 +218,8 @@ export enum ChangeKind {
   ENTITLEMENT_GRANTED = 6,
 
   /**
-   * The end of the tenant's active grant of the product moved: forget answers
-   * about its keys, and answers of NOT_ENTITLED.
+   * The end or the limits of the tenant's active grant of the product
+   * changed: forget answers about its keys, and answers of NOT_ENTITLED.
    *
    * @generated from enum value: CHANGE_KIND_ENTITLEMENT_CHANGED = 7;
    */
@@ -232,6 +232,36 @@ export enum ChangeKind {
    * @generated from enum value: CHANGE_KIND_ENTITLEMENT_REVOKED = 8;
    */
   ENTITLEMENT_REVOKED = 8,
+
+  /**
+   * The key was disabled: forget answers about it.
+   *
+   * @generated from enum value: CHANGE_KIND_API_KEY_DISABLED = 9;
+   */
+  API_KEY_DISABLED = 9,
+
+  /**
+   * The key was enabled again: forget answers about it, and answers of
+   * DISABLED.
+   *
+   * @generated from enum value: CHANGE_KIND_API_KEY_ENABLED = 10;
+   */
+  API_KEY_ENABLED = 10,
+
+  /**
+   * The key's scopes, expiry or metadata changed: forget answers about it.
+   *
+   * @generated from enum value: CHANGE_KIND_API_KEY_UPDATED = 11;
+   */
+  API_KEY_UPDATED = 11,
+
+  /**
+   * The product's limits changed, for every tenant that does not override
+   * them: forget answers naming the product (no tenant is named).
+   *
+   * @generated from enum value: CHANGE_KIND_PRODUCT_CHANGED = 12;
+   */
+  PRODUCT_CHANGED = 12,
 }
 
 /**

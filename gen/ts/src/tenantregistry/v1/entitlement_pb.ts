@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tenantregistry/v1/entitlement.proto.
  */
 export const file_tenantregistry_v1_entitlement: GenFile = /*@__PURE__*/
-  fileDesc("CiN0ZW5hbnRyZWdpc3RyeS92MS9lbnRpdGxlbWVudC5wcm90bxIRdGVuYW50cmVnaXN0cnkudjEi/gEKC0VudGl0bGVtZW50EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEjQKBnN0YXR1cxgDIAEoDjIkLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50U3RhdHVzEjQKBnNvdXJjZRgEIAEoDjIkLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50U291cmNlEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIsChdMaXN0RW50aXRsZW1lbnRzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkiUAoYTGlzdEVudGl0bGVtZW50c1Jlc3BvbnNlEjQKDGVudGl0bGVtZW50cxgBIAMoCzIeLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50Ij0KF0NoZWNrRW50aXRsZW1lbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJIpwBChhDaGVja0VudGl0bGVtZW50UmVzcG9uc2USEAoIZW50aXRsZWQYASABKAgSOQoGcmVhc29uGAIgASgOMikudGVuYW50cmVnaXN0cnkudjEuRW50aXRsZW1lbnRDaGVja1JlYXNvbhIzCgtlbnRpdGxlbWVudBgDIAEoCzIeLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50Im4KF0dyYW50RW50aXRsZW1lbnRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJPChhHcmFudEVudGl0bGVtZW50UmVzcG9uc2USMwoLZW50aXRsZW1lbnQYASABKAsyHi50ZW5hbnRyZWdpc3RyeS52MS5FbnRpdGxlbWVudCI+ChhSZXZva2VFbnRpdGxlbWVudFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg8KB3Byb2R1Y3QYAiABKAkiUAoZUmV2b2tlRW50aXRsZW1lbnRSZXNwb25zZRIzCgtlbnRpdGxlbWVudBgBIAEoCzIeLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50KrQBChFFbnRpdGxlbWVudFN0YXR1cxIiCh5FTlRJVExFTUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIcChhFTlRJVExFTUVOVF9TVEFUVVNfVFJJQUwQARIdChlFTlRJVExFTUVOVF9TVEFUVVNfQUNUSVZFEAISHgoaRU5USVRMRU1FTlRfU1RBVFVTX0VYUElSRUQQAxIeChpFTlRJVExFTUVOVF9TVEFUVVNfUkVWT0tFRBAEKnMKEUVudGl0bGVtZW50U291cmNlEiIKHkVOVElUTEVNRU5UX1NPVVJDRV9VTlNQRUNJRklFRBAAEhwKGEVOVElUTEVNRU5UX1NPVVJDRV9UUklBTBABEhwKGEVOVElUTEVNRU5UX1NPVVJDRV9HUkFOVBACKrYCChZFbnRpdGxlbWVudENoZWNrUmVhc29uEigKJEVOVElUTEVNRU5UX0NIRUNLX1JFQVNPTl9VTlNQRUNJRklFRBAAEh8KG0VOVElUTEVNRU5UX0NIRUNLX1JFQVNPTl9PSxABEisKJ0VOVElUTEVNRU5UX0NIRUNLX1JFQVNPTl9OT19FTlRJVExFTUVOVBACEiQKIEVOVElUTEVNRU5UX0NIRUNLX1JFQVNPTl9FWFBJUkVEEAMSJAogRU5USVRMRU1FTlRfQ0hFQ0tfUkVBU09OX1JFVk9LRUQQBBIqCiZFTlRJVExFTUVOVF9DSEVDS19SRUFTT05fVEVOQU5UX0ZST1pFThAFEiwKKEVOVElUTEVNRU5UX0NIRUNLX1JFQVNPTl9VTktOT1dOX1BST0RVQ1QQBjLVAwoSRW50aXRsZW1lbnRTZXJ2aWNlEnAKEExpc3RFbnRpdGxlbWVudHMSKi50ZW5hbnRyZWdpc3RyeS52MS5MaXN0RW50aXRsZW1lbnRzUmVxdWVzdBorLnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RFbnRpdGxlbWVudHNSZXNwb25zZSIDkAIBEnAKEENoZWNrRW50aXRsZW1lbnQSKi50ZW5hbnRyZWdpc3RyeS52MS5DaGVja0VudGl0bGVtZW50UmVxdWVzdBorLnRlbmFudHJlZ2lzdHJ5LnYxLkNoZWNrRW50aXRsZW1lbnRSZXNwb25zZSIDkAIBEmsKEEdyYW50RW50aXRsZW1lbnQSKi50ZW5hbnRyZWdpc3RyeS52MS5HcmFudEVudGl0bGVtZW50UmVxdWVzdBorLnRlbmFudHJlZ2lzdHJ5LnYxLkdyYW50RW50aXRsZW1lbnRSZXNwb25zZRJuChFSZXZva2VFbnRpdGxlbWVudBIrLnRlbmFudHJlZ2lzdHJ5LnYxLlJldm9rZUVudGl0bGVtZW50UmVxdWVzdBosLnRlbmFudHJlZ2lzdHJ5LnYxLlJldm9rZUVudGl0bGVtZW50UmVzcG9uc2VC5AEKFWNvbS50ZW5hbnRyZWdpc3RyeS52MUIQRW50aXRsZW1lbnRQcm90b1ABWlRnaXRodWIuY29tL3RlbmFudC1yZWdpc3RyeS90ZW5hbnQtcmVnaXN0cnkvZ2VuL2dvL3RlbmFudHJlZ2lzdHJ5L3YxO3RlbmFudHJlZ2lzdHJ5djGiAgNUWFiqAhFUZW5hbnRyZWdpc3RyeS5WMcoCEVRlbmFudHJlZ2lzdHJ5XFYx4gIdVGVuYW50cmVnaXN0cnlcVjFcR1BCTWV0YWRhdGHqAhJUZW5hbnRyZWdpc3RyeTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("CiN0ZW5hbnRyZWdpc3RyeS92MS9lbnRpdGxlbWVudC5wcm90bxIRdGVuYW50cmVnaXN0cnkudjEi+wMKC0VudGl0bGVtZW50EhEKCXRlbmFudF9pZBgBIAEoCRIPCgdwcm9kdWN0GAIgASgJEjQKBnN0YXR1cxgDIAEoDjIkLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50U3RhdHVzEjQKBnNvdXJjZRgEIAEoDjIkLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50U291cmNlEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2V4cGlyZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI6CgZsaW1pdHMYByADKAsyKi50ZW5hbnRyZWdpc3RyeS52MS5FbnRpdGxlbWVudC5MaW1pdHNFbnRyeRJLCg9saW1pdF9vdmVycmlkZXMYCCADKAsyMi50ZW5hbnRyZWdpc3RyeS52MS5FbnRpdGxlbWVudC5MaW1pdE92ZXJyaWRlc0VudHJ5EgwKBGV0YWcYCSABKAkaLQoLTGltaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ARo1ChNMaW1pdE92ZXJyaWRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEiLAoXTGlzdEVudGl0bGVtZW50c1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJIlAKGExpc3RFbnRpdGxlbWVudHNSZXNwb25zZRI0CgxlbnRpdGxlbWVudHMYASADKAsyHi50ZW5hbnRyZWdpc3RyeS52MS5FbnRpdGxlbWVudCI9ChdDaGVja0VudGl0bGVtZW50UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSDwoHcHJvZHVjdBgCIAEoCSKUAgoYQ2hlY2tFbnRpdGxlbWVudFJlc3BvbnNlEhAKCGVudGl0bGVkGAEgASgIEjkKBnJlYXNvbhgCIAEoDjIpLnRlbmFudHJlZ2lzdHJ5LnYxLkVudGl0bGVtZW50Q2hlY2tSZWFzb24SMwoLZW50aXRsZW1lbnQYAyABKAsyHi50ZW5hbnRyZWdpc3RyeS52MS5FbnRpdGxlbWVudBJHCgZsaW1pdHMYBCADKAsyNy50ZW5hbnRyZWdpc3RyeS52MS5DaGVja0VudGl0bGVtZW50UmVzcG9uc2UuTGltaXRzRW50cnkaLQoLTGltaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASLzAQoXR3JhbnRFbnRpdGxlbWVudFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg8KB3Byb2R1Y3QYAiABKAkSLwoLZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEkYKBmxpbWl0cxgEIAMoCzI2LnRlbmFudHJlZ2lzdHJ5LnYxLkdyYW50RW50aXRsZW1lbnRSZXF1ZXN0LkxpbWl0c0VudHJ5EgwKBGV0YWcYBSABKAkaLQoLTGltaXRzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASJPChhHcmFudEVudGl0bGVtZW50UmVzcG9uc2USMwoLZW50aXRsZW1lbnQYASABKAsyHi50ZW5hbnRyZWdpc3RyeS52MS5FbnRpdGxlbWVudCJMChhSZXZva2VFbnRpdGxlbWVudFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEg8KB3Byb2R1Y3QYAiABKAkSDAoEZXRhZxgDIAEoCSJQChlSZXZva2VFbnRpdGxlbWVudFJlc3BvbnNlEjMKC2VudGl0bGVtZW50GAEgASgLMh4udGVuYW50cmVnaXN0cnkudjEuRW50aXRsZW1lbnQqtAEKEUVudGl0bGVtZW50U3RhdHVzEiIKHkVOVElUTEVNRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGEVOVElUTEVNRU5UX1NUQVRVU19UUklBTBABEh0KGUVOVElUTEVNRU5UX1NUQVRVU19BQ1RJVkUQAhIeChpFTlRJVExFTUVOVF9TVEFUVVNfRVhQSVJFRBADEh4KGkVOVElUTEVNRU5UX1NUQVRVU19SRVZPS0VEEAQqcwoRRW50aXRsZW1lbnRTb3VyY2USIgoeRU5USVRMRU1FTlRfU09VUkNFX1VOU1BFQ0lGSUVEEAASHAoYRU5USVRMRU1FTlRfU09VUkNFX1RSSUFMEAESHAoYRU5USVRMRU1FTlRfU09VUkNFX0dSQU5UEAIqtgIKFkVudGl0bGVtZW50Q2hlY2tSZWFzb24SKAokRU5USVRMRU1FTlRfQ0hFQ0tfUkVBU09OX1VOU1BFQ0lGSUVEEAASHwobRU5USVRMRU1FTlRfQ0hFQ0tfUkVBU09OX09LEAESKwonRU5USVRMRU1FTlRfQ0hFQ0tfUkVBU09OX05PX0VOVElUTEVNRU5UEAISJAogRU5USVRMRU1FTlRfQ0hFQ0tfUkVBU09OX0VYUElSRUQQAxIkCiBFTlRJVExFTUVOVF9DSEVDS19SRUFTT05fUkVWT0tFRBAEEioKJkVOVElUTEVNRU5UX0NIRUNLX1JFQVNPTl9URU5BTlRfRlJPWkVOEAUSLAooRU5USVRMRU1FTlRfQ0hFQ0tfUkVBU09OX1VOS05PV05fUFJPRFVDVBAGMtUDChJFbnRpdGxlbWVudFNlcnZpY2UScAoQTGlzdEVudGl0bGVtZW50cxIqLnRlbmFudHJlZ2lzdHJ5LnYxLkxpc3RFbnRpdGxlbWVudHNSZXF1ZXN0GisudGVuYW50cmVnaXN0cnkudjEuTGlzdEVudGl0bGVtZW50c1Jlc3BvbnNlIgOQAgEScAoQQ2hlY2tFbnRpdGxlbWVudBIqLnRlbmFudHJlZ2lzdHJ5LnYxLkNoZWNrRW50aXRsZW1lbnRSZXF1ZXN0GisudGVuYW50cmVnaXN0cnkudjEuQ2hlY2tFbnRpdGxlbWVudFJlc3BvbnNlIgOQAgESawoQR3JhbnRFbnRpdGxlbWVudBIqLnRlbmFudHJlZ2lzdHJ5LnYxLkdyYW50RW50aXRsZW1lbnRSZXF1ZXN0GisudGVuYW50cmVnaXN0cnkudjEuR3JhbnRFbnRpdGxlbWVudFJlc3BvbnNlEm4KEVJldm9rZUVudGl0bGVtZW50EisudGVuYW50cmVnaXN0cnkudjEuUmV2b2tlRW50aXRsZW1lbnRSZXF1ZXN0GiwudGVuYW50cmVnaXN0cnkudjEuUmV2b2tlRW50aXRsZW1lbnRSZXNwb25zZULkAQoVY29tLnRlbmFudHJlZ2lzdHJ5LnYxQhBFbnRpdGxlbWVudFByb3RvUAFaVGdpdGh1Yi5jb20vdGVuYW50LXJlZ2lzdHJ5L3RlbmFudC1yZWdpc3RyeS9nZW4vZ28vdGVuYW50cmVnaXN0cnkvdjE7dGVuYW50cmVnaXN0cnl2MaICA1RYWKoCEVRlbmFudHJlZ2lzdHJ5LlYxygIRVGVuYW50cmVnaXN0cnlcVjHiAh1UZW5hbnRyZWdpc3RyeVxWMVxHUEJNZXRhZGF0YeoCElRlbmFudHJlZ2lzdHJ5OjpWMWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * The right of one tenant to use one product.
@@ -62,6 +62,31 @@ export type Entitlement = Message<"tenantregistry.v1.Entitlement"> & {
    * @generated from field: google.protobuf.Timestamp expire_time = 6;
    */
   expireTime?: Timestamp | undefined;
+
+  /**
+   * The limits in force: the product's defaults (its trial limits for a
+   * trial, when it has any), overridden key by key by limit_overrides. The
+   * registry does not meter usage: products compare their own counts with
+   * these.
+   *
+   * @generated from field: map<string, int64> limits = 7;
+   */
+  limits: { [key: string]: bigint };
+
+  /**
+   * The limits the grant set for this tenant, overriding the product's.
+   *
+   * @generated from field: map<string, int64> limit_overrides = 8;
+   */
+  limitOverrides: { [key: string]: bigint };
+
+  /**
+   * The entitlement's version (AIP-154): pass it to GrantEntitlement or
+   * RevokeEntitlement to act only if nothing changed since this was read.
+   *
+   * @generated from field: string etag = 9;
+   */
+  etag: string;
 };
 
 /**
@@ -168,6 +193,14 @@ export type CheckEntitlementResponse = Message<"tenantregistry.v1.CheckEntitleme
    * @generated from field: tenantregistry.v1.Entitlement entitlement = 3;
    */
   entitlement?: Entitlement | undefined;
+
+  /**
+   * The limits in force when entitled (see Entitlement.limits); empty
+   * otherwise. The registry does not meter usage.
+   *
+   * @generated from field: map<string, int64> limits = 4;
+   */
+  limits: { [key: string]: bigint };
 };
 
 /**
@@ -203,6 +236,22 @@ export type GrantEntitlementRequest = Message<"tenantregistry.v1.GrantEntitlemen
    * @generated from field: google.protobuf.Timestamp expire_time = 3;
    */
   expireTime?: Timestamp | undefined;
+
+  /**
+   * Limits overriding the product's defaults for this tenant: limit key (at
+   * most 40 characters, as metadata keys) to a count of at least 0, at most
+   * 32 keys. Empty: the product's defaults.
+   *
+   * @generated from field: map<string, int64> limits = 4;
+   */
+  limits: { [key: string]: bigint };
+
+  /**
+   * The etag of the entitlement as read. Empty: grant whatever it is now.
+   *
+   * @generated from field: string etag = 5;
+   */
+  etag: string;
 };
 
 /**
@@ -252,6 +301,13 @@ export type RevokeEntitlementRequest = Message<"tenantregistry.v1.RevokeEntitlem
    * @generated from field: string product = 2;
    */
   product: string;
+
+  /**
+   * The etag of the entitlement as read. Empty: revoke whatever it is now.
+   *
+   * @generated from field: string etag = 3;
+   */
+  etag: string;
 };
 
 /**
@@ -474,9 +530,14 @@ export const EntitlementService: GenService<{
    * becomes ACTIVE with source GRANT, starting now, replacing any earlier one
    * (a trial, an expired or a revoked entitlement).
    *
+   * Limits given here override the product's defaults, key by key; granting
+   * again with other limits (or another expiry) changes them, with one audit
+   * event saying what they were and what they are. With an etag, the grant is
+   * made only if the entitlement is still as read.
+   *
    * Callers: platform admins.
    * Errors: NotFound for an unknown tenant or product; InvalidArgument for an
-   * expire_time in the past.
+   * expire_time in the past or bad limits; Aborted for a stale etag.
    *
    * @generated from rpc tenantregistry.v1.EntitlementService.GrantEntitlement
    */
@@ -490,7 +551,8 @@ export const EntitlementService: GenService<{
    * REVOKED. Revoking a revoked entitlement returns it unchanged.
    *
    * Callers: platform admins.
-   * Errors: NotFound when the tenant has no entitlement for the product.
+   * Errors: NotFound when the tenant has no entitlement for the product;
+   * Aborted for a stale etag.
    *
    * @generated from rpc tenantregistry.v1.EntitlementService.RevokeEntitlement
    */

@@ -1,0 +1,233 @@
+package domain
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Disable disables key id until Enable: it verifies as DISABLED. A
+// disabled key is returned unchanged, with no event.
+func (s *ApiKeyService) Disable(ctx context.Context, id, etag string) (*ApiKey, error) {
+	return s.setDisabled(ctx, id, etag, true)
+}
+
+// Enable enables a disabled key again. Enabling hands the key's powers out
+// again, so the caller must hold its scopes, as for a rotation.
+func (s *ApiKeyService) Enable(ctx context.Context, id, etag string) (*ApiKey, error) {
+	return s.setDisabled(ctx, id, etag, false)
+}
+
+func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disable bool) (*ApiKey, error) {
+	id, err := ParseID("id", id)
+	if err != nil {
+		return nil, err
+	}
+	action, kind := "api_key.enabled", ChangeKeyEnabled
+	if disable {
+		action, kind = "api_key.disabled", ChangeKeyDisabled
+	}
+	k, err := s.loadKey(ctx, id, action)
+	if err != nil {
+		return nil, err
+	}
+	if !disable {
+		a := tried(action, "u", "api_key", k.ID)
+		if err := s.grantable(ctx, k.TenantID, k.Scopes, a); err != nil {
+			return nil, err
+		}
+		if err := s.outlives(ctx, k.TenantID, k.ExpireTime, a); err != nil {
+			return nil, err
+		}
+	}
+	var out *ApiKey
+	err = s.store.Atomically(ctx, func(r Repositories) error {
+		k, err := r.ApiKeys().GetForUpdate(ctx, id)
+		if err != nil {
+			return err
+		}
+		if err := checkEtag(etag, k.Etag(), "API key"); err != nil {
+			return err
+		}
+		if !k.RevokeTime.IsZero() {
+			return Errorf(KindFailedPrecondition, "API key %s is revoked; a revocation cannot be undone", k.ID)
+		}
+		out = k
+		if disable == !k.DisableTime.IsZero() {
+			return r.Invalidations().Repeat(ctx, staleKey(k, kind)) // already so: a safe retry
+		}
+		now := s.now()
+		k.DisableTime, k.UpdateTime = time.Time{}, now
+		description := "API key enabled"
+		if disable {
+			k.DisableTime, description = now, "API key disabled"
+		}
+		if err := r.ApiKeys().Update(ctx, k); err != nil {
+			return err
+		}
+		if err := r.Invalidations().Announce(ctx, staleKey(k, kind)); err != nil {
+			return err
+		}
+		return recordChange(ctx, r, now, keyChange(k, action, "u", description))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UpdateApiKey is the input of ApiKeyService.Update: the fields Mask names
+// change (name, scopes, expire_time, metadata), the others are ignored.
+type UpdateApiKey struct {
+	ID         string
+	Name       string
+	Scopes     []string
+	ExpireTime time.Time // zero: it does not expire
+	Metadata   map[string]string
+	Mask       []string
+	Etag       string
+}
+
+// apiKeyPaths are the fields UpdateApiKey may change.
+var apiKeyPaths = []string{"name", "scopes", "expire_time", "metadata"}
+
+// Update changes the fields of a key its mask names. New scopes follow the
+// rules of Create: nothing the caller does not hold, nothing of another
+// kind of key; a new expiry is in the future and, when a key calls, not
+// later than its own. A change of anything verification answers (scopes,
+// expiry, metadata) is felt everywhere as a revocation is.
+func (s *ApiKeyService) Update(ctx context.Context, in UpdateApiKey) (*ApiKey, error) {
+	var v Violations
+	id := checkID(&v, "id", in.ID)
+	paths := checkMask(&v, in.Mask, apiKeyPaths, true)
+	now := s.now()
+	if paths["name"] {
+		in.Name = checkName(&v, "name", in.Name, MaxKeyNameLen)
+	}
+	if paths["metadata"] {
+		checkMetadata(&v, in.Metadata)
+	}
+	expire := in.ExpireTime.UTC().Truncate(time.Microsecond)
+	if paths["expire_time"] && !expire.IsZero() && !expire.After(now) {
+		v.Add("expire_time", "must be in the future")
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	k, err := s.loadKey(ctx, id, "api_key.updated")
+	if err != nil {
+		return nil, err
+	}
+	a := tried("api_key.updated", "u", "api_key", k.ID)
+	var scopes []string
+	if paths["scopes"] {
+		var v Violations
+		if scopes = checkKeyScopes(&v, "scopes", k.TenantID, in.Scopes); v.Err() != nil {
+			return nil, v.Err()
+		}
+		if err := s.grantable(ctx, k.TenantID, scopes, a); err != nil {
+			return nil, err
+		}
+	}
+	if paths["expire_time"] {
+		if err := s.outlives(ctx, k.TenantID, expire, a); err != nil {
+			return nil, err
+		}
+	}
+	var out *ApiKey
+	err = s.store.Atomically(ctx, func(r Repositories) error {
+		k, err := r.ApiKeys().GetForUpdate(ctx, id)
+		if err != nil {
+			return err
+		}
+		if err := checkEtag(in.Etag, k.Etag(), "API key"); err != nil {
+			return err
+		}
+		if !k.RevokeTime.IsZero() {
+			return Errorf(KindFailedPrecondition, "API key %s is revoked and cannot change", k.ID)
+		}
+		before := *k
+		if paths["name"] {
+			k.Name = in.Name
+		}
+		if paths["scopes"] {
+			if err := productScopesExist(ctx, r, "scopes", scopes); err != nil {
+				return err
+			}
+			k.Scopes = scopes
+		}
+		if paths["expire_time"] {
+			k.ExpireTime = expire
+		}
+		if paths["metadata"] {
+			k.Metadata = nonNil(in.Metadata)
+		}
+		out = k
+		var changed []string
+		for _, p := range apiKeyPaths {
+			if paths[p] && !sameKeyField(p, &before, k) {
+				changed = append(changed, p)
+			}
+		}
+		if len(changed) == 0 {
+			return nil // nothing changes: no write, no event
+		}
+		k.UpdateTime = s.now()
+		if err := r.ApiKeys().Update(ctx, k); err != nil {
+			return err
+		}
+		if !slices.Equal(changed, []string{"name"}) { // verification answers all but the name
+			if err := r.Invalidations().Announce(ctx, staleKey(k, ChangeKeyUpdated)); err != nil {
+				return err
+			}
+		}
+		c := keyChange(k, "api_key.updated", "u", "API key updated: "+strings.Join(changed, ", "))
+		c.Fields = map[string]string{"changed": strings.Join(changed, ",")}
+		if paths["scopes"] && !slices.Equal(before.Scopes, k.Scopes) {
+			c.Fields["scopes_before"] = strings.Join(before.Scopes, " ")
+		}
+		return recordChange(ctx, r, k.UpdateTime, c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func sameKeyField(path string, a, b *ApiKey) bool {
+	switch path {
+	case "name":
+		return a.Name == b.Name
+	case "scopes":
+		return slices.Equal(a.Scopes, b.Scopes)
+	case "expire_time":
+		return a.ExpireTime.Equal(b.ExpireTime)
+	case "metadata":
+		return maps.Equal(a.Metadata, b.Metadata)
+	}
+	return true
+}
+
+// checkMask validates an update mask (AIP-134) against the paths an
+// update knows, naming an unknown one, and returns the set it names. A nil
+// mask is no mask: required says whether that is allowed.
+func checkMask(v *Violations, mask, known []string, required bool) map[string]bool {
+	if mask == nil {
+		if required {
+			v.Add("update_mask", "is required: name the fields to change (%s)", strings.Join(known, ", "))
+		}
+		return nil
+	}
+	out := map[string]bool{}
+	for _, p := range mask {
+		if !slices.Contains(known, p) {
+			v.Add("update_mask", "%s is not a field this update changes; it changes %s", fmt.Sprintf("%.60q", p), strings.Join(known, ", "))
+			continue
+		}
+		out[p] = true
+	}
+	return out
+}
