@@ -20,13 +20,18 @@ func (db *DB) SeedDev(ctx context.Context, now time.Time) error {
 		ID: SeedTenantID, Slug: "acme", DisplayName: "Acme Corporation", Status: domain.TenantActive,
 		Metadata: map[string]string{"seed": "dev"}, CreateTime: now, UpdateTime: now,
 	})
-	products := []productRow{
-		{Key: "analytics", DisplayName: "Analytics", Description: "Dashboards and reports over your product data.", TrialDays: 14},
-		{Key: "helpdesk", DisplayName: "Helpdesk", Description: "Shared inbox and ticketing for support teams.", TrialDays: 30},
-		{Key: "data-warehouse", DisplayName: "Data Warehouse", Description: "Managed warehouse; available through sales only.", TrialDays: 0},
+	catalog := []domain.Product{
+		{Key: "analytics", DisplayName: "Analytics", Description: "Dashboards and reports over your product data.", TrialDays: 14,
+			DefaultLimits: domain.Limits{"seats": 10, "dashboards": 50}, TrialLimits: domain.Limits{"seats": 3, "dashboards": 5}},
+		{Key: "helpdesk", DisplayName: "Helpdesk", Description: "Shared inbox and ticketing for support teams.", TrialDays: 30,
+			DefaultLimits: domain.Limits{"agents": 5}},
+		{Key: "data-warehouse", DisplayName: "Data Warehouse", Description: "Managed warehouse; available through sales only.", TrialDays: 0,
+			DefaultLimits: domain.Limits{"storage_gb": 100}},
 	}
-	for i := range products {
-		products[i].CreateTime, products[i].UpdateTime = now, now
+	products := make([]productRow, len(catalog))
+	for i := range catalog {
+		catalog[i].CreateTime, catalog[i].UpdateTime = now, now
+		products[i] = *newProductRow(&catalog[i])
 	}
 	return db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.NewInsert().Model(acme).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
 	"github.com/tenant-registry/tenant-registry/internal/testserver"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 )
 
 // replica is one server process's worth of wiring on a shared database.
@@ -31,11 +32,16 @@ func startReplica(t *testing.T, dbURL string) *replica {
 
 func (r *replica) code(t *testing.T, key string) v1.ApiKeyVerificationCode {
 	t.Helper()
+	return r.verify(t, key).GetCode()
+}
+
+func (r *replica) verify(t *testing.T, key string) *v1.VerifyApiKeyResponse {
+	t.Helper()
 	res, err := r.keys.VerifyApiKey(context.Background(), &v1.VerifyApiKeyRequest{Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res.GetCode()
+	return res
 }
 
 // waitTrusted waits until the replica's key cache is fed by its listener.
@@ -53,21 +59,46 @@ func (r *replica) waitTrusted(t *testing.T) {
 // propagation returns how long replica b took to answer want for key.
 func propagation(t *testing.T, b *replica, key string, want v1.ApiKeyVerificationCode) time.Duration {
 	t.Helper()
+	return propagationOf(t, b, key, want.String(), func(res *v1.VerifyApiKeyResponse) bool { return res.GetCode() == want })
+}
+
+// propagationOf returns how long replica b took to give for key an answer
+// that reached says is the new one.
+func propagationOf(t *testing.T, b *replica, key, want string, reached func(*v1.VerifyApiKeyResponse) bool) time.Duration {
+	t.Helper()
 	start := time.Now()
 	for {
-		if b.code(t, key) == want {
+		res, err := b.keys.VerifyApiKey(context.Background(), &v1.VerifyApiKeyRequest{Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reached(res) {
 			return time.Since(start)
 		}
 		if time.Since(start) > 5*time.Second {
-			t.Fatalf("replica still answers the old result after 5 s, want %v", want)
+			t.Fatalf("replica still answers the old result after 5 s, want %s", want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
+// seatsAt answers whether a verification carries product's seats limit n.
+func seatsAt(product string, n int64) func(*v1.VerifyApiKeyResponse) bool {
+	return func(res *v1.VerifyApiKeyResponse) bool {
+		for _, e := range res.GetEntitlements() {
+			if e.GetProduct() == product && e.GetLimits()["seats"] == n {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // TestChangesReachOtherReplicas runs two server processes' wiring on one
-// PostgreSQL: a revocation, a rotation and a tenant's freezing made through
-// one must be refused by the other, which had the key cached, within 1 s.
+// PostgreSQL: a revocation, a rotation, a disabling, an enabling, a change of
+// a key's metadata or of a product's limits and a tenant's freezing made
+// through one must be answered by the other, which had the key cached,
+// within 1 s.
 func TestChangesReachOtherReplicas(t *testing.T) {
 	dbURL := testdb.PostgresURL(t)
 	a, b := startReplica(t, dbURL), startReplica(t, dbURL)
@@ -78,6 +109,14 @@ func TestChangesReachOtherReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	tenantID := tn.GetTenant().GetId()
+	catalog := tenantregistryv1connect.NewCatalogServiceClient(testserver.HTTP1, a.url)
+	entitlements := tenantregistryv1connect.NewEntitlementServiceClient(testserver.HTTP1, a.url)
+	if _, err := catalog.CreateProduct(ctx, &v1.CreateProductRequest{Key: "seated", DisplayName: "Seated", DefaultLimits: map[string]int64{"seats": 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := entitlements.GrantEntitlement(ctx, &v1.GrantEntitlementRequest{TenantId: tenantID, Product: "seated"}); err != nil {
+		t.Fatal(err)
+	}
 	newKey := func() (string, string) {
 		res, err := a.keys.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: tenantID, Name: "k"})
 		if err != nil {
@@ -95,31 +134,57 @@ func TestChangesReachOtherReplicas(t *testing.T) {
 		}
 		return res.GetApiKey().GetId(), key
 	}
+	valid := v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_VALID
+	is := func(want v1.ApiKeyVerificationCode) func(*v1.VerifyApiKeyResponse) bool {
+		return func(res *v1.VerifyApiKeyResponse) bool { return res.GetCode() == want }
+	}
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	scenarios := []struct {
-		name   string
-		change func(keyID string)
-		want   v1.ApiKeyVerificationCode
+		name    string
+		change  func(keyID, key string)
+		want    string
+		reached func(*v1.VerifyApiKeyResponse) bool
 	}{
-		{"revoke", func(id string) {
-			if _, err := a.keys.RevokeApiKey(ctx, &v1.RevokeApiKeyRequest{Id: id}); err != nil {
-				t.Fatal(err)
+		{"revoke", func(id, _ string) {
+			must(a.keys.RevokeApiKey(ctx, &v1.RevokeApiKeyRequest{Id: id}))
+		}, "revoked", is(v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_REVOKED)},
+		{"rotate", func(id, _ string) {
+			must(a.keys.RotateApiKey(ctx, &v1.RotateApiKeyRequest{Id: id}))
+		}, "expired", is(v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_EXPIRED)},
+		{"disable", func(id, _ string) {
+			must(a.keys.DisableApiKey(ctx, &v1.DisableApiKeyRequest{Id: id}))
+		}, "disabled", is(v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_DISABLED)},
+		{"enable", func(id, key string) {
+			must(a.keys.DisableApiKey(ctx, &v1.DisableApiKeyRequest{Id: id}))
+			propagation(t, b, key, v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_DISABLED)
+			must(a.keys.EnableApiKey(ctx, &v1.EnableApiKeyRequest{Id: id}))
+		}, "valid again", is(valid)},
+		{"update metadata", func(id, _ string) {
+			must(a.keys.UpdateApiKey(ctx, &v1.UpdateApiKeyRequest{
+				Id: id, Metadata: map[string]string{"plan": "gold"}, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"metadata"}},
+			}))
+		}, "the new metadata", func(res *v1.VerifyApiKeyResponse) bool {
+			return res.GetCode() == valid && res.GetMetadata()["plan"] == "gold"
+		}},
+		{"change product limits", func(_, key string) {
+			if !seatsAt("seated", 5)(b.verify(t, key)) {
+				t.Fatal("the other replica does not answer the product's limits")
 			}
-		}, v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_REVOKED},
-		{"rotate", func(id string) {
-			if _, err := a.keys.RotateApiKey(ctx, &v1.RotateApiKeyRequest{Id: id}); err != nil {
-				t.Fatal(err)
-			}
-		}, v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_EXPIRED},
-		{"cancel tenant", func(string) {
-			if _, err := a.tenants.CancelTenant(ctx, &v1.CancelTenantRequest{Id: tenantID}); err != nil {
-				t.Fatal(err)
-			}
-		}, v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_TENANT_FROZEN},
+			must(catalog.UpdateProduct(ctx, &v1.UpdateProductRequest{Key: "seated", DefaultLimits: map[string]int64{"seats": 9}}))
+		}, "9 seats", seatsAt("seated", 9)},
+		{"cancel tenant", func(string, string) {
+			must(a.tenants.CancelTenant(ctx, &v1.CancelTenantRequest{Id: tenantID}))
+		}, "tenant frozen", is(v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_TENANT_FROZEN)},
 	}
 	for _, s := range scenarios {
 		id, key := newKey()
-		s.change(id)
-		if d := propagation(t, b, key, s.want); d > time.Second {
+		s.change(id, key)
+		if d := propagationOf(t, b, key, s.want, s.reached); d > time.Second {
 			t.Errorf("%s reached the other replica after %v, want within 1 s", s.name, d)
 		} else {
 			t.Logf("%s reached the other replica after %v", s.name, d)

@@ -174,6 +174,39 @@ async function portalJourney(r: Registry) {
   const revoked = await r.apiKeys.verifyApiKey({ key: created[2].plaintextKey });
   assert.deepEqual([revoked.valid, revoked.code], [false, ApiKeyVerificationCode.REVOKED]);
 
+  // Sales converts the trial with a per-tenant limit; products read it from
+  // the check and from every verification.
+  const { entitlement: granted } = await r.entitlements.grantEntitlement({
+    tenantId,
+    product: product.key,
+    limits: { seats: 25n },
+    etag: check.entitlement?.etag ?? "",
+  });
+  assert.equal(granted?.status, EntitlementStatus.ACTIVE);
+  assert.equal(granted?.limitOverrides.seats, 25n);
+  const limited = await r.entitlements.checkEntitlement({ tenantId, product: product.key });
+  assert.equal(limited.limits.seats, 25n);
+  const withLimits = await r.apiKeys.verifyApiKey({ key, product: product.key });
+  assert.deepEqual(
+    withLimits.entitlements.map((e) => [e.product, e.limits.seats]),
+    [[product.key, 25n]],
+  );
+  // A write made from a stale read is refused, and changes nothing.
+  const stale = await rejection(
+    r.entitlements.grantEntitlement({ tenantId, product: product.key, limits: { seats: 1n }, etag: check.entitlement?.etag ?? "" }),
+  );
+  assert.equal(stale.code, Code.Aborted);
+
+  // A key is paused and resumed; unlike revocation, disabling is undone.
+  const paused = created[1];
+  const { apiKey: disabled } = await r.apiKeys.disableApiKey({ id: paused.apiKey!.id });
+  assert.equal(disabled?.status, ApiKeyStatus.DISABLED);
+  const refused = await r.apiKeys.verifyApiKey({ key: paused.plaintextKey });
+  assert.deepEqual([refused.valid, refused.code], [false, ApiKeyVerificationCode.DISABLED]);
+  await r.apiKeys.enableApiKey({ id: paused.apiKey!.id });
+  const resumed = await r.apiKeys.verifyApiKey({ key: paused.plaintextKey });
+  assert.deepEqual([resumed.valid, resumed.code], [true, ApiKeyVerificationCode.VALID]);
+
   // The audit log, page by page, newest first: every change above is in it.
   const events: AuditEvent[] = [];
   pageToken = "";
@@ -187,6 +220,9 @@ async function portalJourney(r: Registry) {
   } while (pageToken !== "" && pages < 20);
   const actions = events.map((e) => e.action);
   assert.deepEqual(actions, [
+    "api_key.enabled",
+    "api_key.disabled",
+    "entitlement.granted",
     "api_key.revoked",
     "api_key.created",
     "api_key.created",
@@ -202,7 +238,7 @@ async function portalJourney(r: Registry) {
   );
   assert.ok(events.every((e) => e.tenantId === tenantId && e.product === "tenant-registry"));
   const filtered = await r.audit.listAuditEvents({ tenantId, action: "api_key.*" });
-  assert.equal(filtered.events.length, 4);
+  assert.equal(filtered.events.length, 6);
 
   // The export streams the same events in the same order.
   const exported: string[] = [];
