@@ -11,12 +11,9 @@ import (
 
 // EntitlementService runs the entitlement use cases: listing, checking,
 // granting and revoking a tenant's products.
-type EntitlementService struct{ guard }
-
-// NewEntitlementService returns an EntitlementService persisting to store
-// and telling time by now.
-func NewEntitlementService(store Store, now Clock) *EntitlementService {
-	return &EntitlementService{guard: newGuard(store, now)}
+type EntitlementService struct {
+	guard
+	cache *KeyCache // shared with the key verifier
 }
 
 // List returns every entitlement of a tenant as read now (EXPIRED
@@ -76,21 +73,19 @@ func (s *EntitlementService) Check(ctx context.Context, tenantID, product string
 	if err := s.allow(ctx, PermEntitlementsCheck, tenantID, nil); err != nil {
 		return nil, err
 	}
-	t, err := s.store.Tenants().Get(ctx, tenantID)
+	now := s.now()
+	rec, err := s.tenantRecord(ctx, tenantID, now)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.store.Products().Get(ctx, product); err != nil {
-		if ErrorKind(err) == KindNotFound {
+	t, e := rec.Tenant, rec.entitlement(product)
+	if e == nil { // an entitlement names a product of the catalog
+		if known, err := s.productExists(ctx, product); err != nil {
+			return nil, err
+		} else if !known {
 			return &Check{Reason: CheckUnknownProduct}, nil
 		}
-		return nil, err
 	}
-	e, err := s.store.Entitlements().Get(ctx, tenantID, product)
-	if err != nil && ErrorKind(err) != KindNotFound {
-		return nil, err
-	}
-	now := s.now()
 	c := &Check{Entitled: Entitled(t, e, now)}
 	if e != nil {
 		c.Entitlement = e.ReadAt(now)
@@ -113,6 +108,43 @@ func (s *EntitlementService) Check(ctx context.Context, tenantID, product string
 		c.Reason = CheckRevoked
 	}
 	return c, nil
+}
+
+// tenantRecord reads a tenant and its entitlements through the key cache,
+// which the same changes keep coherent as for verifications.
+func (s *EntitlementService) tenantRecord(ctx context.Context, tenantID string, now time.Time) (*TenantRecord, error) {
+	rec, gen := s.cache.lookupTenant(tenantID, now)
+	if rec != nil {
+		return rec, nil
+	}
+	t, err := s.store.Tenants().Get(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	es, err := s.store.Entitlements().ListByTenant(ctx, tenantID)
+	if err != nil {
+		return nil, err
+	}
+	rec = &TenantRecord{Tenant: t, Entitlements: es}
+	s.cache.putTenant(rec, gen, now)
+	return rec, nil
+}
+
+// productExists reports whether product is in the catalog. That a product
+// is not is not cached: it may be created any moment.
+func (s *EntitlementService) productExists(ctx context.Context, product string) (bool, error) {
+	if s.cache.productExists(product) {
+		return true, nil
+	}
+	_, err := s.store.Products().Get(ctx, product)
+	switch {
+	case err == nil:
+		s.cache.putProduct(product)
+		return true, nil
+	case ErrorKind(err) == KindNotFound:
+		return false, nil
+	}
+	return false, err
 }
 
 // GrantEntitlement is the input of EntitlementService.Grant. A zero

@@ -20,8 +20,31 @@ type cachedRecord struct {
 	expires time.Time
 }
 
-// KeyCache keeps verified keys (and, briefly, unknown key hashes) in memory
-// so repeated verifications do not touch the database. It is subscribed to
+// TenantRecord is everything an entitlement check needs, as read together
+// from storage: a tenant and its entitlements.
+type TenantRecord struct {
+	Tenant       *Tenant
+	Entitlements []*Entitlement
+}
+
+// entitlement returns the tenant's entitlement for product, or nil.
+func (r *TenantRecord) entitlement(product string) *Entitlement {
+	for _, e := range r.Entitlements {
+		if e.Product == product {
+			return e
+		}
+	}
+	return nil
+}
+
+type cachedTenant struct {
+	rec     *TenantRecord
+	expires time.Time
+}
+
+// KeyCache keeps verified keys (and, briefly, unknown key hashes) and
+// checked tenants in memory so repeated verifications and entitlement
+// checks do not touch the database. It is subscribed to
 // a change feed from birth: every committed change it hears drops the
 // entries it concerns, and it answers only while its feed is current
 // (every verification reads the database otherwise). There is no way to
@@ -32,6 +55,10 @@ type KeyCache struct {
 	keys     map[string]cachedRecord // by key digest
 	byTenant map[string]map[string]struct{}
 	unknown  map[string]time.Time // digest → until when it is known unknown
+	tenants  map[string]cachedTenant
+	// products are the catalog's keys known to exist; products are never
+	// deleted, so knowing one exists does not go stale.
+	products map[string]struct{}
 	// gen counts invalidations: a record read from the database before an
 	// invalidation must not be cached after it.
 	gen     uint64
@@ -64,6 +91,7 @@ func NewKeyCache(feed *ChangeFeed, cfg KeyCacheConfig) *KeyCache {
 	c := &KeyCache{
 		feed: feed,
 		keys: map[string]cachedRecord{}, byTenant: map[string]map[string]struct{}{}, unknown: map[string]time.Time{},
+		tenants: map[string]cachedTenant{}, products: map[string]struct{}{},
 		enabled: !cfg.Disabled, ttl: cfg.TTL, unknownTTL: cfg.UnknownTTL, maxKeys: max(1, cfg.MaxKeys), maxUnknown: max(1, cfg.MaxUnknown),
 	}
 	feed.Subscribe(c.apply)
@@ -144,6 +172,68 @@ func (c *KeyCache) putUnknown(digest string, gen uint64, now time.Time) {
 	c.unknown[digest] = now.Add(c.unknownTTL)
 }
 
+// lookupTenant returns the cached record of tenant id, or nil. gen is to
+// be passed to a later putTenant.
+func (c *KeyCache) lookupTenant(id string, now time.Time) (rec *TenantRecord, gen uint64) {
+	trusted := c.Trusted()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !trusted {
+		return nil, c.gen
+	}
+	if e, ok := c.tenants[id]; ok && now.Before(e.expires) {
+		c.hits.Add(1)
+		return e.rec, c.gen
+	}
+	c.misses.Add(1)
+	return nil, c.gen
+}
+
+// putTenant caches rec unless an invalidation happened since gen.
+func (c *KeyCache) putTenant(rec *TenantRecord, gen uint64, now time.Time) {
+	if !c.enabled {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
+	if len(c.tenants) >= c.maxKeys {
+		n := max(1, c.maxKeys/10)
+		for id := range c.tenants { // about a tenth, in map order: any will do
+			delete(c.tenants, id)
+			if n--; n == 0 {
+				break
+			}
+		}
+	}
+	c.tenants[rec.Tenant.ID] = cachedTenant{rec: rec, expires: now.Add(c.ttl)}
+}
+
+// productExists reports whether product is known to exist.
+func (c *KeyCache) productExists(product string) bool {
+	if !c.Trusted() {
+		return false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.products[product]
+	return ok
+}
+
+// putProduct remembers that product exists; the catalog is small.
+func (c *KeyCache) putProduct(product string) {
+	if !c.enabled {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.products) < c.maxUnknown {
+		c.products[product] = struct{}{}
+	}
+}
+
 // evictLocked drops about a tenth of the keys; map order makes it random.
 func (c *KeyCache) evictLocked() {
 	n := max(1, c.maxKeys/10)
@@ -166,8 +256,8 @@ func (c *KeyCache) dropLocked(digest, tenant string) {
 }
 
 // apply drops what a change concerns: one key (and its hash from the
-// unknown ones), a tenant's keys, the unknown hashes for an imported key,
-// or for a reset everything.
+// unknown ones), a tenant's keys and record, the unknown hashes for an
+// imported key, or for a reset everything.
 func (c *KeyCache) apply(ch Change) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -188,7 +278,9 @@ func (c *KeyCache) apply(ch Change) {
 			delete(c.keys, d)
 		}
 		delete(c.byTenant, ch.TenantID)
+		delete(c.tenants, ch.TenantID)
 	default: // a reset, or a change naming nothing this cache can find
 		c.keys, c.byTenant, c.unknown = map[string]cachedRecord{}, map[string]map[string]struct{}{}, map[string]time.Time{}
+		c.tenants, c.products = map[string]cachedTenant{}, map[string]struct{}{}
 	}
 }

@@ -58,10 +58,17 @@ func TestKeyCacheGenerationGuard(t *testing.T) {
 	if rec, _, _ := c.lookup("d1", now); rec == nil {
 		t.Fatal("with no change in between, the record was not cached")
 	}
+	_, gen = c.lookupTenant("t1", now)
+	feed.Committed(Change{Kind: ChangeEntitlementRevoked, TenantID: "t1", Product: "p"})
+	c.putTenant(&TenantRecord{Tenant: &Tenant{ID: "t1"}}, gen, now)
+	if rec, _ := c.lookupTenant("t1", now); rec != nil {
+		t.Fatal("a tenant record read before a change was cached after it")
+	}
 }
 
 // TestKeyCacheDropsWhatChangesName: a key change drops that key, a tenant
-// change the tenant's keys, a reset everything.
+// or entitlement change the tenant's keys and record, a product change or
+// a reset everything.
 func TestKeyCacheDropsWhatChangesName(t *testing.T) {
 	feed := NewLocalChangeFeed()
 	c := NewKeyCache(feed, DefaultKeyCacheConfig)
@@ -73,11 +80,20 @@ func TestKeyCacheDropsWhatChangesName(t *testing.T) {
 		}
 		_, _, gen := c.lookup("u1", now)
 		c.putUnknown("u1", gen, now)
+		for _, id := range []string{"a", "b"} {
+			_, gen := c.lookupTenant(id, now)
+			c.putTenant(&TenantRecord{Tenant: &Tenant{ID: id}}, gen, now)
+		}
 	}
 	cached := func() (out []string) {
 		for _, d := range []string{"a1", "a2", "b1", "u1"} {
 			if rec, unknown, _ := c.lookup(d, now); rec != nil || unknown {
 				out = append(out, d)
+			}
+		}
+		for _, id := range []string{"a", "b"} {
+			if rec, _ := c.lookupTenant(id, now); rec != nil {
+				out = append(out, "tenant "+id)
 			}
 		}
 		return out
@@ -86,12 +102,14 @@ func TestKeyCacheDropsWhatChangesName(t *testing.T) {
 		change Change
 		left   string
 	}{
-		{Change{Kind: ChangeKeyRevoked, TenantID: "a", KeyID: "k0", KeyHash: "a1"}, "[a2 b1 u1]"},
-		{Change{Kind: ChangeKeyCreated, TenantID: "c", KeyHash: "u1"}, "[a1 a2 b1]"},
-		{Change{Kind: ChangeKeyCreated, TenantID: "c", KeyID: "imported"}, "[a1 a2 b1]"},
-		{Change{Kind: ChangeTenantFrozen, TenantID: "a"}, "[b1 u1]"},
-		{Change{Kind: ChangeKeyRevoked, TenantID: "a", KeyID: "k0"}, "[b1 u1]"}, // a key of the previous format: its tenant
-		{Change{Kind: ChangeUnknown, KeyHash: "b1"}, "[a1 a2 u1]"},
+		{Change{Kind: ChangeKeyRevoked, TenantID: "a", KeyID: "k0", KeyHash: "a1"}, "[a2 b1 u1 tenant a tenant b]"},
+		{Change{Kind: ChangeKeyCreated, TenantID: "c", KeyHash: "u1"}, "[a1 a2 b1 tenant a tenant b]"},
+		{Change{Kind: ChangeKeyCreated, TenantID: "c", KeyID: "imported"}, "[a1 a2 b1 tenant a tenant b]"},
+		{Change{Kind: ChangeTenantFrozen, TenantID: "a"}, "[b1 u1 tenant b]"},
+		{Change{Kind: ChangeEntitlementGranted, TenantID: "b", Product: "p"}, "[a1 a2 u1 tenant a]"},
+		{Change{Kind: ChangeKeyRevoked, TenantID: "a", KeyID: "k0"}, "[b1 u1 tenant b]"}, // a key of the previous format: its tenant
+		{Change{Kind: ChangeUnknown, KeyHash: "b1"}, "[a1 a2 u1 tenant a tenant b]"},
+		{Change{Kind: ChangeProductChanged, Product: "p"}, "[]"},
 		{Change{Kind: ChangeReset}, "[]"},
 	} {
 		fill()
@@ -102,8 +120,8 @@ func TestKeyCacheDropsWhatChangesName(t *testing.T) {
 	}
 }
 
-// TestKeyCacheBounds: neither the keys nor the unknown hashes outgrow
-// their bounds, whatever is put.
+// TestKeyCacheBounds: neither the keys, the unknown hashes, the tenants
+// nor the products outgrow their bounds, whatever is put.
 func TestKeyCacheBounds(t *testing.T) {
 	c := NewKeyCache(NewLocalChangeFeed(), KeyCacheConfig{TTL: time.Minute, UnknownTTL: time.Minute, MaxKeys: 100, MaxUnknown: 50})
 	now := time.Now()
@@ -112,9 +130,13 @@ func TestKeyCacheBounds(t *testing.T) {
 		_, _, gen := c.lookup(d, now)
 		c.put(d, testRecord(d, "t"+strconv.Itoa(i%7)), gen, now)
 		c.putUnknown("u"+d, gen, now)
+		_, gen = c.lookupTenant(d, now)
+		c.putTenant(&TenantRecord{Tenant: &Tenant{ID: d}}, gen, now)
+		c.putProduct(d)
 	}
-	if len(c.keys) > 100 || len(c.unknown) > 50 {
-		t.Errorf("%d keys and %d unknown hashes cached, want at most 100 and 50", len(c.keys), len(c.unknown))
+	if len(c.keys) > 100 || len(c.unknown) > 50 || len(c.tenants) > 100 || len(c.products) > 50 {
+		t.Errorf("%d keys, %d unknown hashes, %d tenants and %d products cached, want at most 100, 50, 100 and 50",
+			len(c.keys), len(c.unknown), len(c.tenants), len(c.products))
 	}
 	n := 0
 	for _, set := range c.byTenant {

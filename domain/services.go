@@ -20,7 +20,7 @@ func NewServices(store Store, now Clock, verifier *KeyVerifier, feed *ChangeFeed
 	return Services{
 		Tenants:      &TenantService{guard: g},
 		Catalog:      &CatalogService{guard: g},
-		Entitlements: &EntitlementService{guard: g},
+		Entitlements: &EntitlementService{guard: g, cache: verifier.Cache()},
 		ApiKeys:      &ApiKeyService{guard: g, verifier: verifier},
 		Audit:        &AuditService{guard: g, keys: audit.Checkpoints, retention: audit.RetentionDays},
 		Changes:      &ChangeService{guard: g, feed: feed},

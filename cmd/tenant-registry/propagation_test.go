@@ -16,8 +16,10 @@ import (
 type replica struct {
 	m       *Main
 	url     string
-	tenants tenantregistryv1connect.TenantServiceClient
-	keys    tenantregistryv1connect.ApiKeyServiceClient
+	tenants      tenantregistryv1connect.TenantServiceClient
+	keys         tenantregistryv1connect.ApiKeyServiceClient
+	entitlements tenantregistryv1connect.EntitlementServiceClient
+	catalog      tenantregistryv1connect.CatalogServiceClient
 }
 
 func startReplica(t *testing.T, dbURL string) *replica {
@@ -25,8 +27,10 @@ func startReplica(t *testing.T, dbURL string) *replica {
 	srv := serve(t, map[string]string{"DATABASE_URL": dbURL})
 	return &replica{
 		m: srv.m, url: srv.baseURL,
-		tenants: tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL),
-		keys:    tenantregistryv1connect.NewApiKeyServiceClient(testserver.HTTP1, srv.baseURL),
+		tenants:      tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL),
+		keys:         tenantregistryv1connect.NewApiKeyServiceClient(testserver.HTTP1, srv.baseURL),
+		entitlements: tenantregistryv1connect.NewEntitlementServiceClient(testserver.HTTP1, srv.baseURL),
+		catalog:      tenantregistryv1connect.NewCatalogServiceClient(testserver.HTTP1, srv.baseURL),
 	}
 }
 
@@ -109,8 +113,7 @@ func TestChangesReachOtherReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	tenantID := tn.GetTenant().GetId()
-	catalog := tenantregistryv1connect.NewCatalogServiceClient(testserver.HTTP1, a.url)
-	entitlements := tenantregistryv1connect.NewEntitlementServiceClient(testserver.HTTP1, a.url)
+	catalog, entitlements := a.catalog, a.entitlements
 	if _, err := catalog.CreateProduct(ctx, &v1.CreateProductRequest{Key: "seated", DisplayName: "Seated", DefaultLimits: map[string]int64{"seats": 5}}); err != nil {
 		t.Fatal(err)
 	}
@@ -233,6 +236,95 @@ func TestReplicaDistrustsCacheWhileListenerIsDown(t *testing.T) {
 	if c := b.code(t, key); c != v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_REVOKED {
 		t.Fatalf("after reconnecting: %v", c)
 	}
+}
+
+// TestEntitlementChecksReachOtherReplicas: the other replica answers
+// CheckEntitlement from its cache, and every change of what it answers,
+// made through the first, reaches it within 1 s.
+func TestEntitlementChecksReachOtherReplicas(t *testing.T) {
+	dbURL := testdb.PostgresURL(t)
+	a, b := startReplica(t, dbURL), startReplica(t, dbURL)
+	b.waitTrusted(t)
+	ctx := context.Background()
+	tn, err := a.tenants.CreateTenant(ctx, &v1.CreateTenantRequest{Slug: "checked", DisplayName: "Checked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenantID := tn.GetTenant().GetId()
+	if _, err := a.catalog.CreateProduct(ctx, &v1.CreateProductRequest{Key: "checked", DisplayName: "Checked", DefaultLimits: map[string]int64{"seats": 5}}); err != nil {
+		t.Fatal(err)
+	}
+	check := func() *v1.CheckEntitlementResponse {
+		res, err := b.entitlements.CheckEntitlement(ctx, &v1.CheckEntitlementRequest{TenantId: tenantID, Product: "checked"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	entitled := func(seats int64) func(*v1.CheckEntitlementResponse) bool {
+		return func(res *v1.CheckEntitlementResponse) bool { return res.GetEntitled() && res.GetLimits()["seats"] == seats }
+	}
+	refused := func(reason v1.EntitlementCheckReason) func(*v1.CheckEntitlementResponse) bool {
+		return func(res *v1.CheckEntitlementResponse) bool { return res.GetReason() == reason }
+	}
+	steps := []struct {
+		name    string
+		change  func()
+		reached func(*v1.CheckEntitlementResponse) bool
+	}{
+		{"grant", func() {
+			must(a.entitlements.GrantEntitlement(ctx, &v1.GrantEntitlementRequest{TenantId: tenantID, Product: "checked"}))
+		}, entitled(5)},
+		{"override a limit", func() {
+			must(a.entitlements.GrantEntitlement(ctx, &v1.GrantEntitlementRequest{TenantId: tenantID, Product: "checked", Limits: map[string]int64{"seats": 7}}))
+		}, entitled(7)},
+		{"change the product's limits", func() {
+			must(a.catalog.UpdateProduct(ctx, &v1.UpdateProductRequest{Key: "checked", DefaultLimits: map[string]int64{"seats": 6, "projects": 2}}))
+		}, func(res *v1.CheckEntitlementResponse) bool { return entitled(7)(res) && res.GetLimits()["projects"] == 2 }},
+		{"cancel the tenant", func() {
+			must(a.tenants.CancelTenant(ctx, &v1.CancelTenantRequest{Id: tenantID}))
+		}, refused(v1.EntitlementCheckReason_ENTITLEMENT_CHECK_REASON_TENANT_FROZEN)},
+		{"activate the tenant", func() {
+			must(a.tenants.ActivateTenant(ctx, &v1.ActivateTenantRequest{Id: tenantID}))
+		}, entitled(7)},
+		{"revoke", func() {
+			must(a.entitlements.RevokeEntitlement(ctx, &v1.RevokeEntitlementRequest{TenantId: tenantID, Product: "checked"}))
+		}, refused(v1.EntitlementCheckReason_ENTITLEMENT_CHECK_REASON_REVOKED)},
+	}
+	for _, s := range steps {
+		before := hits(b)
+		for range 3 { // warm b's cache
+			check()
+		}
+		if hits(b) < before+2 {
+			t.Fatalf("before %s: the other replica did not answer from its cache", s.name)
+		}
+		s.change()
+		start := time.Now()
+		for !s.reached(check()) {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("%s: the other replica still answers %v after 5 s", s.name, check())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("%s reached the other replica after %v, want within 1 s", s.name, d)
+		} else {
+			t.Logf("%s reached the other replica after %v", s.name, d)
+		}
+	}
+}
+
+// hits counts the lookups r's cache answered.
+func hits(r *replica) uint64 {
+	ratio, n := r.m.KeyCache.HitRatio()
+	return uint64(ratio*float64(n) + 0.5)
 }
 
 func lookups(r *replica) uint64 {
