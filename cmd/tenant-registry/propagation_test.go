@@ -14,8 +14,8 @@ import (
 
 // replica is one server process's worth of wiring on a shared database.
 type replica struct {
-	m       *Main
-	url     string
+	m            *Main
+	url          string
 	tenants      tenantregistryv1connect.TenantServiceClient
 	keys         tenantregistryv1connect.ApiKeyServiceClient
 	entitlements tenantregistryv1connect.EntitlementServiceClient
@@ -268,7 +268,9 @@ func TestEntitlementChecksReachOtherReplicas(t *testing.T) {
 		}
 	}
 	entitled := func(seats int64) func(*v1.CheckEntitlementResponse) bool {
-		return func(res *v1.CheckEntitlementResponse) bool { return res.GetEntitled() && res.GetLimits()["seats"] == seats }
+		return func(res *v1.CheckEntitlementResponse) bool {
+			return res.GetEntitled() && res.GetLimits()["seats"] == seats
+		}
 	}
 	refused := func(reason v1.EntitlementCheckReason) func(*v1.CheckEntitlementResponse) bool {
 		return func(res *v1.CheckEntitlementResponse) bool { return res.GetReason() == reason }
@@ -286,7 +288,9 @@ func TestEntitlementChecksReachOtherReplicas(t *testing.T) {
 		}, entitled(7)},
 		{"change the product's limits", func() {
 			must(a.catalog.UpdateProduct(ctx, &v1.UpdateProductRequest{Key: "checked", DefaultLimits: map[string]int64{"seats": 6, "projects": 2}}))
-		}, func(res *v1.CheckEntitlementResponse) bool { return entitled(7)(res) && res.GetLimits()["projects"] == 2 }},
+		}, func(res *v1.CheckEntitlementResponse) bool {
+			return entitled(7)(res) && res.GetLimits()["projects"] == 2
+		}},
 		{"cancel the tenant", func() {
 			must(a.tenants.CancelTenant(ctx, &v1.CancelTenantRequest{Id: tenantID}))
 		}, refused(v1.EntitlementCheckReason_ENTITLEMENT_CHECK_REASON_TENANT_FROZEN)},
