@@ -15,6 +15,8 @@ type AuditService struct {
 	keys *CheckpointSigner
 	// retention is how many days a log keeps its events unless set for it.
 	retention int
+	// singles are the single appends, committed together when concurrent.
+	singles *auditGroup
 }
 
 // AuditSettings are the audit log's: the signer of its checkpoints, and
@@ -26,7 +28,7 @@ type AuditSettings struct {
 
 // NewAuditService returns an AuditService on store.
 func NewAuditService(store Store, now Clock, settings AuditSettings) *AuditService {
-	return &AuditService{guard: newGuard(store, now), keys: settings.Checkpoints, retention: settings.RetentionDays}
+	return &AuditService{guard: newGuard(store, now), keys: settings.Checkpoints, retention: settings.RetentionDays, singles: &auditGroup{store: store}}
 }
 
 // Retention is how long a log keeps its events.
@@ -104,13 +106,21 @@ func (s *AuditService) SetRetention(ctx context.Context, tenantID string, days i
 }
 
 // Record appends one event a product sends. It is idempotent by (tenant,
-// product, external id): a repeat returns the stored event.
+// product, external id): a repeat returns the stored event. Concurrent
+// calls share transactions (see auditGroup).
 func (s *AuditService) Record(ctx context.Context, e *AuditEvent) (*AuditEvent, error) {
-	out, err := s.record(ctx, []*AuditEvent{e}, func(int) string { return "event." })
-	if err != nil {
+	if err := s.admit(ctx, []*AuditEvent{e}, func(int) string { return "event." }); err != nil {
 		return nil, err
 	}
-	return out[0], nil
+	// Tenants are never deleted: one that exists now still does at the
+	// commit, and an unknown one does not fail a shared transaction.
+	if err := tenantsExist(ctx, s.store, []*AuditEvent{e}); err != nil {
+		return nil, err
+	}
+	if err := s.singles.append(ctx, e); err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
 // RecordBatch appends up to MaxAuditBatch events, all or nothing.
@@ -121,10 +131,18 @@ func (s *AuditService) RecordBatch(ctx context.Context, events []*AuditEvent) ([
 	case len(events) > MaxAuditBatch:
 		return nil, Violations{{Field: "events", Description: fmt.Sprintf("must hold at most %d events, got %d", MaxAuditBatch, len(events))}}.Err()
 	}
-	return s.record(ctx, events, func(i int) string { return "events[" + strconv.Itoa(i) + "]." })
+	if err := s.admit(ctx, events, func(i int) string { return "events[" + strconv.Itoa(i) + "]." }); err != nil {
+		return nil, err
+	}
+	if err := s.store.Atomically(ctx, func(r Repositories) error { return appendEvents(ctx, r, events) }); err != nil {
+		return nil, err
+	}
+	return events, nil
 }
 
-func (s *AuditService) record(ctx context.Context, events []*AuditEvent, prefix func(int) string) ([]*AuditEvent, error) {
+// admit validates events, naming bad fields by prefix, stamps them as
+// received now, and checks the caller may append them.
+func (s *AuditService) admit(ctx context.Context, events []*AuditEvent, prefix func(int) string) error {
 	now := s.now()
 	var v Violations
 	for i, e := range events {
@@ -136,21 +154,9 @@ func (s *AuditService) record(ctx context.Context, events []*AuditEvent, prefix 
 		e.ID, e.Seq, e.Hash, e.ReceiveTime = NewID(), 0, "", now
 	}
 	if err := v.Err(); err != nil {
-		return nil, err
+		return err
 	}
-	if err := s.authorizeRecord(ctx, events); err != nil {
-		return nil, err
-	}
-	err := s.store.Atomically(ctx, func(r Repositories) error {
-		if err := tenantsExist(ctx, r, events); err != nil {
-			return err
-		}
-		return r.Audit().Append(ctx, events)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return events, nil
+	return s.authorizeRecord(ctx, events)
 }
 
 // authorizeRecord lets a caller append events to the tenants it may

@@ -22,7 +22,7 @@ func NewServices(store Store, now Clock, verifier *KeyVerifier, feed *ChangeFeed
 		Catalog:      &CatalogService{guard: g},
 		Entitlements: &EntitlementService{guard: g, cache: verifier.Cache()},
 		ApiKeys:      &ApiKeyService{guard: g, verifier: verifier},
-		Audit:        &AuditService{guard: g, keys: audit.Checkpoints, retention: audit.RetentionDays},
+		Audit:        &AuditService{guard: g, keys: audit.Checkpoints, retention: audit.RetentionDays, singles: &auditGroup{store: store}},
 		Changes:      &ChangeService{guard: g, feed: feed},
 	}
 }

@@ -72,7 +72,10 @@ const (
 type AuditServiceClient interface {
 	// Appends one event. Idempotent by (tenant_id, product, external_id): when
 	// an event with the same three already exists, that stored event is
-	// returned and nothing is appended.
+	// returned and nothing is appended. Concurrent calls to one replica share
+	// transactions; each answers once its event is committed. A call that
+	// times out may still have appended its event: retry with the same
+	// external_id.
 	//
 	// Callers: platform admins; platform keys with scope `registry:audit.write`,
 	// for every tenant, for the product named by their `product:<key>` scope
@@ -348,7 +351,10 @@ func (c *auditServiceClient) GetAuditVerifierKey(ctx context.Context, req *v1.Ge
 type AuditServiceHandler interface {
 	// Appends one event. Idempotent by (tenant_id, product, external_id): when
 	// an event with the same three already exists, that stored event is
-	// returned and nothing is appended.
+	// returned and nothing is appended. Concurrent calls to one replica share
+	// transactions; each answers once its event is committed. A call that
+	// times out may still have appended its event: retry with the same
+	// external_id.
 	//
 	// Callers: platform admins; platform keys with scope `registry:audit.write`,
 	// for every tenant, for the product named by their `product:<key>` scope

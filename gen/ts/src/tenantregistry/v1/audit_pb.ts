@@ -1095,7 +1095,10 @@ export const AuditService: GenService<{
   /**
    * Appends one event. Idempotent by (tenant_id, product, external_id): when
    * an event with the same three already exists, that stored event is
-   * returned and nothing is appended.
+   * returned and nothing is appended. Concurrent calls to one replica share
+   * transactions; each answers once its event is committed. A call that
+   * times out may still have appended its event: retry with the same
+   * external_id.
    *
    * Callers: platform admins; platform keys with scope `registry:audit.write`,
    * for every tenant, for the product named by their `product:<key>` scope

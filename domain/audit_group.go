@@ -1,0 +1,131 @@
+package domain
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// auditGroup combines concurrent single appends into shared transactions
+// (group commit): while one transaction commits, the events that arrive
+// wait, and go together in the next. Each caller still hears of its own
+// event only once the transaction holding it committed. When a shared
+// transaction fails (one event's tenant is unknown, say), each of its
+// events is appended again in a transaction of its own, so an error
+// belongs to the event that caused it and no other event is lost to it.
+//
+// At most one goroutine commits at a time, started by the first event to
+// find none running; batches are at most MaxAuditBatch events.
+type auditGroup struct {
+	store Store
+
+	mu      sync.Mutex
+	pending []*pendingAppend
+	running bool
+}
+
+type pendingAppend struct {
+	ctx   context.Context
+	event *AuditEvent
+	done  chan error // buffered: the committer never waits on a caller
+}
+
+// append appends e, sharing a transaction with the appends in flight,
+// and returns once it is committed, refused, or ctx ends. An append whose
+// ctx ended may still be committed: a retry with the same external id
+// then returns the stored event.
+func (g *auditGroup) append(ctx context.Context, e *AuditEvent) error {
+	p := &pendingAppend{ctx: ctx, event: e, done: make(chan error, 1)}
+	g.mu.Lock()
+	g.pending = append(g.pending, p)
+	if !g.running {
+		g.running = true
+		go g.commitLoop()
+	}
+	g.mu.Unlock()
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// commitLoop commits the pending appends, a batch at a time, until none
+// are left.
+func (g *auditGroup) commitLoop() {
+	for {
+		g.mu.Lock()
+		n := min(len(g.pending), MaxAuditBatch)
+		if n == 0 {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		batch := g.pending[:n:n]
+		g.pending = g.pending[n:]
+		g.mu.Unlock()
+		g.commit(batch)
+	}
+}
+
+func (g *auditGroup) commit(batch []*pendingAppend) {
+	live := batch[:0]
+	for _, p := range batch {
+		if err := p.ctx.Err(); err != nil {
+			p.done <- err // gave up while waiting: not appended
+			continue
+		}
+		live = append(live, p)
+	}
+	if len(live) == 0 {
+		return
+	}
+	if len(live) > 1 {
+		ctx, cancel := groupContext(live)
+		events := make([]*AuditEvent, len(live))
+		for i, p := range live {
+			events[i] = p.event
+		}
+		err := g.store.Atomically(ctx, func(r Repositories) error { return appendEvents(ctx, r, events) })
+		cancel()
+		if err == nil {
+			for _, p := range live {
+				p.done <- nil
+			}
+			return
+		}
+		for _, p := range live { // undo what the failed transaction set
+			p.event.Seq, p.event.Hash = 0, ""
+		}
+	}
+	for _, p := range live {
+		p.done <- g.store.Atomically(p.ctx, func(r Repositories) error { return appendEvents(p.ctx, r, []*AuditEvent{p.event}) })
+	}
+}
+
+// groupContext is the shared transaction's context: the first caller's
+// values, and the latest of the callers' deadlines, so that no caller's
+// deadline cuts short the others' transaction. Every call has a deadline
+// (the server's request timeout); without one, a minute bounds it.
+func groupContext(batch []*pendingAppend) (context.Context, context.CancelFunc) {
+	latest := time.Time{}
+	for _, p := range batch {
+		d, ok := p.ctx.Deadline()
+		if !ok {
+			d = time.Now().Add(time.Minute)
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return context.WithDeadline(context.WithoutCancel(batch[0].ctx), latest)
+}
+
+// appendEvents appends events, whose tenants must exist, in r.
+func appendEvents(ctx context.Context, r Repositories, events []*AuditEvent) error {
+	if err := tenantsExist(ctx, r, events); err != nil {
+		return err
+	}
+	return r.Audit().Append(ctx, events)
+}

@@ -1,0 +1,154 @@
+package persistence_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tenant-registry/tenant-registry/domain"
+	"github.com/tenant-registry/tenant-registry/internal/testdb"
+	"github.com/tenant-registry/tenant-registry/persistence"
+)
+
+// gatedStore is a real store whose first transaction waits for open, and
+// which counts its transactions; it rolls back transaction number fail
+// (from 1; 0: none) after its work, as a failed commit would.
+type gatedStore struct {
+	domain.Store
+	open    chan struct{}
+	entered chan struct{}
+	first   sync.Once
+	txs     atomic.Int64
+	fail    int64
+}
+
+var errInjected = errors.New("injected failure")
+
+func (s *gatedStore) Atomically(ctx context.Context, fn func(domain.Repositories) error) error {
+	n := s.txs.Add(1)
+	s.first.Do(func() {
+		close(s.entered)
+		<-s.open
+	})
+	if n == s.fail {
+		return s.Store.Atomically(ctx, func(r domain.Repositories) error {
+			if err := fn(r); err != nil {
+				return err
+			}
+			return errInjected
+		})
+	}
+	return s.Store.Atomically(ctx, fn)
+}
+
+// TestConcurrentSingleAppendsShareTransactions holds the first single
+// append's transaction while 63 more arrive: they must be committed in a
+// few shared transactions, each caller answered with its own event, an
+// event of an unknown tenant refused alone, repeats of one external id
+// answered with one event, and both chains gapless and verifying. When
+// the shared transaction fails, its events are appended one by one and
+// the same holds.
+func TestConcurrentSingleAppendsShareTransactions(t *testing.T) {
+	for _, failShared := range []bool{false, true} {
+		t.Run(fmt.Sprint("shared transaction fails=", failShared), func(t *testing.T) { groupCommit(t, failShared) })
+	}
+}
+
+func groupCommit(t *testing.T, failShared bool) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		ctx := domain.WithCaller(context.Background(), bootstrapCaller)
+		tenants := domain.NewTenantService(db.Store(), domain.SystemClock)
+		var ids [2]string
+		for i := range ids {
+			tn, err := tenants.Create(ctx, domain.CreateTenant{Slug: fmt.Sprint("grouped-", i), DisplayName: "g"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[i] = tn.ID
+		}
+		store := &gatedStore{Store: db.Store(), open: make(chan struct{}), entered: make(chan struct{})}
+		if failShared {
+			store.fail = 2 // the first shared one: the first is held alone
+		}
+		audit := domain.NewAuditService(store, domain.SystemClock, domain.AuditSettings{})
+		now := time.Now().UTC().Truncate(time.Microsecond)
+
+		const n = 64
+		unknown := domain.NewID()
+		type result struct {
+			event *domain.AuditEvent
+			err   error
+		}
+		results := make([]result, n)
+		var wg sync.WaitGroup
+		call := func(i int) {
+			defer wg.Done()
+			tenant := ids[i%2]
+			if i == 10 || i == 11 {
+				tenant = unknown
+			}
+			once := i >= 20 && i < 24 // one event, asked for four times
+			if once {
+				tenant = ids[0]
+			}
+			e := benchEvents(tenant, 1, now)[0]
+			if once {
+				e.ExternalID = "once"
+			}
+			out, err := audit.Record(ctx, e)
+			results[i] = result{out, err}
+		}
+		wg.Add(1)
+		go call(0)
+		<-store.entered // the first transaction is held: the others queue
+		for i := 1; i < n; i++ {
+			wg.Add(1)
+			go call(i)
+		}
+		time.Sleep(50 * time.Millisecond) // let them reach the queue; a straggler only adds a transaction
+		close(store.open)
+		wg.Wait()
+
+		byID := map[string]int{}
+		for i, r := range results {
+			switch {
+			case i == 10 || i == 11:
+				if domain.ErrorKind(r.err) != domain.KindNotFound {
+					t.Errorf("event %d of an unknown tenant: %v, want NotFound", i, r.err)
+				}
+			case r.err != nil:
+				t.Errorf("event %d: %v", i, r.err)
+			case r.event.Seq == 0 || r.event.Hash == "":
+				t.Errorf("event %d came back without its place in the chain: %+v", i, r.event)
+			default:
+				byID[r.event.ID]++
+			}
+		}
+		if len(byID) != n-2-3 || byID[results[20].event.ID] != 4 {
+			t.Errorf("%d distinct events for %d appends with one external id used four times", len(byID), n-2)
+		}
+		if got := store.txs.Load(); got > n/4 && !failShared {
+			t.Errorf("%d transactions for %d concurrent single appends, want them shared", got, n)
+		}
+		t.Logf("%d transactions for %d concurrent single appends", store.txs.Load(), n)
+		for _, id := range ids {
+			report, err := audit.VerifyChain(ctx, id, nil)
+			if err != nil || !report.OK {
+				t.Fatalf("chain of %s: %+v, %v", id, report, err)
+			}
+			page, err := audit.List(ctx, domain.AuditFilter{TenantID: id}, domain.PageRequest{Size: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, e := range page.Events { // newest first, gapless
+				if want := int64(len(page.Events) - i); e.Seq != want {
+					t.Fatalf("chain of %s: seq %d at %d, want %d", id, e.Seq, i, want)
+				}
+			}
+		}
+	})
+}
