@@ -59,7 +59,7 @@ func TestAuditTreeBackfill(t *testing.T) {
 		if err != nil || got != want {
 			t.Fatalf("head after the backfill %+v, %v; appends had written %+v", got, err, want)
 		}
-		report, err := domain.NewServices(store, domain.SystemClock, nil, nil, domain.AuditSettings{}).Audit.VerifyChain(ctx, tenant.ID, nil)
+		report, err := domain.NewAuditService(store, domain.SystemClock, domain.AuditSettings{}).VerifyChain(ctx, tenant.ID, nil)
 		if err != nil || !report.OK || report.EventsChecked != 73 {
 			t.Fatalf("the rebuilt log: %+v, %v", report, err)
 		}

@@ -108,7 +108,7 @@ func TestAuditRetention(t *testing.T) {
 		if db.Dialect() == "pg" && !slices.Equal(expiry.PartitionsDropped, []string{"audit_events_202610", "audit_events_202611", "audit_events_202612"}) {
 			t.Errorf("partitions dropped: %v, want October's to December's", expiry.PartitionsDropped)
 		}
-		svc := domain.NewServices(store, func() time.Time { return now }, nil, nil, domain.AuditSettings{RetentionDays: 400}).Audit
+		svc := domain.NewAuditService(store, func() time.Time { return now }, domain.AuditSettings{RetentionDays: 400})
 		for tenant, want := range map[string]struct{ checked, expired int64 }{short: {20, 30}, forever: {15, 0}} {
 			r, err := svc.VerifyChain(ctx, tenant, nil)
 			if err != nil || !r.OK || r.EventsChecked != want.checked || r.ExpiredThrough != want.expired {
