@@ -179,22 +179,13 @@ func (s *ApiKeyService) Get(ctx context.Context, id string) (*ApiKey, error) {
 	return s.loadKey(ctx, id, "")
 }
 
-// ApiKeyPage is one page of a tenant's keys.
-type ApiKeyPage struct {
-	ApiKeys       []*ApiKey
-	NextPageToken string
-}
-
 // List returns one page of a tenant's keys, oldest first.
-func (s *ApiKeyService) List(ctx context.Context, tenantID string, p PageRequest) (*ApiKeyPage, error) {
+func (s *ApiKeyService) List(ctx context.Context, tenantID string, p PageRequest) (*Page[*ApiKey], error) {
 	var v Violations
 	tenantID = checkID(&v, "tenant_id", tenantID)
 	size := p.pageSize(&v)
 	query := "api_keys|" + tenantID
-	var after string
-	if pos := decodeCursor(&v, p.Token, query, 1); pos != nil {
-		after = checkID(&v, "page_token", pos[0])
-	}
+	after := p.afterID(&v, query)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -208,12 +199,7 @@ func (s *ApiKeyService) List(ctx context.Context, tenantID string, p PageRequest
 	if err != nil {
 		return nil, err
 	}
-	page := &ApiKeyPage{ApiKeys: keys}
-	if len(keys) > size {
-		page.ApiKeys = keys[:size]
-		page.NextPageToken = encodeCursor(query, page.ApiKeys[size-1].ID)
-	}
-	return page, nil
+	return pageOf(keys, size, query, func(k *ApiKey) string { return k.ID }), nil
 }
 
 // Revoke revokes a key at once. Revoking a revoked key changes nothing.

@@ -197,14 +197,8 @@ func tenantsExist(ctx context.Context, r Repositories, events []*AuditEvent) err
 	return nil
 }
 
-// AuditPage is one page of audit events, newest first.
-type AuditPage struct {
-	Events        []*AuditEvent
-	NextPageToken string
-}
-
 // List returns one page of the events matching f, newest first.
-func (s *AuditService) List(ctx context.Context, f AuditFilter, p PageRequest) (*AuditPage, error) {
+func (s *AuditService) List(ctx context.Context, f AuditFilter, p PageRequest) (*Page[*AuditEvent], error) {
 	var v Violations
 	f = checkAuditFilter(&v, f)
 	size := p.pageSize(&v)
@@ -227,12 +221,7 @@ func (s *AuditService) List(ctx context.Context, f AuditFilter, p PageRequest) (
 	if err != nil {
 		return nil, err
 	}
-	page := &AuditPage{Events: events}
-	if len(events) > size {
-		page.Events = events[:size]
-		page.NextPageToken = encodeCursor(query, strconv.FormatInt(page.Events[size-1].Seq, 10))
-	}
-	return page, nil
+	return pageOf(events, size, query, func(e *AuditEvent) string { return strconv.FormatInt(e.Seq, 10) }), nil
 }
 
 // exportPageSize is how many events Export holds in memory at once.

@@ -263,42 +263,27 @@ func (s *CatalogService) RequestProduct(ctx context.Context, in RequestProduct) 
 	return out, nil
 }
 
-// ProductRequestPage is one page of product requests.
-type ProductRequestPage struct {
-	Requests      []*ProductRequest
-	NextPageToken string
-}
-
 // ListProductRequests returns one page of the requests in status (any when
 // empty), oldest first, the order sales works through them.
-func (s *CatalogService) ListProductRequests(ctx context.Context, status ProductRequestStatus, p PageRequest) (*ProductRequestPage, error) {
+func (s *CatalogService) ListProductRequests(ctx context.Context, status ProductRequestStatus, p PageRequest) (*Page[*ProductRequest], error) {
 	var v Violations
 	if status != "" && status != RequestOpen && status != RequestClosed {
 		v.Add("status", "must be one of OPEN, CLOSED")
 	}
 	size := p.pageSize(&v)
 	query := "product_requests|" + string(status)
-	var after string
-	if pos := decodeCursor(&v, p.Token, query, 1); pos != nil {
-		after = checkID(&v, "page_token", pos[0])
-	}
+	after := p.afterID(&v, query)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
 	if err := s.allow(ctx, PermProductRequestsList, "", nil); err != nil {
 		return nil, err
 	}
-	// One row more than asked tells whether another page exists without a COUNT.
 	reqs, err := s.store.ProductRequests().List(ctx, status, after, size+1)
 	if err != nil {
 		return nil, err
 	}
-	page := &ProductRequestPage{Requests: reqs}
-	if len(reqs) > size {
-		page.Requests = reqs[:size]
-		page.NextPageToken = encodeCursor(query, page.Requests[size-1].ID)
-	}
-	return page, nil
+	return pageOf(reqs, size, query, func(r *ProductRequest) string { return r.ID }), nil
 }
 
 // StartTrial grants a tenant a TRIAL entitlement for a product, ending

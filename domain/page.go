@@ -32,6 +32,33 @@ func (p PageRequest) pageSize(v *Violations) int {
 	return p.Size
 }
 
+// afterID decodes p's token as a position after an id in query's list ("",
+// the start, for no token), recording a violation for a bad one.
+func (p PageRequest) afterID(v *Violations, query string) string {
+	if pos := decodeCursor(v, p.Token, query, 1); pos != nil {
+		return checkID(v, "page_token", pos[0])
+	}
+	return ""
+}
+
+// Page is one page of a list: its items, and the token that continues
+// after them ("" on the last page).
+type Page[T any] struct {
+	Items         []T
+	NextPageToken string
+}
+
+// pageOf makes a page of items that were read one more than size: the
+// extra one tells whether another page exists without a COUNT. The next
+// page's token, bound to query, continues after the last item kept, at the
+// position pos names.
+func pageOf[T any](items []T, size int, query string, pos func(T) string) *Page[T] {
+	if len(items) <= size {
+		return &Page[T]{Items: items}
+	}
+	return &Page[T]{Items: items[:size], NextPageToken: encodeCursor(query, pos(items[size-1]))}
+}
+
 // cursor is the content of a page token: the keyset position to continue
 // after, and a fingerprint of the query it belongs to, so a token cannot be
 // replayed against another query.

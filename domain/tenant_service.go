@@ -93,14 +93,8 @@ func (s *TenantService) GetBySlug(ctx context.Context, slug string) (*Tenant, er
 	return t, nil
 }
 
-// TenantPage is one page of a tenant list.
-type TenantPage struct {
-	Tenants       []*Tenant
-	NextPageToken string
-}
-
 // List returns one page of the tenants matching f, in creation order.
-func (s *TenantService) List(ctx context.Context, f TenantFilter, p PageRequest) (*TenantPage, error) {
+func (s *TenantService) List(ctx context.Context, f TenantFilter, p PageRequest) (*Page[*Tenant], error) {
 	var v Violations
 	if f.Status != "" && !f.Status.Valid() {
 		v.Add("status", "must be one of TRIAL, ACTIVE, FROZEN")
@@ -108,27 +102,18 @@ func (s *TenantService) List(ctx context.Context, f TenantFilter, p PageRequest)
 	checkText(&v, "query", f.Query, MaxQueryLen, false)
 	size := p.pageSize(&v)
 	query := "tenants|" + string(f.Status) + "|" + f.Query
-	var after string
-	if pos := decodeCursor(&v, p.Token, query, 1); pos != nil {
-		after = checkID(&v, "page_token", pos[0])
-	}
+	after := p.afterID(&v, query)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
 	if err := s.allow(ctx, PermTenantList, "", nil); err != nil {
 		return nil, err
 	}
-	// One row more than asked tells whether another page exists without a COUNT.
 	tenants, err := s.store.Tenants().List(ctx, f, after, size+1)
 	if err != nil {
 		return nil, err
 	}
-	page := &TenantPage{Tenants: tenants}
-	if len(tenants) > size {
-		page.Tenants = tenants[:size]
-		page.NextPageToken = encodeCursor(query, page.Tenants[size-1].ID)
-	}
-	return page, nil
+	return pageOf(tenants, size, query, func(t *Tenant) string { return t.ID }), nil
 }
 
 // UpdateTenant is the input of TenantService.Update. A nil DisplayName

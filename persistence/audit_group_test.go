@@ -144,8 +144,8 @@ func groupCommit(t *testing.T, failShared bool) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i, e := range page.Events { // newest first, gapless
-				if want := int64(len(page.Events) - i); e.Seq != want {
+			for i, e := range page.Items { // newest first, gapless
+				if want := int64(len(page.Items) - i); e.Seq != want {
 					t.Fatalf("chain of %s: seq %d at %d, want %d", id, e.Seq, i, want)
 				}
 			}

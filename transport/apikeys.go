@@ -45,8 +45,8 @@ func (s *ApiKeyServer) ListApiKeys(ctx context.Context, req *v1.ListApiKeysReque
 	if err != nil {
 		return nil, err
 	}
-	res := &v1.ListApiKeysResponse{NextPageToken: page.NextPageToken, ApiKeys: make([]*v1.ApiKey, len(page.ApiKeys))}
-	for i, k := range page.ApiKeys {
+	res := &v1.ListApiKeysResponse{NextPageToken: page.NextPageToken, ApiKeys: make([]*v1.ApiKey, len(page.Items))}
+	for i, k := range page.Items {
 		res.ApiKeys[i] = s.apiKeyOut(k)
 	}
 	return res, nil

@@ -72,8 +72,8 @@ func (s *AuditServer) ListAuditEvents(ctx context.Context, req *v1.ListAuditEven
 	if err != nil {
 		return nil, err
 	}
-	res := &v1.ListAuditEventsResponse{NextPageToken: page.NextPageToken, Events: make([]*v1.AuditEvent, len(page.Events))}
-	for i, e := range page.Events {
+	res := &v1.ListAuditEventsResponse{NextPageToken: page.NextPageToken, Events: make([]*v1.AuditEvent, len(page.Items))}
+	for i, e := range page.Items {
 		res.Events[i] = auditEventOut(e)
 	}
 	return res, nil

@@ -81,9 +81,9 @@ func (s *CatalogServer) ListProductRequests(ctx context.Context, req *v1.ListPro
 		return nil, err
 	}
 	out := &v1.ListProductRequestsResponse{
-		NextPageToken: page.NextPageToken, Requests: make([]*v1.ProductRequest, len(page.Requests)),
+		NextPageToken: page.NextPageToken, Requests: make([]*v1.ProductRequest, len(page.Items)),
 	}
-	for i, r := range page.Requests {
+	for i, r := range page.Items {
 		out.Requests[i] = productRequestProto(r)
 	}
 	return out, nil

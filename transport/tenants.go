@@ -60,8 +60,8 @@ func (s *TenantServer) ListTenants(ctx context.Context, req *v1.ListTenantsReque
 	if err != nil {
 		return nil, err
 	}
-	out := &v1.ListTenantsResponse{NextPageToken: page.NextPageToken, Tenants: make([]*v1.Tenant, len(page.Tenants))}
-	for i, t := range page.Tenants {
+	out := &v1.ListTenantsResponse{NextPageToken: page.NextPageToken, Tenants: make([]*v1.Tenant, len(page.Items))}
+	for i, t := range page.Items {
 		out.Tenants[i] = tenantProto(t)
 	}
 	return out, nil
