@@ -66,16 +66,20 @@ type Config struct {
 	// trace id); empty when telemetry is off.
 	Interceptors []connect.Interceptor
 
-	samples *logSampler // shared by the server's handlers and HTTP layer; set by NewServer
+	samples *logSampler // set by prepared
 }
 
-// logSampler returns the server's log sampler, or a new one for handlers
-// and HTTP servers assembled on their own (the benchmark's baseline).
-func (cfg Config) logSampler() *logSampler {
-	if cfg.samples != nil {
-		return cfg.samples
+// prepared returns cfg as the server's parts use it: its Logger adds each
+// request's attributes (LogHandler), and it has a log sampler. NewServer
+// prepares once, so that its handlers and its HTTP layer share one
+// sampler; handlers and HTTP servers assembled on their own (the
+// benchmark's baseline) get one each. Preparing again changes nothing.
+func (cfg Config) prepared() Config {
+	if cfg.samples == nil {
+		cfg.Logger = slog.New(LogHandler(cfg.Logger.Handler()))
+		cfg.samples = newLogSampler(cfg.Logger)
 	}
-	return newLogSampler(requestLogger(cfg.Logger))
+	return cfg
 }
 
 // Services are the handlers of the six services of the contract.
@@ -125,8 +129,7 @@ var serviceNames = []string{
 // NewServer assembles the server: the services behind their interceptors,
 // gRPC health, reflection, /healthz and /readyz, all behind CORS.
 func NewServer(cfg Config, svc Services) *Server {
-	cfg.Logger = requestLogger(cfg.Logger)
-	cfg.samples = newLogSampler(cfg.Logger)
+	cfg = cfg.prepared()
 	s := &Server{cfg: cfg, changes: svc.Changes}
 	opts := HandlerOptions(cfg)
 	mux := http.NewServeMux()
@@ -158,9 +161,9 @@ func NewServer(cfg Config, svc Services) *Server {
 // codecs, interceptors, message limit, panic recovery. They are exported
 // so that the benchmark's baseline handlers get exactly the same.
 func HandlerOptions(cfg Config) connect.HandlerOption {
-	log := requestLogger(cfg.Logger)
-	samples := cfg.logSampler()
-	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{log, samples},
+	cfg = cfg.prepared()
+	samples := cfg.samples
+	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{cfg.Logger, samples},
 		deadlineInterceptor{cfg.RequestTimeout}, // outside errorInterceptor, which must see the deadline
 		errorInterceptor{samples.logger()}, callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}})
 	return connect.WithHandlerOptions(append(strictJSONCodecs,
@@ -171,14 +174,6 @@ func HandlerOptions(cfg Config) connect.HandlerOption {
 	)...)
 }
 
-// requestLogger returns log with LogHandler's request attributes.
-func requestLogger(log *slog.Logger) *slog.Logger {
-	if _, ok := log.Handler().(contextHandler); ok {
-		return log
-	}
-	return slog.New(LogHandler(log.Handler()))
-}
-
 // NewHTTPServer returns the http.Server that serves handler behind CORS,
 // with the server's protocols, timeouts and limits. It is exported so that
 // the benchmark's baseline server runs with exactly the same settings.
@@ -186,10 +181,10 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS, on the same port
-	log := requestLogger(cfg.Logger)
-	samples := cfg.logSampler()
+	cfg = cfg.prepared()
+	samples := cfg.samples
 	return &http.Server{
-		Handler:           newCORS(cfg).Handler(requestIDs(log, samples, bodyDeadline(cfg.BodyReadTimeout, guardWire(handler)))),
+		Handler:           newCORS(cfg).Handler(requestIDs(cfg.Logger, samples, bodyDeadline(cfg.BodyReadTimeout, guardWire(handler)))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
