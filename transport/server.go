@@ -198,9 +198,6 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	}
 }
 
-// Handler returns the server's root handler.
-func (s *Server) Handler() http.Handler { return s.http.Handler }
-
 // newCORS allows the configured browser origins to call every protocol,
 // with the header lists connect-es and gRPC-Web clients need, Authorization
 // included for bearer tokens.
