@@ -81,11 +81,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	default:
 		bad("APP_ENV", "want dev, stage or prod, got %q", c.Env)
 	}
-	if host, port, err := net.SplitHostPort(c.Addr); err != nil {
-		bad("ADDR", "want host:port or :port, got %q", c.Addr)
-	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
-		bad("ADDR", "want host:port with a port from 0 to 65535, got %q", c.Addr)
-	}
+	checkAddr("ADDR", c.Addr, "host:port or :port", bad)
 	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") &&
 		!strings.HasPrefix(c.DatabaseURL, "postgresql://") && !strings.HasPrefix(c.DatabaseURL, "sqlite:") {
 		bad("DATABASE_URL", "want postgres://…, sqlite:PATH, or empty for the embedded default")
@@ -193,18 +189,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	// Profiles reveal internals, so they get a listener of their own that
 	// is off unless asked for, and never share the public port.
 	if c.PprofAddr = get("PPROF_ADDR", ""); c.PprofAddr != "" {
-		if _, port, err := net.SplitHostPort(c.PprofAddr); err != nil {
-			bad("PPROF_ADDR", "want host:port, e.g. 127.0.0.1:6060, got %q", c.PprofAddr)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			bad("PPROF_ADDR", "want host:port with a port from 0 to 65535, got %q", c.PprofAddr)
-		}
+		checkAddr("PPROF_ADDR", c.PprofAddr, "host:port, e.g. 127.0.0.1:6060", bad)
 	}
 	if c.MetricsAddr = get("METRICS_ADDR", ""); c.MetricsAddr != "" {
-		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil {
-			bad("METRICS_ADDR", "want host:port or :port, e.g. :9090, got %q", c.MetricsAddr)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			bad("METRICS_ADDR", "want host:port with a port from 0 to 65535, got %q", c.MetricsAddr)
-		}
+		checkAddr("METRICS_ADDR", c.MetricsAddr, "host:port or :port, e.g. :9090", bad)
 	}
 	loadOTLP(&c, get, bad)
 	c.AuditSigningKey, c.AuditSigningKeyFile = get("AUDIT_SIGNING_KEY", ""), get("AUDIT_SIGNING_KEY_FILE", "")
@@ -283,6 +271,20 @@ func loadOTLP(c *Config, get func(name, def string) string, bad func(name, forma
 	case "http/protobuf", "grpc":
 	default:
 		bad("OTEL_EXPORTER_OTLP_PROTOCOL", "want http/protobuf or grpc, got %q", c.OTLPProtocol)
+	}
+}
+
+// checkAddr reports, through bad, a listen address of the variable name
+// that is not host:port (as want describes it) with a port from 0 to
+// 65535 and a host net.Listen could take.
+func checkAddr(name, addr, want string, bad func(name, format string, args ...any)) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		bad(name, "want %s, got %q", want, addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
+		bad(name, "want host:port with a port from 0 to 65535, got %q", addr)
 	}
 }
 

@@ -614,6 +614,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"trusted proxy not an address", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}, []string{"TRUSTED_PROXIES"}},
 		{"key cache neither on nor off", map[string]string{"KEY_CACHE": "maybe"}, []string{"KEY_CACHE"}},
 		{"pprof address without a port", map[string]string{"PPROF_ADDR": "localhost"}, []string{"PPROF_ADDR"}},
+		{"pprof host with a space", map[string]string{"PPROF_ADDR": "local host:6060"}, []string{"PPROF_ADDR"}},
+		{"metrics port out of range", map[string]string{"METRICS_ADDR": ":70000"}, []string{"METRICS_ADDR"}},
 		{"read header timeout without unit", map[string]string{"READ_HEADER_TIMEOUT": "10"}, []string{"READ_HEADER_TIMEOUT"}},
 		{"request timeout zero", map[string]string{"REQUEST_TIMEOUT": "0s"}, []string{"REQUEST_TIMEOUT"}},
 		{"request timeout over an hour", map[string]string{"REQUEST_TIMEOUT": "2h"}, []string{"REQUEST_TIMEOUT"}},
