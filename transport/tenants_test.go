@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -137,27 +136,29 @@ func startServer(t *testing.T, db *persistence.DB) *harness {
 	clock := newFakeClock()
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv := transport.NewServer(transport.Config{
-		MaxMessageBytes:   maxMessageBytes,
-		ReadHeaderTimeout: 10 * time.Second,
-		ShutdownGrace:     10 * time.Second,
-		Ready:             db.Ready,
-		Logger:            logger,
-	}, transport.NewServices(db.Store(), clock.Now, db.KeyVerifier(clock.Now, domain.DefaultKeyCacheConfig), db.Changes(), testserver.AuditSettings(t)))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	cfg := transport.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.MaxMessageBytes = maxMessageBytes
+	cfg.ShutdownGrace = 10 * time.Second
+	cfg.Ready = db.Ready
+	cfg.Logger = logger
+	srv, err := transport.NewServer(cfg, transport.Backend{
+		Store: db.Store(), Clock: clock.Now, Verifier: db.KeyVerifier(clock.Now, domain.DefaultKeyCacheConfig),
+		Changes: db.Changes(), Audit: testserver.AuditSettings(t),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
+	go func() { served <- srv.Serve(ctx) }()
 
 	h2cProtocols := new(http.Protocols)
 	h2cProtocols.SetUnencryptedHTTP2(true)
 	h := &harness{
 		db:      db,
 		clock:   clock,
-		baseURL: "http://" + ln.Addr().String(),
+		baseURL: "http://" + srv.Addr(),
 		http1:   &http.Transport{MaxIdleConnsPerHost: 64},
 		h2c:     &http.Transport{Protocols: h2cProtocols},
 		logs:    logs,
@@ -169,6 +170,7 @@ func startServer(t *testing.T, db *persistence.DB) *harness {
 		if err := <-served; err != nil {
 			t.Errorf("Serve returned %v, want nil after a clean shutdown", err)
 		}
+		srv.Close()
 		if strings.Contains(logs.String(), "level=ERROR") {
 			t.Errorf("the server logged errors (no input may cause Internal)")
 		}

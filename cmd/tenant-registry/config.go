@@ -14,6 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tenant-registry/tenant-registry/domain"
+	"github.com/tenant-registry/tenant-registry/transport"
 )
 
 // Config is the service's configuration, read from the environment.
@@ -125,7 +126,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("LOG_FORMAT", "want text or json, got %q", c.LogFormat)
 	}
-	c.MaxMessageBytes = 4 << 20
+	// The server's limits default to transport's, which the tests' servers
+	// run with too.
+	limits := transport.DefaultConfig()
+	c.MaxMessageBytes = limits.MaxMessageBytes
 	if v := get("MAX_MESSAGE_BYTES", ""); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1024 || n > 64<<20 {
@@ -133,7 +137,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.MaxMessageBytes = n
 	}
-	c.ShutdownGrace = 20 * time.Second
+	c.ShutdownGrace = limits.ShutdownGrace
 	if v := get("SHUTDOWN_GRACE", ""); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
@@ -153,11 +157,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		return d
 	}
-	c.ReadHeaderTimeout = duration("READ_HEADER_TIMEOUT", 10*time.Second, 100*time.Millisecond, 5*time.Minute)
-	c.RequestTimeout = duration("REQUEST_TIMEOUT", 30*time.Second, 100*time.Millisecond, time.Hour)
-	c.BodyReadTimeout = duration("BODY_READ_TIMEOUT", 10*time.Second, 100*time.Millisecond, time.Hour)
+	c.ReadHeaderTimeout = duration("READ_HEADER_TIMEOUT", limits.ReadHeaderTimeout, 100*time.Millisecond, 5*time.Minute)
+	c.RequestTimeout = duration("REQUEST_TIMEOUT", limits.RequestTimeout, 100*time.Millisecond, time.Hour)
+	c.BodyReadTimeout = duration("BODY_READ_TIMEOUT", limits.BodyReadTimeout, 100*time.Millisecond, time.Hour)
 	c.OIDCFetchTimeout = duration("OIDC_FETCH_TIMEOUT", 3*time.Second, 100*time.Millisecond, time.Minute)
-	c.MaxStreams = 100
+	c.MaxStreams = limits.MaxConcurrentStreams
 	if v := get("HTTP2_MAX_CONCURRENT_STREAMS", ""); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {

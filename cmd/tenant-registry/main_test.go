@@ -6,7 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -88,9 +88,10 @@ type running struct {
 	stop    func() error // cancels Serve's context and returns what Serve returned
 }
 
-// serve builds the configuration from env through LoadConfig, opens a Main
-// with it and serves (Main.Serve, as the binary does) until stop is called
-// or the test ends.
+// serve builds the configuration from env through LoadConfig (ADDR, unless
+// env sets it, a free loopback port), opens a Main with it and serves
+// (Main.Listen and Main.Serve, as the binary does) until stop is called or
+// the test ends.
 func serve(t *testing.T, env map[string]string) *running {
 	t.Helper()
 	return serveWith(t, env, nil)
@@ -99,6 +100,10 @@ func serve(t *testing.T, env map[string]string) *running {
 // serveWith is serve with setup applied to the Main before it opens.
 func serveWith(t *testing.T, env map[string]string, setup func(*Main)) *running {
 	t.Helper()
+	if _, ok := env["ADDR"]; !ok {
+		env = maps.Clone(env)
+		env["ADDR"] = "127.0.0.1:0"
+	}
 	cfg, err := LoadConfig(envOf(env))
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
@@ -114,19 +119,20 @@ func serveWith(t *testing.T, env map[string]string, setup func(*Main)) *running 
 		m.Close()
 		t.Fatalf("Open: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if err := m.Listen(); err != nil {
+		cancel()
+		m.Close()
+		t.Fatalf("Listen: %v", err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- m.Serve(ctx, ln) }()
+	go func() { served <- m.Serve(ctx) }()
 
 	h2cProtocols := new(http.Protocols)
 	h2cProtocols.SetUnencryptedHTTP2(true)
 	r := &running{
 		m:       m,
 		logs:    logs,
-		baseURL: "http://" + ln.Addr().String(),
+		baseURL: "http://" + m.Server.Addr(),
 		http1:   &http.Transport{},
 		h2c:     &http.Transport{Protocols: h2cProtocols},
 	}
@@ -880,16 +886,15 @@ func TestServeClosedListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	defer m.Close()
 	if err := m.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := m.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	ln.Close()
-	if err := m.Serve(context.Background(), ln); err == nil || errors.Is(err, http.ErrServerClosed) {
+	m.Server.Close() // closes the listener Serve would serve on
+	if err := m.Serve(context.Background()); err == nil || errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("Serve on a closed listener = %v, want the accept error", err)
 	}
 }

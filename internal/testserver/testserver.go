@@ -1,12 +1,13 @@
-// Package testserver starts the real transport server over a real
-// database for tests, on a free loopback port, with a clock the test moves.
+// Package testserver starts the real server for tests: the one
+// transport.NewServer the binary starts, with the binary's default limits,
+// over a real database, on a free loopback port, with a clock the test
+// moves.
 package testserver
 
 import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -75,40 +76,33 @@ func (l *Logs) String() string {
 	return l.buf.String()
 }
 
-// Start serves every service over db on a free port until t ends, with
-// authentication off (every call acts as the dev platform admin).
-func Start(t testing.TB, db *persistence.DB) *Server {
-	t.Helper()
-	return StartWith(t, db, nil)
-}
-
-// StartWith is Start with authentication on: callers present OIDC access
-// tokens of oidcCfg's issuer or service keys.
-func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) *Server {
+// Start serves every service over db until t ends, with authentication
+// off (every call acts as the dev platform admin). The server is set up as
+// transport.DefaultConfig says, listening on a free loopback port, and
+// then as each of configure changes it.
+func Start(t testing.TB, db *persistence.DB, configure ...func(*transport.Config)) *Server {
 	t.Helper()
 	clock := NewClock(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
 	logs := &Logs{}
 	verifier := db.KeyVerifier(clock.Now, domain.DefaultKeyCacheConfig)
-	var auth *transport.Authenticator
-	if oidcCfg != nil {
-		auth = transport.NewAuthenticator(*oidcCfg, verifier)
-		t.Cleanup(auth.Close)
+	cfg := transport.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.ShutdownGrace = 5 * time.Second // a test that leaves a request hanging ends in seconds
+	cfg.Ready = db.Ready
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for _, c := range configure {
+		c(&cfg)
 	}
-	srv := transport.NewServer(transport.Config{
-		Auth:              auth,
-		MaxMessageBytes:   4 << 20,
-		ReadHeaderTimeout: 5 * time.Second,
-		ShutdownGrace:     5 * time.Second,
-		Ready:             db.Ready,
-		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}, transport.NewServices(db.Store(), clock.Now, verifier, db.Changes(), AuditSettings(t)))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, err := transport.NewServer(cfg, transport.Backend{
+		Store: db.Store(), Clock: clock.Now, Verifier: verifier, Changes: db.Changes(), Audit: AuditSettings(t),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(srv.Close) // registered before stop's cleanup, so run after the server stopped
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	go func() { done <- srv.Serve(ctx) }()
 	var once sync.Once
 	var served error
 	stop := func() error {
@@ -127,7 +121,14 @@ func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) 
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return &Server{URL: "http://" + ln.Addr().String(), DB: db, Clock: clock, Verifier: verifier, Logs: logs, stop: stop}
+	return &Server{URL: "http://" + srv.Addr(), DB: db, Clock: clock, Verifier: verifier, Logs: logs, stop: stop}
+}
+
+// StartWith is Start with authentication on: callers present OIDC access
+// tokens of oidcCfg's issuer or service keys.
+func StartWith(t testing.TB, db *persistence.DB, oidcCfg *transport.OIDCConfig) *Server {
+	t.Helper()
+	return Start(t, db, func(cfg *transport.Config) { cfg.OIDC = oidcCfg })
 }
 
 // AuditSettings are the default audit settings with a checkpoint signer
