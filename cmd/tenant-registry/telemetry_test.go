@@ -27,6 +27,7 @@ import (
 	"github.com/tenant-registry/tenant-registry/domain"
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 	"github.com/tenant-registry/tenant-registry/transport"
 )
 
@@ -34,7 +35,7 @@ import (
 type observed struct {
 	m    *Main
 	url  string
-	logs *syncBuffer
+	logs *testserver.Logs
 }
 
 // serveObserved opens and serves a Main as the binary does, from env
