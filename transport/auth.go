@@ -54,10 +54,17 @@ func (a *Authenticator) Close() {
 	}
 }
 
-var (
-	errMissingToken = connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token"))
-	errInvalidToken = connect.NewError(connect.CodeUnauthenticated, errors.New("invalid token"))
-)
+// errMissingToken and errInvalidToken are the refusals of a credential.
+// Each call gets an error of its own: a *connect.Error carries metadata
+// that interceptors may set on the way out, so one shared by concurrent
+// requests would be written by all of them at once.
+func errMissingToken() error {
+	return connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token"))
+}
+
+func errInvalidToken() error {
+	return connect.NewError(connect.CodeUnauthenticated, errors.New("invalid token"))
+}
 
 // Authenticate returns the principal of an Authorization header. Every
 // rejected credential gets the same "invalid token", so a caller learns
@@ -66,9 +73,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, header string) (domain
 	token, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok || strings.TrimSpace(token) == "" {
 		if header == "" {
-			return domain.Principal{}, errMissingToken
+			return domain.Principal{}, errMissingToken()
 		}
-		return domain.Principal{}, errInvalidToken
+		return domain.Principal{}, errInvalidToken()
 	}
 	token = strings.TrimSpace(token)
 	if strings.HasPrefix(token, domain.KeyPrefix) {
@@ -83,7 +90,7 @@ func (a *Authenticator) serviceKey(ctx context.Context, key string) (domain.Prin
 		return domain.Principal{}, err
 	}
 	if !v.Valid() {
-		return domain.Principal{}, errInvalidToken
+		return domain.Principal{}, errInvalidToken()
 	}
 	return domain.KeyPrincipal(v), nil
 }
@@ -101,7 +108,7 @@ type accessTokenClaims struct {
 
 func (a *Authenticator) accessToken(ctx context.Context, raw string) (domain.Principal, error) {
 	if a.issuer == nil {
-		return domain.Principal{}, errInvalidToken
+		return domain.Principal{}, errInvalidToken()
 	}
 	verifier, err := a.issuer.tokenVerifier(ctx)
 	if err != nil {
@@ -115,12 +122,12 @@ func (a *Authenticator) accessToken(ctx context.Context, raw string) (domain.Pri
 		if cerr := ctx.Err(); cerr != nil {
 			return domain.Principal{}, cerr // ran out of time waiting for the issuer's keys
 		}
-		return domain.Principal{}, errInvalidToken
+		return domain.Principal{}, errInvalidToken()
 	}
 	var claims accessTokenClaims
 	var all map[string]any
 	if tok.Claims(&claims) != nil || tok.Claims(&all) != nil || claims.Subject == "" {
-		return domain.Principal{}, errInvalidToken
+		return domain.Principal{}, errInvalidToken()
 	}
 	tenant, _ := all[a.cfg.TenantClaim].(string)
 	name := claims.Name

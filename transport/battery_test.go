@@ -42,14 +42,15 @@ import (
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
 	"github.com/tenant-registry/tenant-registry/internal/testserver"
 	"github.com/tenant-registry/tenant-registry/persistence"
+	"github.com/tenant-registry/tenant-registry/transport"
 )
 
 // batteryMinPerRPC is how many hostile requests each RPC gets at least,
 // over the three wire formats together.
 const batteryMinPerRPC = 210
 
-// batteryMaxBytes is testserver's MaxMessageBytes.
-const batteryMaxBytes = 4 << 20
+// batteryMaxBytes is the test server's MaxMessageBytes: the default.
+var batteryMaxBytes = transport.DefaultConfig().MaxMessageBytes
 
 // wire is one way of putting a request on the wire.
 type wire int

@@ -49,15 +49,6 @@ func requestInfoFrom(ctx context.Context) *requestInfo {
 	return ri
 }
 
-// RequestID returns the id of the request ctx belongs to, or "" outside a
-// request.
-func RequestID(ctx context.Context) string {
-	if ri := requestInfoFrom(ctx); ri != nil {
-		return ri.id
-	}
-	return ""
-}
-
 func (ri *requestInfo) setProcedure(procedure string) {
 	ri.mu.Lock()
 	ri.procedure = procedure

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,14 +29,18 @@ import (
 
 // Config is how the server is set up.
 type Config struct {
+	// Addr is where the server listens: host:port or :port; port 0 picks
+	// a free port (Server.Addr tells which).
+	Addr string
 	// AllowedOrigins are the browser origins allowed by CORS, exactly.
 	AllowedOrigins []string
 	// AllowLocalhostOrigins also allows any http://localhost:PORT and
 	// http://127.0.0.1:PORT origin (the dev default).
 	AllowLocalhostOrigins bool
-	// Auth authenticates callers; nil turns authentication off (dev mode
-	// without an issuer): every call then acts as DevPrincipal.
-	Auth *Authenticator
+	// OIDC says which access tokens to accept beside service keys; nil
+	// turns authentication off (dev mode without an issuer): every call
+	// then acts as DevPrincipal.
+	OIDC *OIDCConfig
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
 	// MaxMessageBytes bounds a request message; larger ones get ResourceExhausted.
@@ -66,20 +71,49 @@ type Config struct {
 	// trace id); empty when telemetry is off.
 	Interceptors []connect.Interceptor
 
-	samples *logSampler // shared by the server's handlers and HTTP layer; set by NewServer
+	samples *logSampler // set by prepared
 }
 
-// logSampler returns the server's log sampler, or a new one for handlers
-// and HTTP servers assembled on their own (the benchmark's baseline).
-func (cfg Config) logSampler() *logSampler {
-	if cfg.samples != nil {
-		return cfg.samples
+// DefaultConfig returns the limits a replica runs with when its operator
+// sets none: what keeps it alive under slow, greedy or hostile clients.
+// Addr, Ready and Logger have no default.
+func DefaultConfig() Config {
+	return Config{
+		MaxMessageBytes:      4 << 20,
+		ReadHeaderTimeout:    10 * time.Second,
+		BodyReadTimeout:      10 * time.Second,
+		MaxConcurrentStreams: 100,
+		RequestTimeout:       30 * time.Second,
+		ShutdownGrace:        20 * time.Second,
 	}
-	return newLogSampler(requestLogger(cfg.Logger))
 }
 
-// Services are the handlers of the six services of the contract.
-type Services struct {
+// prepared returns cfg as the server's parts use it: its Logger adds each
+// request's attributes (LogHandler), and it has a log sampler. NewServer
+// prepares once, so that its handlers and its HTTP layer share one
+// sampler; handlers and HTTP servers assembled on their own (the
+// benchmark's baseline) get one each. Preparing again changes nothing.
+func (cfg Config) prepared() Config {
+	if cfg.samples == nil {
+		cfg.Logger = slog.New(LogHandler(cfg.Logger.Handler()))
+		cfg.samples = newLogSampler(cfg.Logger)
+	}
+	return cfg
+}
+
+// Backend is what the server serves: the domain's store and clock, the
+// verifier of API keys (for VerifyApiKey and for callers presenting service
+// keys), the change feed and the audit log's settings.
+type Backend struct {
+	Store    domain.Store
+	Clock    domain.Clock
+	Verifier *domain.KeyVerifier
+	Changes  *domain.ChangeFeed
+	Audit    domain.AuditSettings
+}
+
+// services are the handlers of the six services of the contract.
+type services struct {
 	Tenants      tenantregistryv1connect.TenantServiceHandler
 	Catalog      tenantregistryv1connect.CatalogServiceHandler
 	Entitlements tenantregistryv1connect.EntitlementServiceHandler
@@ -89,16 +123,15 @@ type Services struct {
 	Changes *ChangeServer
 }
 
-// NewServices returns the handlers of every service over the domain
-// services persisting to store; keys verify through verifier; the change
-// stream tells what feed delivers; the audit log is kept as audit says.
-func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerifier, feed *domain.ChangeFeed, audit domain.AuditSettings) Services {
-	d := domain.NewServices(store, now, verifier, feed, audit)
-	return Services{
+// newServices returns the handlers of every service over the domain
+// services of b.
+func newServices(b Backend) services {
+	d := domain.NewServices(b.Store, b.Clock, b.Verifier, b.Changes, b.Audit)
+	return services{
 		Tenants:      NewTenantServer(d.Tenants),
 		Catalog:      NewCatalogServer(d.Catalog),
 		Entitlements: NewEntitlementServer(d.Entitlements),
-		ApiKeys:      NewApiKeyServer(d.ApiKeys, now),
+		ApiKeys:      NewApiKeyServer(d.ApiKeys, b.Clock),
 		Audit:        NewAuditServer(d.Audit),
 		Changes:      NewChangeServer(d.Changes),
 	}
@@ -106,10 +139,13 @@ func NewServices(store domain.Store, now domain.Clock, verifier *domain.KeyVerif
 
 // Server is the service's HTTP server: every protocol on one listener.
 type Server struct {
-	cfg      Config
-	http     *http.Server
-	changes  *ChangeServer
-	draining atomic.Bool
+	cfg       Config
+	auth      *Authenticator // nil: authentication off
+	ln        net.Listener
+	http      *http.Server
+	changes   *ChangeServer
+	draining  atomic.Bool
+	closeOnce sync.Once
 }
 
 // serviceNames are the services announced by health and reflection.
@@ -122,13 +158,21 @@ var serviceNames = []string{
 	tenantregistryv1connect.ChangeServiceName,
 }
 
-// NewServer assembles the server: the services behind their interceptors,
-// gRPC health, reflection, /healthz and /readyz, all behind CORS.
-func NewServer(cfg Config, svc Services) *Server {
-	cfg.Logger = requestLogger(cfg.Logger)
-	cfg.samples = newLogSampler(cfg.Logger)
+// NewServer assembles the server over b as cfg says: authentication, the
+// services behind their interceptors, gRPC health, reflection, /healthz,
+// /readyz and the audit downloads, all behind CORS, in NewHTTPServer's
+// http.Server. It listens on cfg.Addr at once, so that a taken port stops
+// a start before anything is served. The binary and the tests get their
+// servers here alike. Serve serves; Close releases what Serve did not run.
+func NewServer(cfg Config, b Backend) (*Server, error) {
+	cfg = cfg.prepared()
+	svc := newServices(b)
 	s := &Server{cfg: cfg, changes: svc.Changes}
-	opts := HandlerOptions(cfg)
+	if cfg.OIDC != nil {
+		s.auth = NewAuthenticator(*cfg.OIDC, b.Verifier)
+	}
+	caller := callerInterceptor{auth: s.auth, sources: sourceResolver{cfg.TrustedProxies}}
+	opts := handlerOptions(cfg, caller)
 	mux := http.NewServeMux()
 	mux.Handle(tenantregistryv1connect.NewTenantServiceHandler(svc.Tenants, opts))
 	mux.Handle(tenantregistryv1connect.NewCatalogServiceHandler(svc.Catalog, opts))
@@ -144,39 +188,64 @@ func NewServer(cfg Config, svc Services) *Server {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	caller := callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}}
 	mux.Handle("GET /audit/export.csv", exportDownload{audit: svc.Audit.audit, caller: caller, log: cfg.Logger, csv: true})
 	mux.Handle("GET /audit/export.ndjson", exportDownload{audit: svc.Audit.audit, caller: caller, log: cfg.Logger})
 	text := auditText{audit: svc.Audit.audit, caller: caller, log: cfg.Logger}
 	mux.HandleFunc("GET /audit/checkpoint", text.checkpoint)
 	mux.HandleFunc("GET /audit/verifier-key", text.verifierKey)
 	s.http = NewHTTPServer(cfg, mux)
-	return s
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	s.ln = ln
+	return s, nil
 }
 
-// HandlerOptions are the Connect options of every handler of the server:
-// codecs, interceptors, message limit, panic recovery. They are exported
-// so that the benchmark's baseline handlers get exactly the same.
+// Addr returns the address the server listens on, as host:port.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close releases what the server holds: its listener, when Serve has not
+// closed it, and the authenticator's background work. Call it after Serve
+// returned, or instead of Serve; calls after the first do nothing.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		if s.ln != nil {
+			_ = s.ln.Close() // an error only says that Serve closed it already
+		}
+		if s.auth != nil {
+			s.auth.Close()
+		}
+	})
+}
+
+// HandlerOptions are the Connect options of every handler of the server
+// with authentication off: codecs, interceptors, message limit, panic
+// recovery. They are exported so that the benchmark's baseline handlers
+// get exactly the same. Authentication needs the Authenticator only
+// NewServer owns: cfg.OIDC must be nil.
 func HandlerOptions(cfg Config) connect.HandlerOption {
-	log := requestLogger(cfg.Logger)
-	samples := cfg.logSampler()
-	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{log, samples},
+	if cfg.OIDC != nil {
+		panic("transport: HandlerOptions serves without authentication; use NewServer")
+	}
+	cfg = cfg.prepared()
+	return handlerOptions(cfg, callerInterceptor{sources: sourceResolver{cfg.TrustedProxies}})
+}
+
+// handlerOptions are HandlerOptions for a prepared cfg, with caller
+// authenticating.
+func handlerOptions(cfg Config, caller callerInterceptor) connect.HandlerOption {
+	samples := cfg.samples
+	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{cfg.Logger, samples},
 		deadlineInterceptor{cfg.RequestTimeout}, // outside errorInterceptor, which must see the deadline
-		errorInterceptor{samples.logger()}, callerInterceptor{auth: cfg.Auth, sources: sourceResolver{cfg.TrustedProxies}})
+		errorInterceptor{samples.logger()}, caller)
 	return connect.WithHandlerOptions(append(strictJSONCodecs,
 		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
 		compression(cfg.MaxMessageBytes),
 		connect.WithRecover(recovered(samples.logger())),
 	)...)
-}
-
-// requestLogger returns log with LogHandler's request attributes.
-func requestLogger(log *slog.Logger) *slog.Logger {
-	if _, ok := log.Handler().(contextHandler); ok {
-		return log
-	}
-	return slog.New(LogHandler(log.Handler()))
 }
 
 // NewHTTPServer returns the http.Server that serves handler behind CORS,
@@ -186,10 +255,10 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS, on the same port
-	log := requestLogger(cfg.Logger)
-	samples := cfg.logSampler()
+	cfg = cfg.prepared()
+	samples := cfg.samples
 	return &http.Server{
-		Handler:           newCORS(cfg).Handler(requestIDs(log, samples, bodyDeadline(cfg.BodyReadTimeout, guardWire(handler)))),
+		Handler:           newCORS(cfg).Handler(requestIDs(cfg.Logger, samples, bodyDeadline(cfg.BodyReadTimeout, guardWire(handler)))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
@@ -202,9 +271,6 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 		ErrorLog: slog.NewLogLogger(samples.kindLogger(cfg.Logger.Handler(), "http server").Handler(), slog.LevelWarn),
 	}
 }
-
-// Handler returns the server's root handler.
-func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 // newCORS allows the configured browser origins to call every protocol,
 // with the header lists connect-es and gRPC-Web clients need, Authorization
@@ -273,15 +339,15 @@ func recovered(log *slog.Logger) func(context.Context, connect.Spec, http.Header
 	}
 }
 
-// Serve serves on ln until ctx is done, then stops taking new work: /readyz
+// Serve serves on the server's listener until ctx is done, then stops taking new work: /readyz
 // and health turn not-ready, change streams end (their watchers reconnect
 // elsewhere), requests are still served for ShutdownDelay, then the
 // listener closes and in-flight requests get ShutdownGrace to finish. It
 // returns nil after a clean shutdown.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+func (s *Server) Serve(ctx context.Context) error {
 	defer s.cfg.samples.flush() // what sampling left out of the log, counted, before the process ends
 	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(ln) }()
+	go func() { errc <- s.http.Serve(s.ln) }()
 	select {
 	case err := <-errc:
 		return err

@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -33,147 +31,18 @@ import (
 	"github.com/tenant-registry/tenant-registry/transport"
 )
 
-// maxMessageBytes is the server's request bound in these tests: above the
-// 1 MB display name that must reach the domain, below the oversized body.
-const maxMessageBytes = 2 << 20
+// harness is the test server, with the tenant tests' own checks and helpers.
+type harness struct{ *testserver.Server }
 
-// fakeClock is the domain clock of the tests: time moves only when a test
-// moves it, so timestamps can be compared exactly.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 22, 9, 30, 0, 123456000, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward by d and returns the new time.
-func (c *fakeClock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	return c.now
-}
-
-// syncBuffer collects the server's log lines from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// methodRecorder is an http.RoundTripper that remembers the HTTP method
-// of every request it passes on, by procedure path.
-type methodRecorder struct {
-	next http.RoundTripper
-	mu   sync.Mutex
-	seen map[string][]string
-}
-
-func (r *methodRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	r.mu.Lock()
-	if r.seen == nil {
-		r.seen = map[string][]string{}
-	}
-	r.seen[req.URL.Path] = append(r.seen[req.URL.Path], req.Method)
-	r.mu.Unlock()
-	return r.next.RoundTrip(req)
-}
-
-func (r *methodRecorder) methods(procedure string) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.seen[procedure])
-}
-
-// protocol is one way a client talks to the server.
-type protocol struct {
-	name string
-	opts []connect.ClientOption
-	json bool // messages are protojson
-	h2c  bool // needs HTTP/2 (cleartext, prior knowledge)
-	get  bool // reads are sent as HTTP GET
-}
-
-var protocols = []protocol{
-	{name: "connect-json", opts: []connect.ClientOption{connect.WithProtoJSON()}, json: true},
-	{name: "connect-proto"},
-	{name: "connect-get", opts: []connect.ClientOption{connect.WithProtoJSON(), connect.WithHTTPGet()}, json: true, get: true},
-	{name: "grpc", opts: []connect.ClientOption{connect.WithGRPC()}, h2c: true},
-	{name: "grpc-web", opts: []connect.ClientOption{connect.WithGRPCWeb()}},
-}
-
-// harness is a real server on a free port of the loopback interface, over
-// a real database, with a fake clock.
-type harness struct {
-	db      *persistence.DB
-	clock   *fakeClock
-	baseURL string
-	http1   *http.Transport
-	h2c     *http.Transport
-	logs    *syncBuffer
-}
-
+// startServer starts the test server; at the test's end it checks that
+// the server logged no error (no input may cause Internal).
 func startServer(t *testing.T, db *persistence.DB) *harness {
 	t.Helper()
-	clock := newFakeClock()
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv := transport.NewServer(transport.Config{
-		MaxMessageBytes:   maxMessageBytes,
-		ReadHeaderTimeout: 10 * time.Second,
-		ShutdownGrace:     10 * time.Second,
-		Ready:             db.Ready,
-		Logger:            logger,
-	}, transport.NewServices(db.Store(), clock.Now, db.KeyVerifier(clock.Now, domain.DefaultKeyCacheConfig), db.Changes(), testserver.AuditSettings(t)))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
-
-	h2cProtocols := new(http.Protocols)
-	h2cProtocols.SetUnencryptedHTTP2(true)
-	h := &harness{
-		db:      db,
-		clock:   clock,
-		baseURL: "http://" + ln.Addr().String(),
-		http1:   &http.Transport{MaxIdleConnsPerHost: 64},
-		h2c:     &http.Transport{Protocols: h2cProtocols},
-		logs:    logs,
-	}
+	h := &harness{testserver.Start(t, db)}
 	t.Cleanup(func() {
-		h.http1.CloseIdleConnections()
-		h.h2c.CloseIdleConnections()
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve returned %v, want nil after a clean shutdown", err)
-		}
-		if strings.Contains(logs.String(), "level=ERROR") {
+		_ = h.Stop() // testserver reports what Serve returned
+		if strings.Contains(h.Logs.String(), "level=ERROR") {
 			t.Errorf("the server logged errors (no input may cause Internal)")
-		}
-		if t.Failed() && logs.String() != "" {
-			t.Logf("server log:\n%s", logs.String())
 		}
 	})
 	return h
@@ -181,21 +50,17 @@ func startServer(t *testing.T, db *persistence.DB) *harness {
 
 // client returns a TenantService client speaking p, and the recorder of the
 // HTTP methods it used.
-func (h *harness) client(p protocol, extra ...connect.ClientOption) (tenantregistryv1connect.TenantServiceClient, *methodRecorder) {
-	var next http.RoundTripper = h.http1
-	if p.h2c {
-		next = h.h2c
-	}
-	rec := &methodRecorder{next: next}
-	opts := append(slices.Clone(p.opts), extra...)
-	return tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: rec}, h.baseURL, opts...), rec
+func (h *harness) client(p testserver.Protocol, extra ...connect.ClientOption) (tenantregistryv1connect.TenantServiceClient, *testserver.MethodRecorder) {
+	httpClient, rec := p.Recorded()
+	opts := append(slices.Clone(p.Options), extra...)
+	return tenantregistryv1connect.NewTenantServiceClient(httpClient, h.URL, opts...), rec
 }
 
 // tenantCount counts the customers' rows of the tenants table (the
 // platform tenant every database holds aside), bypassing the service.
 func (h *harness) tenantCount(t *testing.T) int {
 	t.Helper()
-	n, err := h.db.Bun().NewSelect().Table("tenants").Where("id <> ?", domain.PlatformTenantID).Count(context.Background())
+	n, err := h.DB.Bun().NewSelect().Table("tenants").Where("id <> ?", domain.PlatformTenantID).Count(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,10 +131,10 @@ func TestCreateAndGetTenant(t *testing.T) {
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
 		h := startServer(t, db)
 		ctx := context.Background()
-		for i, p := range protocols {
-			t.Run(p.name, func(t *testing.T) {
+		for i, p := range testserver.Protocols {
+			t.Run(p.Name, func(t *testing.T) {
 				c, rec := h.client(p)
-				now := h.clock.Advance(time.Minute)
+				now := h.Clock.Advance(time.Minute)
 				slug := fmt.Sprintf("create-%d", i)
 				md := map[string]string{"plan": "pro", "ünïcode": "välue €", strings.Repeat("k", 40): strings.Repeat("v", 500)}
 				created := h.mustCreate(t, c, &v1.CreateTenantRequest{
@@ -318,7 +183,7 @@ func TestCreateAndGetTenant(t *testing.T) {
 					}
 				}
 				wantRead, wantWrite := http.MethodPost, http.MethodPost
-				if p.get {
+				if p.GET {
 					wantRead = http.MethodGet
 				}
 				for procedure, want := range map[string]string{
@@ -326,7 +191,7 @@ func TestCreateAndGetTenant(t *testing.T) {
 					tenantregistryv1connect.TenantServiceGetTenantProcedure:       wantRead,
 					tenantregistryv1connect.TenantServiceGetTenantBySlugProcedure: wantRead,
 				} {
-					for _, m := range rec.methods(procedure) {
+					for _, m := range rec.Methods(procedure) {
 						if m != want {
 							t.Errorf("%s went as %s, want %s", procedure, m, want)
 						}
@@ -341,11 +206,11 @@ func TestListTenants(t *testing.T) {
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
 		h := startServer(t, db)
 		ctx := context.Background()
-		admin, _ := h.client(protocols[0])
+		admin, _ := h.client(testserver.Protocols[0])
 		// Seven tenants in creation order; 2 and 5 ACTIVE, 3 FROZEN, the rest TRIAL.
 		var all []*v1.Tenant
 		for i := 1; i <= 7; i++ {
-			h.clock.Advance(time.Second)
+			h.Clock.Advance(time.Second)
 			name := fmt.Sprintf("Tenant %d", i)
 			if i == 7 {
 				name = "Über Seven"
@@ -392,8 +257,8 @@ func TestListTenants(t *testing.T) {
 		}
 
 		t.Run("paging", func(t *testing.T) {
-			for _, p := range protocols {
-				t.Run(p.name, func(t *testing.T) {
+			for _, p := range testserver.Protocols {
+				t.Run(p.Name, func(t *testing.T) {
 					c, _ := h.client(p)
 					got, pages := list(t, c, &v1.ListTenantsRequest{PageSize: 3})
 					if want := slugsOf(all); !slices.Equal(got, want) || pages != 3 {
@@ -541,14 +406,14 @@ func TestUpdateTenant(t *testing.T) {
 		h := startServer(t, db)
 		ctx := context.Background()
 		for i, tc := range tests {
-			for _, p := range protocols {
-				t.Run(tc.name+"/"+p.name, func(t *testing.T) {
+			for _, p := range testserver.Protocols {
+				t.Run(tc.name+"/"+p.Name, func(t *testing.T) {
 					c, _ := h.client(p)
 					created := h.mustCreate(t, c, &v1.CreateTenantRequest{
-						Slug: fmt.Sprintf("upd-%d-%s", i, p.name), DisplayName: "Original", Metadata: tc.initial,
+						Slug: fmt.Sprintf("upd-%d-%s", i, p.Name), DisplayName: "Original", Metadata: tc.initial,
 					})
 					then := created.GetUpdateTime().AsTime()
-					now := h.clock.Advance(time.Hour)
+					now := h.Clock.Advance(time.Hour)
 					req := proto.CloneOf(tc.req)
 					req.Id = created.GetId()
 					res, err := c.UpdateTenant(ctx, req)
@@ -611,8 +476,8 @@ func TestTenantLifecycle(t *testing.T) {
 		h := startServer(t, db)
 		ctx := context.Background()
 		for i, tc := range tests {
-			for _, p := range protocols {
-				t.Run(tc.name+"/"+p.name, func(t *testing.T) {
+			for _, p := range testserver.Protocols {
+				t.Run(tc.name+"/"+p.Name, func(t *testing.T) {
 					c, _ := h.client(p)
 					apply := func(a action, id string) (*v1.Tenant, error) {
 						if a == activate {
@@ -622,9 +487,9 @@ func TestTenantLifecycle(t *testing.T) {
 						res, err := c.CancelTenant(ctx, &v1.CancelTenantRequest{Id: id})
 						return res.GetTenant(), err
 					}
-					before := h.mustCreate(t, c, &v1.CreateTenantRequest{Slug: fmt.Sprintf("life-%d-%s", i, p.name), DisplayName: "Life"})
+					before := h.mustCreate(t, c, &v1.CreateTenantRequest{Slug: fmt.Sprintf("life-%d-%s", i, p.Name), DisplayName: "Life"})
 					for _, a := range tc.setup {
-						h.clock.Advance(time.Minute)
+						h.Clock.Advance(time.Minute)
 						var err error
 						if before, err = apply(a, before.GetId()); err != nil {
 							t.Fatalf("setup: %v", err)
@@ -633,7 +498,7 @@ func TestTenantLifecycle(t *testing.T) {
 					if before.GetStatus() != tc.from {
 						t.Fatalf("setup left status %v, want %v", before.GetStatus(), tc.from)
 					}
-					now := h.clock.Advance(time.Minute)
+					now := h.Clock.Advance(time.Minute)
 					after, err := apply(tc.do, before.GetId())
 					if err != nil {
 						t.Fatalf("transition: %v", err)
@@ -805,15 +670,15 @@ func TestRefusedRequests(t *testing.T) {
 	}
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
 		h := startServer(t, db)
-		setup, _ := h.client(protocols[0])
+		setup, _ := h.client(testserver.Protocols[0])
 		h.mustCreate(t, setup, ok("taken"))
 		h.mustCreate(t, setup, ok("other"))
-		for _, p := range protocols {
+		for _, p := range testserver.Protocols {
 			for _, tc := range tests {
-				t.Run(p.name+"/"+tc.name, func(t *testing.T) {
+				t.Run(p.Name+"/"+tc.name, func(t *testing.T) {
 					var c client
 					if tc.badUTF8 {
-						c, _ = h.client(p, connect.WithCodec(invalidUTF8Codec{json: p.json}))
+						c, _ = h.client(p, connect.WithCodec(invalidUTF8Codec{json: p.JSON}))
 					} else {
 						c, _ = h.client(p)
 					}
@@ -839,7 +704,7 @@ func TestConcurrentCreateSameSlug(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make([]error, n)
 		for i := range n {
-			c, _ := h.client(protocols[i%len(protocols)])
+			c, _ := h.client(testserver.Protocols[i%len(testserver.Protocols)])
 			wg.Go(func() {
 				_, errs[i] = c.CreateTenant(context.Background(), &v1.CreateTenantRequest{
 					Slug: "contested", DisplayName: fmt.Sprintf("Contender %d", i),
@@ -884,7 +749,7 @@ func TestRawConnectHTTP(t *testing.T) {
 		{"empty body", http.MethodPost, create, "application/json", ``, 400, "invalid_argument"},
 		{"wrong content type", http.MethodPost, create, "text/plain", `{"slug":"raw-text","displayName":"Raw"}`, 415, ""},
 		{"body over MaxMessageBytes", http.MethodPost, create, "application/json",
-			`{"slug":"raw-big","displayName":"` + strings.Repeat("x", maxMessageBytes) + `"}`, 429, "resource_exhausted"},
+			`{"slug":"raw-big","displayName":"` + strings.Repeat("x", transport.DefaultConfig().MaxMessageBytes) + `"}`, 429, "resource_exhausted"},
 		{"string where a number is expected", http.MethodPost, list, "application/json", `{"pageSize":"three"}`, 400, "invalid_argument"},
 		{"number out of int32 range", http.MethodPost, list, "application/json", `{"pageSize":4294967296}`, 400, "invalid_argument"},
 		{"unknown enum number", http.MethodPost, list, "application/json", `{"status":99}`, 400, "invalid_argument"},
@@ -901,11 +766,11 @@ func TestRawConnectHTTP(t *testing.T) {
 	}
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
 		h := startServer(t, db)
-		httpClient := &http.Client{Transport: h.http1}
+		httpClient := testserver.HTTP1
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
 				before := h.tenantCount(t)
-				req, err := http.NewRequest(tc.method, h.baseURL+tc.path, strings.NewReader(tc.body))
+				req, err := http.NewRequest(tc.method, h.URL+tc.path, strings.NewReader(tc.body))
 				if err != nil {
 					t.Fatal(err)
 				}

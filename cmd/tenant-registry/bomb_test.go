@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 )
 
 // gzipBomb returns a gzip body of about size/1000 bytes that inflates to
@@ -112,9 +113,9 @@ func (c rawCall) do(t *testing.T, srv *running, msg []byte, compressed bool) str
 			req.Header.Set("Grpc-Encoding", "gzip")
 		}
 	}
-	transport := srv.http1
+	transport := testserver.HTTP1.Transport
 	if c.h2c {
-		transport = srv.h2c
+		transport = testserver.H2C.Transport
 	}
 	res, err := (&http.Client{Transport: transport, Timeout: 30 * time.Second}).Do(req)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tenant-registry/tenant-registry/domain"
+	"github.com/tenant-registry/tenant-registry/transport"
 )
 
 // Config is the service's configuration, read from the environment.
@@ -81,11 +82,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	default:
 		bad("APP_ENV", "want dev, stage or prod, got %q", c.Env)
 	}
-	if host, port, err := net.SplitHostPort(c.Addr); err != nil {
-		bad("ADDR", "want host:port or :port, got %q", c.Addr)
-	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
-		bad("ADDR", "want host:port with a port from 0 to 65535, got %q", c.Addr)
-	}
+	checkAddr("ADDR", c.Addr, "host:port or :port", bad)
 	if c.DatabaseURL != "" && !strings.HasPrefix(c.DatabaseURL, "postgres://") &&
 		!strings.HasPrefix(c.DatabaseURL, "postgresql://") && !strings.HasPrefix(c.DatabaseURL, "sqlite:") {
 		bad("DATABASE_URL", "want postgres://…, sqlite:PATH, or empty for the embedded default")
@@ -129,7 +126,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("LOG_FORMAT", "want text or json, got %q", c.LogFormat)
 	}
-	c.MaxMessageBytes = 4 << 20
+	// The server's limits default to transport's, which the tests' servers
+	// run with too.
+	limits := transport.DefaultConfig()
+	c.MaxMessageBytes = limits.MaxMessageBytes
 	if v := get("MAX_MESSAGE_BYTES", ""); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1024 || n > 64<<20 {
@@ -137,7 +137,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		c.MaxMessageBytes = n
 	}
-	c.ShutdownGrace = 20 * time.Second
+	c.ShutdownGrace = limits.ShutdownGrace
 	if v := get("SHUTDOWN_GRACE", ""); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
@@ -157,11 +157,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		}
 		return d
 	}
-	c.ReadHeaderTimeout = duration("READ_HEADER_TIMEOUT", 10*time.Second, 100*time.Millisecond, 5*time.Minute)
-	c.RequestTimeout = duration("REQUEST_TIMEOUT", 30*time.Second, 100*time.Millisecond, time.Hour)
-	c.BodyReadTimeout = duration("BODY_READ_TIMEOUT", 10*time.Second, 100*time.Millisecond, time.Hour)
+	c.ReadHeaderTimeout = duration("READ_HEADER_TIMEOUT", limits.ReadHeaderTimeout, 100*time.Millisecond, 5*time.Minute)
+	c.RequestTimeout = duration("REQUEST_TIMEOUT", limits.RequestTimeout, 100*time.Millisecond, time.Hour)
+	c.BodyReadTimeout = duration("BODY_READ_TIMEOUT", limits.BodyReadTimeout, 100*time.Millisecond, time.Hour)
 	c.OIDCFetchTimeout = duration("OIDC_FETCH_TIMEOUT", 3*time.Second, 100*time.Millisecond, time.Minute)
-	c.MaxStreams = 100
+	c.MaxStreams = limits.MaxConcurrentStreams
 	if v := get("HTTP2_MAX_CONCURRENT_STREAMS", ""); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
@@ -193,18 +193,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	// Profiles reveal internals, so they get a listener of their own that
 	// is off unless asked for, and never share the public port.
 	if c.PprofAddr = get("PPROF_ADDR", ""); c.PprofAddr != "" {
-		if _, port, err := net.SplitHostPort(c.PprofAddr); err != nil {
-			bad("PPROF_ADDR", "want host:port, e.g. 127.0.0.1:6060, got %q", c.PprofAddr)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			bad("PPROF_ADDR", "want host:port with a port from 0 to 65535, got %q", c.PprofAddr)
-		}
+		checkAddr("PPROF_ADDR", c.PprofAddr, "host:port, e.g. 127.0.0.1:6060", bad)
 	}
 	if c.MetricsAddr = get("METRICS_ADDR", ""); c.MetricsAddr != "" {
-		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil {
-			bad("METRICS_ADDR", "want host:port or :port, e.g. :9090, got %q", c.MetricsAddr)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			bad("METRICS_ADDR", "want host:port with a port from 0 to 65535, got %q", c.MetricsAddr)
-		}
+		checkAddr("METRICS_ADDR", c.MetricsAddr, "host:port or :port, e.g. :9090", bad)
 	}
 	loadOTLP(&c, get, bad)
 	c.AuditSigningKey, c.AuditSigningKeyFile = get("AUDIT_SIGNING_KEY", ""), get("AUDIT_SIGNING_KEY_FILE", "")
@@ -283,6 +275,20 @@ func loadOTLP(c *Config, get func(name, def string) string, bad func(name, forma
 	case "http/protobuf", "grpc":
 	default:
 		bad("OTEL_EXPORTER_OTLP_PROTOCOL", "want http/protobuf or grpc, got %q", c.OTLPProtocol)
+	}
+}
+
+// checkAddr reports, through bad, a listen address of the variable name
+// that is not host:port (as want describes it) with a port from 0 to
+// 65535 and a host net.Listen could take.
+func checkAddr(name, addr, want string, bad func(name, format string, args ...any)) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		bad(name, "want %s, got %q", want, addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 || strings.ContainsAny(host, "/ ") {
+		bad(name, "want host:port with a port from 0 to 65535, got %q", addr)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 	"github.com/tenant-registry/tenant-registry/persistence"
 )
 
@@ -62,7 +62,7 @@ func TestRequestDeadlineReachesTheDatabase(t *testing.T) {
 			env := devEnv(dbURL)
 			env["REQUEST_TIMEOUT"] = requestTimeout.String()
 			srv := serve(t, env)
-			tenants := tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: srv.http1}, srv.baseURL)
+			tenants := tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL)
 			ctx := context.Background()
 			created, err := tenants.CreateTenant(ctx, &v1.CreateTenantRequest{Slug: "locked-out", DisplayName: "Before"})
 			if err != nil {
@@ -163,7 +163,7 @@ func TestDatabasePoolIsBounded(t *testing.T) {
 			}
 		}
 	}()
-	tenants := tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: srv.http1}, srv.baseURL)
+	tenants := tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL)
 	var wg sync.WaitGroup
 	errs := make([]error, 40)
 	for i := range errs {
@@ -217,7 +217,7 @@ func TestHeaderAndMessageLimits(t *testing.T) {
 		}
 	})
 	t.Run("message size", func(t *testing.T) {
-		tenants := tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: srv.http1}, srv.baseURL)
+		tenants := tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL)
 		_, err := tenants.CreateTenant(context.Background(), &v1.CreateTenantRequest{
 			Slug: "big", DisplayName: "Big", Metadata: map[string]string{"k": strings.Repeat("v", 3000)},
 		})

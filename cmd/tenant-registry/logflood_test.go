@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 )
 
 // withBearer sets the Authorization header of every unary call.
@@ -65,7 +66,7 @@ func TestLogFloods(t *testing.T) {
 	admin := strings.TrimSpace(adminKey.String())
 	srv := serve(t, env)
 	ctx := context.Background()
-	client := &http.Client{Transport: srv.http1}
+	client := testserver.HTTP1
 	asAdmin := tenantregistryv1connect.NewApiKeyServiceClient(client, srv.baseURL, withBearer(admin))
 	asStranger := tenantregistryv1connect.NewApiKeyServiceClient(client, srv.baseURL, withBearer("bp_"+strings.Repeat("x", 49)))
 	plainRequest := func(method, path, contentEncoding string) {

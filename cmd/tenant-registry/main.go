@@ -84,20 +84,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer m.Close()
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("ADDR: listen on %s: %w", cfg.Addr, err)
+	if err := m.Listen(); err != nil {
+		return err
 	}
 	if cfg.PprofAddr != "" {
 		stopPprof, err := servePprof(cfg.PprofAddr, log)
 		if err != nil {
-			ln.Close()
 			return err
 		}
 		defer stopPprof()
 	}
-	log.Info("serving Connect, gRPC and gRPC-Web", "addr", ln.Addr().String(), "env", cfg.Env, "database", m.DB.Dialect())
-	return m.Serve(ctx, ln)
+	log.Info("serving Connect, gRPC and gRPC-Web", "addr", m.Server.Addr(), "env", cfg.Env, "database", m.DB.Dialect())
+	return m.Serve(ctx)
 }
 
 // newLogger logs in cfg's format; every line logged while serving a
@@ -128,12 +126,15 @@ type Main struct {
 	SpanExporter sdktrace.SpanExporter
 
 	telemetry *telemetry
-	metricsLn net.Listener             // METRICS_ADDR's listener, until Serve serves it
-	auth      *transport.Authenticator // nil: authentication off
+	readiness func(context.Context) error // the database answers and its schema is current
+	metricsLn net.Listener                // METRICS_ADDR's listener, until Serve serves it
 }
 
 // Open connects to the database, brings or checks its schema, seeds dev
-// data and assembles the server. On error nothing stays open.
+// data and sets up what the server will serve: the key verifier, the
+// audit checkpoint signer and telemetry. Listen then assembles the
+// server. On error nothing stays open; Close releases what Open and
+// Listen opened.
 func (m *Main) Open(ctx context.Context) (err error) {
 	if m.Clock == nil {
 		m.Clock = domain.SystemClock
@@ -197,22 +198,36 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if err := tel.observe(m.KeyCache, db.Changes(), db.AuditEventsAppended); err != nil {
 		return err
 	}
-	interceptors, err := tel.interceptors()
+	m.readiness = func(ctx context.Context) error { return ready(ctx, db, migrator) }
+	return nil
+}
+
+// Listen assembles the server over what Open set up and opens its
+// listeners: METRICS_ADDR's, when set, and ADDR's, here rather than in
+// Serve so that a taken port stops the start. On error Close releases
+// what was opened.
+func (m *Main) Listen() error {
+	interceptors, err := m.telemetry.interceptors()
 	if err != nil {
 		return err
 	}
-	var auth *transport.Authenticator // nil: authentication off
+	var oidc *transport.OIDCConfig // nil: authentication off
 	if m.Config.Issuer != "" {
-		auth = transport.NewAuthenticator(transport.OIDCConfig{
+		oidc = &transport.OIDCConfig{
 			Issuer: m.Config.Issuer, Audience: m.Config.Audience, TenantClaim: m.Config.TenantClaim,
 			FetchTimeout: m.Config.OIDCFetchTimeout,
-		}, m.Verifier)
-		m.auth = auth
+		}
 	} else {
 		m.Logger.Warn("APP_ENV=dev without KEYCLOAK_ISSUER: authentication is off, every caller acts as a platform admin")
 	}
-	m.Server = transport.NewServer(transport.Config{
-		Auth:                  auth,
+	if m.telemetry.metrics != nil {
+		if m.metricsLn, err = net.Listen("tcp", m.Config.MetricsAddr); err != nil {
+			return fmt.Errorf("METRICS_ADDR: listen on %s: %w", m.Config.MetricsAddr, err)
+		}
+	}
+	m.Server, err = transport.NewServer(transport.Config{
+		Addr:                  m.Config.Addr,
+		OIDC:                  oidc,
 		AllowedOrigins:        m.Config.CORSOrigins,
 		AllowLocalhostOrigins: m.Config.Env == "dev" && len(m.Config.CORSOrigins) == 0,
 		TrustedProxies:        m.Config.TrustedProxies,
@@ -223,22 +238,17 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		RequestTimeout:        m.Config.RequestTimeout,
 		ShutdownGrace:         m.Config.ShutdownGrace,
 		ShutdownDelay:         m.Config.ShutdownDelay,
-		Ready:                 func(ctx context.Context) error { return ready(ctx, db, migrator) },
+		Ready:                 m.readiness,
 		Logger:                m.Logger,
 		Interceptors:          interceptors,
-	}, transport.NewServices(db.Store(), m.Clock, m.Verifier, db.Changes(),
-		domain.AuditSettings{Checkpoints: m.Checkpoints, RetentionDays: m.Config.AuditRetentionDays}))
-	if err := tel.observeLogs(m.Server.SuppressedLogLines); err != nil {
-		return err
+	}, transport.Backend{
+		Store: m.DB.Store(), Clock: m.Clock, Verifier: m.Verifier, Changes: m.DB.Changes(),
+		Audit: domain.AuditSettings{Checkpoints: m.Checkpoints, RetentionDays: m.Config.AuditRetentionDays},
+	})
+	if err != nil {
+		return fmt.Errorf("ADDR: %w", err)
 	}
-	if tel.metrics != nil {
-		// Listened on here, not in Serve, so that a taken port stops the
-		// start like a bad ADDR does.
-		if m.metricsLn, err = net.Listen("tcp", m.Config.MetricsAddr); err != nil {
-			return fmt.Errorf("METRICS_ADDR: listen on %s: %w", m.Config.MetricsAddr, err)
-		}
-	}
-	return nil
+	return m.telemetry.observeLogs(m.Server.SuppressedLogLines)
 }
 
 // dbOptions bound the connection pool, and let no statement outlive the
@@ -261,9 +271,10 @@ func (m *Main) MetricsAddr() string {
 	return m.metricsLn.Addr().String()
 }
 
-// Serve runs the server on ln, with the last-use writer beside it, until
-// ctx ends. (The database's change listener runs from Open to Close.)
-func (m *Main) Serve(ctx context.Context, ln net.Listener) error {
+// Serve runs the server Listen assembled, with the last-use writer beside
+// it, until ctx ends. (The database's change listener runs from Open to
+// Close.)
+func (m *Main) Serve(ctx context.Context) error {
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -278,7 +289,7 @@ func (m *Main) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		})
 	}
-	err := m.Server.Serve(ctx, ln)
+	err := m.Server.Serve(ctx)
 	stop() // after the server drained: the last uses of its requests get written
 	wg.Wait()
 	return err
@@ -315,8 +326,8 @@ func (m *Main) Close() error {
 	if m.metricsLn != nil {
 		m.metricsLn.Close() // closed already when Serve ran; else it is released here
 	}
-	if m.auth != nil {
-		m.auth.Close()
+	if m.Server != nil {
+		m.Server.Close()
 	}
 	if m.telemetry != nil {
 		if err := m.telemetry.shutdown(context.Background()); err != nil {
@@ -430,7 +441,7 @@ func keysCommand(ctx context.Context, cfg Config, log *slog.Logger, args []strin
 	if len(args) != 1 || args[0] != "bootstrap" {
 		return errors.New("usage: tenant-registry keys bootstrap")
 	}
-	cfg.MetricsAddr = "" // a one-shot command: nothing to scrape, and the server may hold the port
+	cfg.MetricsAddr = "" // a one-shot command: nothing to scrape
 	m := &Main{Config: cfg, Logger: log}
 	if err := m.Open(ctx); err != nil {
 		return err

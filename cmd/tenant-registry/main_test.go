@@ -6,13 +6,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 	"github.com/tenant-registry/tenant-registry/persistence"
 )
 
@@ -36,61 +36,18 @@ func envOf(env map[string]string) func(string) string {
 	return func(k string) string { return env[k] }
 }
 
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// methodRecorder passes requests on and remembers the HTTP method used
-// for each path.
-type methodRecorder struct {
-	next http.RoundTripper
-	mu   sync.Mutex
-	seen map[string][]string
-}
-
-func (r *methodRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	r.mu.Lock()
-	if r.seen == nil {
-		r.seen = map[string][]string{}
-	}
-	r.seen[req.URL.Path] = append(r.seen[req.URL.Path], req.Method)
-	r.mu.Unlock()
-	return r.next.RoundTrip(req)
-}
-
-func (r *methodRecorder) methods(path string) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.seen[path])
-}
-
 // running is a Main serving on a free loopback port.
 type running struct {
 	m       *Main
-	logs    *syncBuffer
+	logs    *testserver.Logs
 	baseURL string
-	http1   *http.Transport
-	h2c     *http.Transport
-	stop    func() error // cancels Serve's context and returns what Serve returned
+	stop    func() error // ends Serve's context and returns what Serve returned
 }
 
-// serve builds the configuration from env through LoadConfig, opens a Main
-// with it and serves (Main.Serve, as the binary does) until stop is called
-// or the test ends.
+// serve builds the configuration from env through LoadConfig (ADDR, unless
+// env sets it, a free loopback port), opens a Main with it and serves
+// (Main.Listen and Main.Serve, as the binary does) until stop is called or
+// the test ends.
 func serve(t *testing.T, env map[string]string) *running {
 	t.Helper()
 	return serveWith(t, env, nil)
@@ -99,55 +56,29 @@ func serve(t *testing.T, env map[string]string) *running {
 // serveWith is serve with setup applied to the Main before it opens.
 func serveWith(t *testing.T, env map[string]string, setup func(*Main)) *running {
 	t.Helper()
+	if _, ok := env["ADDR"]; !ok {
+		env = maps.Clone(env)
+		env["ADDR"] = "127.0.0.1:0"
+	}
 	cfg, err := LoadConfig(envOf(env))
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &testserver.Logs{}
 	m := &Main{Config: cfg, Logger: newLogger(cfg, logs)}
 	if setup != nil {
 		setup(m)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := m.Open(ctx); err != nil {
-		cancel()
+	if err := m.Open(context.Background()); err != nil {
 		m.Close()
 		t.Fatalf("Open: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if err := m.Listen(); err != nil {
+		m.Close()
+		t.Fatalf("Listen: %v", err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- m.Serve(ctx, ln) }()
-
-	h2cProtocols := new(http.Protocols)
-	h2cProtocols.SetUnencryptedHTTP2(true)
-	r := &running{
-		m:       m,
-		logs:    logs,
-		baseURL: "http://" + ln.Addr().String(),
-		http1:   &http.Transport{},
-		h2c:     &http.Transport{Protocols: h2cProtocols},
-	}
-	var once sync.Once
-	var serveErr error
-	r.stop = func() error {
-		once.Do(func() {
-			// A connection dialled but never used counts as busy for five
-			// seconds during shutdown: drop idle ones first.
-			r.http1.CloseIdleConnections()
-			r.h2c.CloseIdleConnections()
-			http.DefaultClient.CloseIdleConnections()
-			cancel()
-			serveErr = <-served
-		})
-		return serveErr
-	}
+	// Registered before Serve's cleanup, so run after the server stopped.
 	t.Cleanup(func() {
-		if err := r.stop(); err != nil {
-			t.Errorf("Serve: %v", err)
-		}
 		if err := m.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
@@ -158,7 +89,8 @@ func serveWith(t *testing.T, env map[string]string, setup func(*Main)) *running 
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return r
+	stop := testserver.Serve(t, m.Serve)
+	return &running{m: m, logs: logs, baseURL: "http://" + m.Server.Addr(), stop: stop}
 }
 
 func devEnv(databaseURL string) map[string]string {
@@ -203,36 +135,21 @@ func TestServeEndToEnd(t *testing.T) {
 }
 
 func testTenantsOverEveryProtocol(t *testing.T, srv *running) {
-	protocols := []struct {
-		name string
-		opts []connect.ClientOption
-		h2c  bool
-		get  bool // reads go as HTTP GET
-	}{
-		{"connect-json", []connect.ClientOption{connect.WithProtoJSON(), connect.WithHTTPGet()}, false, true},
-		{"connect-proto", []connect.ClientOption{connect.WithHTTPGet()}, false, true},
-		{"grpc", []connect.ClientOption{connect.WithGRPC()}, true, false},
-		{"grpc-web", []connect.ClientOption{connect.WithGRPCWeb()}, false, false},
-	}
 	ctx := context.Background()
-	for _, p := range protocols {
-		t.Run(p.name, func(t *testing.T) {
-			var next http.RoundTripper = srv.http1
-			if p.h2c {
-				next = srv.h2c
-			}
-			rec := &methodRecorder{next: next}
-			c := tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: rec}, srv.baseURL, p.opts...)
-			slug := "e2e-" + p.name
+	for _, p := range testserver.Protocols {
+		t.Run(p.Name, func(t *testing.T) {
+			httpClient, rec := p.Recorded()
+			c := tenantregistryv1connect.NewTenantServiceClient(httpClient, srv.baseURL, p.Options...)
+			slug := "e2e-" + p.Name
 
 			created, err := c.CreateTenant(ctx, &v1.CreateTenantRequest{
-				Slug: slug, DisplayName: "End To End " + p.name, Metadata: map[string]string{"via": p.name},
+				Slug: slug, DisplayName: "End To End " + p.Name, Metadata: map[string]string{"via": p.Name},
 			})
 			if err != nil {
 				t.Fatalf("CreateTenant: %v", err)
 			}
 			tn := created.GetTenant()
-			if tn.GetStatus() != v1.TenantStatus_TENANT_STATUS_TRIAL || tn.GetMetadata()["via"] != p.name {
+			if tn.GetStatus() != v1.TenantStatus_TENANT_STATUS_TRIAL || tn.GetMetadata()["via"] != p.Name {
 				t.Fatalf("created %v", tn)
 			}
 
@@ -241,10 +158,10 @@ func testTenantsOverEveryProtocol(t *testing.T, srv *running) {
 				t.Fatalf("GetTenantBySlug = %v, %v", got, err)
 			}
 			wantRead := http.MethodPost
-			if p.get {
+			if p.GET {
 				wantRead = http.MethodGet
 			}
-			if m := rec.methods(tenantregistryv1connect.TenantServiceGetTenantBySlugProcedure); !slices.Equal(m, []string{wantRead}) {
+			if m := rec.Methods(tenantregistryv1connect.TenantServiceGetTenantBySlugProcedure); !slices.Equal(m, []string{wantRead}) {
 				t.Errorf("GetTenantBySlug went as %v, want %s", m, wantRead)
 			}
 
@@ -286,7 +203,7 @@ func testTenantsOverEveryProtocol(t *testing.T, srv *running) {
 }
 
 func testDevSeed(t *testing.T, srv *running) {
-	c := tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: srv.http1}, srv.baseURL, connect.WithProtoJSON())
+	c := tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL, connect.WithProtoJSON())
 	byID, err := c.GetTenant(context.Background(), &v1.GetTenantRequest{Id: seedTenantID})
 	if err != nil {
 		t.Fatalf("GetTenant(seed): %v", err)
@@ -310,7 +227,7 @@ func testHealthEndpoints(t *testing.T, srv *running) {
 		{http.MethodPost, "/healthz", http.StatusMethodNotAllowed},
 		{http.MethodGet, "/no-such-path", http.StatusNotFound},
 	}
-	client := &http.Client{Transport: srv.http1}
+	client := testserver.HTTP1
 	for _, tc := range tests {
 		req, err := http.NewRequest(tc.method, srv.baseURL+tc.path, nil)
 		if err != nil {
@@ -339,7 +256,7 @@ func healthCheck(t *testing.T, srv *running, service string) (grpchealth.Status,
 	}
 	method := d.(protoreflect.ServiceDescriptor).Methods().ByName("Check")
 	client := connect.NewClient[dynamicpb.Message, dynamicpb.Message](
-		&http.Client{Transport: srv.h2c}, srv.baseURL+"/grpc.health.v1.Health/Check",
+		testserver.H2C, srv.baseURL+"/grpc.health.v1.Health/Check",
 		connect.WithGRPC(), connect.WithSchema(method),
 		connect.WithResponseInitializer(func(spec connect.Spec, msg any) error {
 			*msg.(*dynamicpb.Message) = *dynamicpb.NewMessage(method.Output())
@@ -386,7 +303,7 @@ func testGRPCHealth(t *testing.T, srv *running) {
 func testReflection(t *testing.T, srv *running) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client := grpcreflect.NewClient(&http.Client{Transport: srv.h2c}, srv.baseURL, connect.WithGRPC())
+	client := grpcreflect.NewClient(testserver.H2C, srv.baseURL, connect.WithGRPC())
 	stream := client.NewStream(ctx)
 	defer stream.Close()
 	names, err := stream.ListServices()
@@ -437,7 +354,7 @@ func testCORS(t *testing.T, srv *running) {
 		{"localhost subdomain over https", "https://evil.localhost:5173", connectHeaders, false},
 		{"null origin", "null", connectHeaders, false},
 	}
-	client := &http.Client{Transport: srv.http1}
+	client := testserver.HTTP1
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest(http.MethodOptions, srv.baseURL+path, nil)
@@ -614,6 +531,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"trusted proxy not an address", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}, []string{"TRUSTED_PROXIES"}},
 		{"key cache neither on nor off", map[string]string{"KEY_CACHE": "maybe"}, []string{"KEY_CACHE"}},
 		{"pprof address without a port", map[string]string{"PPROF_ADDR": "localhost"}, []string{"PPROF_ADDR"}},
+		{"pprof host with a space", map[string]string{"PPROF_ADDR": "local host:6060"}, []string{"PPROF_ADDR"}},
+		{"metrics port out of range", map[string]string{"METRICS_ADDR": ":70000"}, []string{"METRICS_ADDR"}},
 		{"read header timeout without unit", map[string]string{"READ_HEADER_TIMEOUT": "10"}, []string{"READ_HEADER_TIMEOUT"}},
 		{"request timeout zero", map[string]string{"REQUEST_TIMEOUT": "0s"}, []string{"REQUEST_TIMEOUT"}},
 		{"request timeout over an hour", map[string]string{"REQUEST_TIMEOUT": "2h"}, []string{"REQUEST_TIMEOUT"}},
@@ -878,16 +797,15 @@ func TestServeClosedListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	defer m.Close()
 	if err := m.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := m.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	ln.Close()
-	if err := m.Serve(context.Background(), ln); err == nil || errors.Is(err, http.ErrServerClosed) {
+	m.Server.Close() // closes the listener Serve would serve on
+	if err := m.Serve(context.Background()); err == nil || errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("Serve on a closed listener = %v, want the accept error", err)
 	}
 }

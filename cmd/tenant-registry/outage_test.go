@@ -19,6 +19,7 @@ import (
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 	"github.com/tenant-registry/tenant-registry/internal/tcpproxy"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 )
 
 // call is one write of the outage test's load.
@@ -46,8 +47,8 @@ func TestDatabaseOutage(t *testing.T) {
 	env["REQUEST_TIMEOUT"] = "10s"
 	srv := serve(t, env)
 
-	httpClient := &http.Client{Transport: srv.http1}
-	grpcClient := &http.Client{Transport: srv.h2c}
+	httpClient := testserver.HTTP1
+	grpcClient := testserver.H2C
 	ready := func() int {
 		res, err := httpClient.Get(srv.baseURL + "/readyz")
 		if err != nil {
@@ -296,7 +297,7 @@ func TestDatabaseRestartWhileIdle(t *testing.T) {
 			}
 			proxy := tcpproxy.Start(t, u.Host)
 			srv := serve(t, devEnv(proxy.URL(t, dbURL)))
-			tenants := tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: srv.http1}, srv.baseURL)
+			tenants := tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL)
 			ctx := context.Background()
 			create := func(slug string) error {
 				_, err := tenants.CreateTenant(ctx, &v1.CreateTenantRequest{Slug: slug, DisplayName: "Idle"})

@@ -22,13 +22,14 @@ import (
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 )
 
 // process is the built binary, serving.
 type process struct {
 	cmd     *exec.Cmd
 	baseURL string
-	logs    *syncBuffer
+	logs    *testserver.Logs
 	exited  chan struct{} // closed when the process has exited; cmd.ProcessState is set then
 }
 
@@ -53,7 +54,7 @@ func startBinary(t *testing.T, env map[string]string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &process{cmd: cmd, logs: &testserver.Logs{}, exited: make(chan struct{})}
 	addr := make(chan string, 1)
 	go func() {
 		scanner := bufio.NewScanner(stderr)

@@ -22,6 +22,7 @@ import (
 
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 )
 
 // slowEnv is a server whose request bodies must arrive within bodyTimeout.
@@ -288,7 +289,7 @@ func TestSlowStreamsOverH2C(t *testing.T) {
 	t.Logf("%d held streams were answered and reset %v after they opened: %v", len(held), took.Round(time.Millisecond), ended)
 
 	// The server still serves: a real client on a connection of its own.
-	tenants := tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: srv.h2c}, srv.baseURL)
+	tenants := tenantregistryv1connect.NewTenantServiceClient(testserver.H2C, srv.baseURL)
 	if _, err := tenants.GetTenant(context.Background(), &v1.GetTenantRequest{Id: seedTenantID}); err != nil {
 		t.Errorf("GetTenant after the slow streams: %v", err)
 	}
@@ -312,13 +313,13 @@ var smallWindowDialer = &net.Dialer{Control: func(_, _ string, c syscall.RawConn
 func TestExportOutlivesBodyDeadline(t *testing.T) {
 	srv := serve(t, slowEnv(t, "100"))
 	ctx := context.Background()
-	tenants := tenantregistryv1connect.NewTenantServiceClient(&http.Client{Transport: srv.http1}, srv.baseURL)
+	tenants := tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL)
 	tn, err := tenants.CreateTenant(ctx, &v1.CreateTenantRequest{Slug: "exporter", DisplayName: "Exporter"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tenantID := tn.GetTenant().GetId()
-	audit := tenantregistryv1connect.NewAuditServiceClient(&http.Client{Transport: srv.http1}, srv.baseURL)
+	audit := tenantregistryv1connect.NewAuditServiceClient(testserver.HTTP1, srv.baseURL)
 	const batches, perBatch = 10, 200
 	for b := range batches {
 		events := make([]*v1.AuditEvent, perBatch)

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	"github.com/tenant-registry/tenant-registry/domain"
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
+	"github.com/tenant-registry/tenant-registry/internal/testserver"
 	"github.com/tenant-registry/tenant-registry/transport"
 )
 
@@ -35,7 +35,7 @@ import (
 type observed struct {
 	m    *Main
 	url  string
-	logs *syncBuffer
+	logs *testserver.Logs
 }
 
 // serveObserved opens and serves a Main as the binary does, from env
@@ -237,13 +237,12 @@ func TestOTLPExport(t *testing.T) {
 	if err := m.Open(ctx); err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if err := m.Listen(); err != nil {
+		t.Fatalf("Listen: %v", err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- m.Serve(ctx, ln) }()
-	tenants := tenantregistryv1connect.NewTenantServiceClient(http.DefaultClient, "http://"+ln.Addr().String())
+	go func() { served <- m.Serve(ctx) }()
+	tenants := tenantregistryv1connect.NewTenantServiceClient(http.DefaultClient, "http://"+m.Server.Addr())
 	if _, err := tenants.GetTenantBySlug(ctx, &v1.GetTenantBySlugRequest{Slug: "acme"}); err != nil {
 		t.Fatalf("GetTenantBySlug: %v", err)
 	}
