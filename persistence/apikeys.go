@@ -67,7 +67,7 @@ func utc(t time.Time) time.Time {
 }
 
 // ApiKeyRepository implements domain.ApiKeyRepository.
-type ApiKeyRepository struct{ db bun.IDB }
+type ApiKeyRepository struct{ conn }
 
 var _ domain.ApiKeyRepository = ApiKeyRepository{}
 
@@ -84,13 +84,10 @@ func (r ApiKeyRepository) Get(ctx context.Context, id string) (*domain.ApiKey, e
 	return r.one(ctx, r.db.NewSelect().Where("id = ?", id))
 }
 
-// GetForUpdate returns the key with the given id, locked on PostgreSQL.
+// GetForUpdate returns the key with the given id, keeping concurrent
+// writers of it out until the transaction ends.
 func (r ApiKeyRepository) GetForUpdate(ctx context.Context, id string) (*domain.ApiKey, error) {
-	q := r.db.NewSelect().Where("id = ?", id)
-	if isPostgres(r.db) {
-		q = q.For("UPDATE")
-	}
-	return r.one(ctx, q)
+	return r.one(ctx, r.dialect.forUpdate(r.db.NewSelect().Where("id = ?", id)))
 }
 
 func (r ApiKeyRepository) one(ctx context.Context, q *bun.SelectQuery) (*domain.ApiKey, error) {
@@ -232,12 +229,8 @@ const verificationFunction = "SELECT * FROM api_key_verification(?)"
 // tenant's entitlements in one round trip: the database path of the
 // verification hot path.
 func (r ApiKeyRepository) GetForVerification(ctx context.Context, hash string) (*domain.KeyRecord, error) {
-	query := verificationQuery
-	if isPostgres(r.db) {
-		query = verificationFunction
-	}
 	var rows []verificationRow
-	err := r.db.NewRaw(query, hash).Scan(ctx, &rows)
+	err := r.db.NewRaw(r.dialect.verificationQuery(), hash).Scan(ctx, &rows)
 	return verificationRecord(rows, err)
 }
 

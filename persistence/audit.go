@@ -96,7 +96,7 @@ type treeHashRow struct {
 
 // AuditLog implements domain.AuditLog.
 type AuditLog struct {
-	db bun.IDB
+	conn
 	// appended, when set, is told how many new events were written, for
 	// the audit append-rate metric; nil counts nothing.
 	appended func(n int)
@@ -132,11 +132,7 @@ func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*do
 	if _, err := l.db.NewInsert().Model(head).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
 		return err
 	}
-	q := l.db.NewSelect().Model(head).WherePK()
-	if isPostgres(l.db) {
-		q = q.For("UPDATE")
-	}
-	if err := q.Scan(ctx); err != nil {
+	if err := l.dialect.forUpdate(l.db.NewSelect().Model(head).WherePK()).Scan(ctx); err != nil {
 		return err
 	}
 	stored, err := l.storedByExternalID(ctx, tenantID, events)

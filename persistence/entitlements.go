@@ -65,7 +65,7 @@ func productBase(src string, defaults, trial map[string]int64) domain.Limits {
 }
 
 // EntitlementRepository implements domain.EntitlementRepository.
-type EntitlementRepository struct{ db bun.IDB }
+type EntitlementRepository struct{ conn }
 
 var _ domain.EntitlementRepository = EntitlementRepository{}
 
@@ -79,12 +79,7 @@ func (r EntitlementRepository) withProduct(rows *[]entitlementRead) *bun.SelectQ
 // ListByTenant returns a tenant's entitlements, by product.
 func (r EntitlementRepository) ListByTenant(ctx context.Context, tenantID string) ([]*domain.Entitlement, error) {
 	var rows []entitlementRead
-	// Byte order on both dialects, as for products.
-	order := "e.product ASC"
-	if isPostgres(r.db) {
-		order = `e.product COLLATE "C" ASC`
-	}
-	if err := r.withProduct(&rows).Where("e.tenant_id = ?", tenantID).OrderExpr(order).Scan(ctx); err != nil {
+	if err := r.withProduct(&rows).Where("e.tenant_id = ?", tenantID).OrderExpr(r.dialect.byteOrder("e.product")).Scan(ctx); err != nil {
 		return nil, dbError(err, "", "")
 	}
 	out := make([]*domain.Entitlement, len(rows))
@@ -132,7 +127,7 @@ type trialRow struct {
 }
 
 // TrialRepository implements domain.TrialRepository.
-type TrialRepository struct{ db bun.IDB }
+type TrialRepository struct{ conn }
 
 var _ domain.TrialRepository = TrialRepository{}
 

@@ -30,7 +30,7 @@ func (r *productRequestRow) domain() *domain.ProductRequest {
 }
 
 // ProductRequestRepository implements domain.ProductRequestRepository.
-type ProductRequestRepository struct{ db bun.IDB }
+type ProductRequestRepository struct{ conn }
 
 var _ domain.ProductRequestRepository = ProductRequestRepository{}
 

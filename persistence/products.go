@@ -49,7 +49,7 @@ func (r *productRow) domain() *domain.Product {
 }
 
 // ProductRepository implements domain.ProductRepository.
-type ProductRepository struct{ db bun.IDB }
+type ProductRepository struct{ conn }
 
 var _ domain.ProductRepository = ProductRepository{}
 
@@ -64,14 +64,10 @@ func (r ProductRepository) Get(ctx context.Context, key string) (*domain.Product
 	return r.one(ctx, key, r.db.NewSelect())
 }
 
-// GetForUpdate returns the product, locking its row on PostgreSQL; SQLite
-// transactions here hold the database's write lock from their start.
+// GetForUpdate returns the product, keeping concurrent writers of it out
+// until the transaction ends.
 func (r ProductRepository) GetForUpdate(ctx context.Context, key string) (*domain.Product, error) {
-	q := r.db.NewSelect()
-	if isPostgres(r.db) {
-		q = q.For("UPDATE")
-	}
-	return r.one(ctx, key, q)
+	return r.one(ctx, key, r.dialect.forUpdate(r.db.NewSelect()))
 }
 
 func (r ProductRepository) one(ctx context.Context, key string, q *bun.SelectQuery) (*domain.Product, error) {
@@ -85,13 +81,7 @@ func (r ProductRepository) one(ctx context.Context, key string, q *bun.SelectQue
 // List returns every product, by key.
 func (r ProductRepository) List(ctx context.Context) ([]*domain.Product, error) {
 	var rows []productRow
-	// Byte order on both dialects: PostgreSQL's default collation would
-	// otherwise sort '-' unlike SQLite.
-	order := "key ASC"
-	if isPostgres(r.db) {
-		order = `key COLLATE "C" ASC`
-	}
-	if err := r.db.NewSelect().Model(&rows).OrderExpr(order).Scan(ctx); err != nil {
+	if err := r.db.NewSelect().Model(&rows).OrderExpr(r.dialect.byteOrder("key")).Scan(ctx); err != nil {
 		return nil, dbError(err, "", "")
 	}
 	out := make([]*domain.Product, len(rows))

@@ -46,7 +46,7 @@ func (r *tenantRow) domain() *domain.Tenant {
 
 // TenantRepository implements domain.TenantRepository on a database or a
 // transaction.
-type TenantRepository struct{ db bun.IDB }
+type TenantRepository struct{ conn }
 
 var _ domain.TenantRepository = TenantRepository{}
 
@@ -68,15 +68,10 @@ func (r TenantRepository) GetBySlug(ctx context.Context, slug string) (*domain.T
 	return r.one(ctx, r.db.NewSelect().Where("slug = ?", slug))
 }
 
-// GetForUpdate returns the tenant with the given id, locking its row on
-// PostgreSQL. SQLite transactions here begin IMMEDIATE and so already hold
-// the database's write lock.
+// GetForUpdate returns the tenant with the given id, keeping concurrent
+// writers of it out until the transaction ends.
 func (r TenantRepository) GetForUpdate(ctx context.Context, id string) (*domain.Tenant, error) {
-	q := r.db.NewSelect().Where("id = ?", id)
-	if isPostgres(r.db) {
-		q = q.For("UPDATE")
-	}
-	return r.one(ctx, q)
+	return r.one(ctx, r.dialect.forUpdate(r.db.NewSelect().Where("id = ?", id)))
 }
 
 func (r TenantRepository) one(ctx context.Context, q *bun.SelectQuery) (*domain.Tenant, error) {
