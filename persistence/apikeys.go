@@ -71,12 +71,10 @@ type ApiKeyRepository struct{ conn }
 
 var _ domain.ApiKeyRepository = ApiKeyRepository{}
 
-const apiKeyNotFound = "API key not found"
-
 // Create inserts k.
 func (r ApiKeyRepository) Create(ctx context.Context, k *domain.ApiKey) error {
 	_, err := r.db.NewInsert().Model(newApiKeyRow(k)).Exec(ctx)
-	return dbError(err, apiKeyNotFound, "an API key with this hash already exists")
+	return duplicateError(err, "an API key with this hash already exists")
 }
 
 // Get returns the key with the given id.
@@ -93,7 +91,7 @@ func (r ApiKeyRepository) GetForUpdate(ctx context.Context, id string) (*domain.
 func (r ApiKeyRepository) one(ctx context.Context, q *bun.SelectQuery) (*domain.ApiKey, error) {
 	var row apiKeyRow
 	if err := q.Model(&row).Limit(1).Scan(ctx); err != nil {
-		return nil, dbError(err, apiKeyNotFound, "")
+		return nil, missingRowError(err, domain.ApiKeyNotFoundMessage)
 	}
 	return row.domain(), nil
 }
@@ -103,7 +101,7 @@ func (r ApiKeyRepository) ListLegacyByPrefix(ctx context.Context, prefix string)
 	var rows []apiKeyRow
 	err := r.db.NewSelect().Model(&rows).Where("prefix = ? AND hash LIKE 'argon2id|%'", prefix).Limit(16).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, apiKeyNotFound, "")
+		return nil, dbError(err)
 	}
 	return apiKeys(rows), nil
 }
@@ -116,7 +114,7 @@ func (r ApiKeyRepository) List(ctx context.Context, tenantID, afterID string, li
 		q = q.Where("id > ?", afterID)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, dbError(err, apiKeyNotFound, "")
+		return nil, dbError(err)
 	}
 	return apiKeys(rows), nil
 }
@@ -126,10 +124,10 @@ func (r ApiKeyRepository) Update(ctx context.Context, k *domain.ApiKey) error {
 	res, err := r.db.NewUpdate().Model(newApiKeyRow(k)).
 		Column("name", "scopes", "expire_time", "revoke_time", "disable_time", "metadata", "update_time").WherePK().Exec(ctx)
 	if err != nil {
-		return dbError(err, apiKeyNotFound, "")
+		return dbError(err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return domain.Errorf(domain.KindNotFound, apiKeyNotFound)
+		return domain.Errorf(domain.KindNotFound, "%s", domain.ApiKeyNotFoundMessage)
 	}
 	return nil
 }
@@ -138,7 +136,7 @@ func (r ApiKeyRepository) Update(ctx context.Context, k *domain.ApiKey) error {
 func (r ApiKeyRepository) CreatedBy(ctx context.Context, id string) ([]*domain.ApiKey, error) {
 	var rows []apiKeyRow
 	if err := r.db.NewSelect().Model(&rows).Where("created_by_key = ? AND revoke_time IS NULL", id).OrderExpr("id").Scan(ctx); err != nil {
-		return nil, dbError(err, domain.ApiKeyNotFoundMessage, "")
+		return nil, dbError(err)
 	}
 	return apiKeys(rows), nil
 }
@@ -146,7 +144,7 @@ func (r ApiKeyRepository) CreatedBy(ctx context.Context, id string) ([]*domain.A
 // Reparent moves the keys created by key from to key to.
 func (r ApiKeyRepository) Reparent(ctx context.Context, from, to string) error {
 	_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("created_by_key = ?", to).Where("created_by_key = ?", from).Exec(ctx)
-	return dbError(err, domain.ApiKeyNotFoundMessage, "")
+	return dbError(err)
 }
 
 // Rehash replaces a key's hash if it is still oldHash; when a concurrent
@@ -154,7 +152,7 @@ func (r ApiKeyRepository) Reparent(ctx context.Context, from, to string) error {
 func (r ApiKeyRepository) Rehash(ctx context.Context, id, oldHash, newHash string) error {
 	_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("hash = ?", newHash).
 		Where("id = ? AND hash = ?", id, oldHash).Exec(ctx)
-	return dbError(err, apiKeyNotFound, "")
+	return dbError(err)
 }
 
 // TouchLastUsed records last-use times, never moving one backwards.
@@ -163,7 +161,7 @@ func (r ApiKeyRepository) TouchLastUsed(ctx context.Context, used map[string]tim
 		_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("last_used_time = ?", t).
 			Where("id = ? AND (last_used_time IS NULL OR last_used_time < ?)", id, t).Exec(ctx)
 		if err != nil {
-			return dbError(err, apiKeyNotFound, "")
+			return dbError(err)
 		}
 	}
 	return nil
@@ -237,10 +235,10 @@ func (r ApiKeyRepository) GetForVerification(ctx context.Context, hash string) (
 // verificationRecord assembles the rows of the verification query.
 func verificationRecord(rows []verificationRow, err error) (*domain.KeyRecord, error) {
 	if err != nil {
-		return nil, dbError(err, apiKeyNotFound, "")
+		return nil, dbError(err)
 	}
 	if len(rows) == 0 {
-		return nil, domain.Errorf(domain.KindNotFound, apiKeyNotFound)
+		return nil, domain.Errorf(domain.KindNotFound, "%s", domain.ApiKeyNotFoundMessage)
 	}
 	first := rows[0]
 	key := (&apiKeyRow{

@@ -121,7 +121,7 @@ func (l AuditLog) Append(ctx context.Context, events []*domain.AuditEvent) error
 	slices.Sort(tenants)
 	for _, t := range tenants {
 		if err := l.appendChain(ctx, t, byTenant[t]); err != nil {
-			return dbError(err, "audit chain not found", "audit event already exists")
+			return duplicateError(err, "audit event already exists")
 		}
 	}
 	return nil
@@ -250,7 +250,7 @@ func (l AuditLog) ReadHashes(ctx context.Context, tenantID string, indexes []int
 	var rows []treeHashRow
 	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND idx IN (?)", tenantID, bun.In(indexes)).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, "", "")
+		return nil, dbError(err)
 	}
 	byIndex := make(map[int64][]byte, len(rows))
 	for _, r := range rows {
@@ -273,7 +273,7 @@ func (l AuditLog) StoredHashes(ctx context.Context, tenantID string, from int64,
 	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND idx >= ?", tenantID, from).
 		OrderExpr("idx ASC").Limit(limit).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, "", "")
+		return nil, dbError(err)
 	}
 	out := make([]domain.StoredHash, len(rows))
 	for i, r := range rows {
@@ -370,7 +370,7 @@ func (l AuditLog) List(ctx context.Context, f domain.AuditFilter, beforeSeq int6
 		q = q.Where("occur_time < ?", f.Until)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, dbError(err, "audit events not found", "")
+		return nil, dbError(err)
 	}
 	return auditEvents(rows), nil
 }
@@ -381,7 +381,7 @@ func (l AuditLog) Chain(ctx context.Context, tenantID string, afterSeq int64, li
 	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND seq > ?", tenantID, afterSeq).
 		OrderExpr("seq ASC").Limit(limit).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, "audit events not found", "")
+		return nil, dbError(err)
 	}
 	return auditEvents(rows), nil
 }
@@ -395,7 +395,7 @@ func (l AuditLog) Head(ctx context.Context, tenantID string) (domain.AuditHead, 
 		return domain.AuditHead{Root: empty}, nil
 	}
 	if err != nil {
-		return domain.AuditHead{}, dbError(err, "", "")
+		return domain.AuditHead{}, dbError(err)
 	}
 	out := domain.AuditHead{Size: head.Seq, Root: empty, ExpiredThrough: head.ExpiredThrough}
 	if head.Hash != "" {

@@ -27,7 +27,7 @@ func (l AuditLog) Retention(ctx context.Context, tenantID string) (int, bool, er
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, dbError(err, "", "")
+		return 0, false, dbError(err)
 	}
 	return row.Days, true, nil
 }
@@ -36,7 +36,7 @@ func (l AuditLog) Retention(ctx context.Context, tenantID string) (int, bool, er
 func (l AuditLog) SetRetention(ctx context.Context, tenantID string, days int) error {
 	_, err := l.db.NewInsert().Model(&retentionRow{TenantID: tenantID, Days: days}).
 		On("CONFLICT (tenant_id) DO UPDATE").Set("days = EXCLUDED.days").Exec(ctx)
-	return dbError(err, "", "")
+	return dbError(err)
 }
 
 // Expiry is what one run of ExpireAudit removed.

@@ -49,7 +49,7 @@ type invalidations struct {
 
 func (i invalidations) Announce(ctx context.Context, c domain.Change) error {
 	if err := i.dialect.announce(ctx, i.db, i.owner.origin, c); err != nil {
-		return dbError(err, "", "")
+		return dbError(err)
 	}
 	i.after.add(func() { i.owner.feed.Committed(c) })
 	return nil

@@ -80,7 +80,7 @@ func (r EntitlementRepository) withProduct(rows *[]entitlementRead) *bun.SelectQ
 func (r EntitlementRepository) ListByTenant(ctx context.Context, tenantID string) ([]*domain.Entitlement, error) {
 	var rows []entitlementRead
 	if err := r.withProduct(&rows).Where("e.tenant_id = ?", tenantID).OrderExpr(r.dialect.byteOrder("e.product")).Scan(ctx); err != nil {
-		return nil, dbError(err, "", "")
+		return nil, dbError(err)
 	}
 	out := make([]*domain.Entitlement, len(rows))
 	for i := range rows {
@@ -97,7 +97,7 @@ func (r EntitlementRepository) Get(ctx context.Context, tenantID, product string
 		err = sql.ErrNoRows
 	}
 	if err != nil {
-		return nil, dbError(err, "entitlement not found", "")
+		return nil, missingRowError(err, "entitlement not found")
 	}
 	return rows[0].domain(), nil
 }
@@ -114,7 +114,7 @@ func (r EntitlementRepository) Upsert(ctx context.Context, e *domain.Entitlement
 		Set("update_time = EXCLUDED.update_time").
 		Set("limits = EXCLUDED.limits").
 		Exec(ctx)
-	return dbError(err, "", "")
+	return dbError(err)
 }
 
 // trialRow is the trials table: every trial ever started.
@@ -135,5 +135,5 @@ var _ domain.TrialRepository = TrialRepository{}
 // KindAlreadyExists, also when two race.
 func (r TrialRepository) Start(ctx context.Context, tenantID, product string, start time.Time) error {
 	_, err := r.db.NewInsert().Model(&trialRow{TenantID: tenantID, Product: product, StartTime: start}).Exec(ctx)
-	return dbError(err, "", "tenant already had a trial of "+product)
+	return duplicateError(err, "tenant already had a trial of "+product)
 }

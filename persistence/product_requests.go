@@ -41,7 +41,7 @@ func (r ProductRequestRepository) Create(ctx context.Context, pr *domain.Product
 		ID: pr.ID, TenantID: pr.TenantID, Product: pr.Product, Note: pr.Note, Status: string(pr.Status),
 		RequestedBy: pr.RequestedBy, CreateTime: pr.CreateTime,
 	}).Exec(ctx)
-	return dbError(err, "", "the tenant has an open request for "+pr.Product+" already")
+	return duplicateError(err, "the tenant has an open request for "+pr.Product+" already")
 }
 
 // GetOpen returns the tenant's open request for the product.
@@ -51,7 +51,7 @@ func (r ProductRequestRepository) GetOpen(ctx context.Context, tenantID, product
 		Where("tenant_id = ? AND product = ? AND status = ?", tenantID, product, domain.RequestOpen).
 		Limit(1).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, "no open request for "+product, "")
+		return nil, missingRowError(err, "no open request for "+product)
 	}
 	return row.domain(), nil
 }
@@ -68,7 +68,7 @@ func (r ProductRequestRepository) List(ctx context.Context, status domain.Produc
 		q = q.Where("id > ?", afterID)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, dbError(err, "", "")
+		return nil, dbError(err)
 	}
 	out := make([]*domain.ProductRequest, len(rows))
 	for i := range rows {

@@ -56,7 +56,7 @@ var _ domain.ProductRepository = ProductRepository{}
 // Create inserts p; a taken key is KindAlreadyExists.
 func (r ProductRepository) Create(ctx context.Context, p *domain.Product) error {
 	_, err := r.db.NewInsert().Model(newProductRow(p)).Exec(ctx)
-	return dbError(err, "", "a product with key "+p.Key+" already exists")
+	return duplicateError(err, "a product with key "+p.Key+" already exists")
 }
 
 // Get returns the product with the given key.
@@ -73,7 +73,7 @@ func (r ProductRepository) GetForUpdate(ctx context.Context, key string) (*domai
 func (r ProductRepository) one(ctx context.Context, key string, q *bun.SelectQuery) (*domain.Product, error) {
 	var row productRow
 	if err := q.Model(&row).Where("key = ?", key).Limit(1).Scan(ctx); err != nil {
-		return nil, dbError(err, "product "+key+" not found", "")
+		return nil, missingRowError(err, "product "+key+" not found")
 	}
 	return row.domain(), nil
 }
@@ -82,7 +82,7 @@ func (r ProductRepository) one(ctx context.Context, key string, q *bun.SelectQue
 func (r ProductRepository) List(ctx context.Context) ([]*domain.Product, error) {
 	var rows []productRow
 	if err := r.db.NewSelect().Model(&rows).OrderExpr(r.dialect.byteOrder("key")).Scan(ctx); err != nil {
-		return nil, dbError(err, "", "")
+		return nil, dbError(err)
 	}
 	out := make([]*domain.Product, len(rows))
 	for i := range rows {
@@ -96,7 +96,7 @@ func (r ProductRepository) Update(ctx context.Context, p *domain.Product) error 
 	res, err := r.db.NewUpdate().Model(newProductRow(p)).
 		Column("display_name", "description", "trial_days", "update_time", "default_limits", "trial_limits").WherePK().Exec(ctx)
 	if err != nil {
-		return dbError(err, "", "")
+		return dbError(err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return domain.Errorf(domain.KindNotFound, "product %s not found", p.Key)

@@ -72,7 +72,7 @@ func (s *Store) Atomically(ctx context.Context, fn func(domain.Repositories) err
 		return fn(repositories{db: tx, owner: s.owner, after: after})
 	})
 	if err != nil {
-		return dbError(err, "not found", "already exists")
+		return dbError(err)
 	}
 	after.run()
 	return nil

@@ -50,12 +50,10 @@ type TenantRepository struct{ conn }
 
 var _ domain.TenantRepository = TenantRepository{}
 
-const tenantNotFound = "tenant not found"
-
 // Create inserts t; a taken slug is KindAlreadyExists.
 func (r TenantRepository) Create(ctx context.Context, t *domain.Tenant) error {
 	_, err := r.db.NewInsert().Model(newTenantRow(t)).Exec(ctx)
-	return dbError(err, tenantNotFound, "a tenant with slug "+t.Slug+" already exists")
+	return duplicateError(err, "a tenant with slug "+t.Slug+" already exists")
 }
 
 // Get returns the tenant with the given id.
@@ -77,7 +75,7 @@ func (r TenantRepository) GetForUpdate(ctx context.Context, id string) (*domain.
 func (r TenantRepository) one(ctx context.Context, q *bun.SelectQuery) (*domain.Tenant, error) {
 	var row tenantRow
 	if err := q.Model(&row).Limit(1).Scan(ctx); err != nil {
-		return nil, dbError(err, tenantNotFound, "")
+		return nil, missingRowError(err, domain.TenantNotFoundMessage)
 	}
 	return row.domain(), nil
 }
@@ -96,7 +94,7 @@ func (r TenantRepository) List(ctx context.Context, f domain.TenantFilter, after
 		q = q.Where("id > ?", afterID)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, dbError(err, tenantNotFound, "")
+		return nil, dbError(err)
 	}
 	out := make([]*domain.Tenant, len(rows))
 	for i := range rows {
@@ -110,10 +108,10 @@ func (r TenantRepository) Update(ctx context.Context, t *domain.Tenant) error {
 	res, err := r.db.NewUpdate().Model(newTenantRow(t)).
 		Column("display_name", "status", "metadata", "update_time", "search").WherePK().Exec(ctx)
 	if err != nil {
-		return dbError(err, tenantNotFound, "")
+		return dbError(err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return domain.Errorf(domain.KindNotFound, tenantNotFound)
+		return domain.Errorf(domain.KindNotFound, "%s", domain.TenantNotFoundMessage)
 	}
 	return nil
 }
