@@ -114,7 +114,7 @@ func (s *AuditService) Record(ctx context.Context, e *AuditEvent) (*AuditEvent, 
 	}
 	// Tenants are never deleted: one that exists now still does at the
 	// commit, and an unknown one does not fail a shared transaction.
-	if err := tenantsExist(ctx, s.store, []*AuditEvent{e}); err != nil {
+	if err := tenantsExist(ctx, s.store.Tenants(), []*AuditEvent{e}); err != nil {
 		return nil, err
 	}
 	if err := s.singles.append(ctx, e); err != nil {
@@ -183,13 +183,13 @@ func (s *AuditService) authorizeRecord(ctx context.Context, events []*AuditEvent
 }
 
 // tenantsExist reports NotFound for the first event whose tenant is unknown.
-func tenantsExist(ctx context.Context, r Repositories, events []*AuditEvent) error {
+func tenantsExist(ctx context.Context, tenants TenantReader, events []*AuditEvent) error {
 	seen := map[string]bool{"": true}
 	for _, e := range events {
 		if seen[e.TenantID] {
 			continue
 		}
-		if _, err := r.Tenants().Get(ctx, e.TenantID); err != nil {
+		if _, err := tenants.Get(ctx, e.TenantID); err != nil {
 			return err
 		}
 		seen[e.TenantID] = true

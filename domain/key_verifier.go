@@ -240,7 +240,10 @@ func (v *KeyVerifier) findLegacy(ctx context.Context, key, digest string) (*KeyR
 			continue
 		}
 		failed = false
-		if err := v.store.ApiKeys().Rehash(ctx, k.ID, k.Hash, storedHash(digest)); err != nil {
+		err = v.store.Atomically(ctx, func(r Repositories) error {
+			return r.ApiKeys().Rehash(ctx, k.ID, k.Hash, storedHash(digest))
+		})
+		if err != nil {
 			return nil, err
 		}
 		return v.store.ApiKeys().GetForVerification(ctx, storedHash(digest))
@@ -303,7 +306,7 @@ func (v *KeyVerifier) Flush(ctx context.Context) error {
 	if len(pending) == 0 {
 		return nil
 	}
-	return v.store.ApiKeys().TouchLastUsed(ctx, pending)
+	return v.store.Atomically(ctx, func(r Repositories) error { return r.ApiKeys().TouchLastUsed(ctx, pending) })
 }
 
 // Run flushes last-use times every interval until ctx ends, then once more.

@@ -2,8 +2,20 @@ package domain
 
 import "context"
 
-// Repositories gives access to every repository. The set handed to a
-// Store.Atomically callback is bound to one transaction.
+// Reads are the repositories' reads outside a transaction: what a service
+// looks up before it decides, or answers with. They offer no writes, so
+// that every change goes through Store.Atomically, with its audit event.
+type Reads interface {
+	Tenants() TenantReader
+	Audit() AuditReader
+	ApiKeys() ApiKeyReader
+	Entitlements() EntitlementReader
+	Products() ProductReader
+	ProductRequests() ProductRequestReader
+}
+
+// Repositories gives access to every repository, reads and writes, bound
+// to the one transaction of a Store.Atomically callback.
 type Repositories interface {
 	Tenants() TenantRepository
 	Audit() AuditLog
@@ -15,10 +27,10 @@ type Repositories interface {
 	Invalidations() Invalidations
 }
 
-// Store is the persistence port: repositories for single reads and writes,
-// and units of work that commit all or nothing.
+// Store is the persistence port: single reads, and units of work that
+// commit all or nothing.
 type Store interface {
-	Repositories
+	Reads
 	// Atomically runs fn in one database transaction and commits it when fn
 	// returns nil; any error rolls everything back. A change and the audit
 	// event describing it are written through the same callback, so neither

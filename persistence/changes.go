@@ -20,17 +20,10 @@ const changeChannel = "tenant_registry_changes"
 const legacyChannel = "tenant_registry_invalidations"
 
 // afterCommit is the work that waits for a transaction to commit:
-// deliveries to this process's change feed, and the audit counter. Work
-// added outside a transaction (a nil list) runs at once.
+// deliveries to this process's change feed, and the audit counter.
 type afterCommit struct{ fns []func() }
 
-func (a *afterCommit) add(fn func()) {
-	if a == nil {
-		fn()
-		return
-	}
-	a.fns = append(a.fns, fn)
-}
+func (a *afterCommit) add(fn func()) { a.fns = append(a.fns, fn) }
 
 func (a *afterCommit) run() {
 	for _, fn := range a.fns {
@@ -38,8 +31,7 @@ func (a *afterCommit) run() {
 	}
 }
 
-// invalidations implements domain.Invalidations for one transaction (or
-// none). The dialect announces a change to the other replicas; this
+// invalidations implements domain.Invalidations for one transaction. The dialect announces a change to the other replicas; this
 // replica delivers it to its own feed right after the commit.
 type invalidations struct {
 	conn

@@ -18,13 +18,12 @@ type conn struct {
 	dialect dialect
 }
 
-// repositories binds every repository to one bun.IDB: the database itself,
-// or a transaction, whose after-commit work waits in after until it
-// commits.
+// repositories binds every repository to one transaction, whose
+// after-commit work waits in after until it commits.
 type repositories struct {
-	db    bun.IDB
-	owner *DB          // the dialect, the change feed and the audit counter
-	after *afterCommit // nil outside a transaction: work runs at once
+	db    bun.Tx
+	owner *DB // the dialect, the change feed and the audit counter
+	after *afterCommit
 }
 
 func (r repositories) conn() conn { return conn{db: r.db, dialect: r.owner.dialect} }
@@ -52,20 +51,40 @@ func (r repositories) countAudit(n int) {
 	r.after.add(func() { r.owner.auditAppended.Add(uint64(n)) })
 }
 
-// Store implements domain.Store.
-type Store struct {
-	repositories
-}
+// Store implements domain.Store: its reads run on the database itself,
+// and writes only in the transactions of Atomically.
+type Store struct{ owner *DB }
 
 var _ domain.Store = (*Store)(nil)
 
 // Store returns the domain's persistence port on db.
-func (db *DB) Store() *Store {
-	return &Store{repositories: repositories{db: db.bun, owner: db}}
+func (db *DB) Store() *Store { return &Store{owner: db} }
+
+func (s *Store) conn() conn { return conn{db: s.owner.bun, dialect: s.owner.dialect} }
+
+// Tenants reads tenants outside a transaction.
+func (s *Store) Tenants() domain.TenantReader { return TenantRepository{s.conn()} }
+
+// Audit reads the audit log outside a transaction.
+func (s *Store) Audit() domain.AuditReader { return AuditLog{conn: s.conn()} }
+
+// ApiKeys reads API keys outside a transaction.
+func (s *Store) ApiKeys() domain.ApiKeyReader { return ApiKeyRepository{s.conn()} }
+
+// Entitlements reads entitlements outside a transaction.
+func (s *Store) Entitlements() domain.EntitlementReader { return EntitlementRepository{s.conn()} }
+
+// Products reads the catalog outside a transaction.
+func (s *Store) Products() domain.ProductReader { return ProductRepository{s.conn()} }
+
+// ProductRequests reads product requests outside a transaction.
+func (s *Store) ProductRequests() domain.ProductRequestReader {
+	return ProductRequestRepository{s.conn()}
 }
 
 // Atomically runs fn in a transaction whose repositories it hands to fn,
-// and after the commit the work they left for it, in order.
+// and after the commit the work they left for it, in order. Bun's RunInTx
+// calls fn once (it never retries), so that work needs no reset.
 func (s *Store) Atomically(ctx context.Context, fn func(domain.Repositories) error) error {
 	after := &afterCommit{}
 	err := s.owner.dialect.transaction(ctx, s.owner.bun, func(ctx context.Context, tx bun.Tx) error {
