@@ -82,7 +82,7 @@ func (e *AuditEvent) logEvent() *auditlog.Event {
 }
 
 // validate checks an event a product records, normalising what may be
-// written in more than one way (CRUD case, IP form, times). Field names
+// written in more than one way (CRUD case, IP form). Field names
 // are prefixed with prefix ("event." or "events[3].").
 func (e *AuditEvent) validate(v *Violations, prefix string, now time.Time) {
 	if e.TenantID != "" {
@@ -144,8 +144,6 @@ func (e *AuditEvent) validate(v *Violations, prefix string, now time.Time) {
 		v.Add(prefix+"occur_time", "must not be in the future")
 	case e.OccurTime.Year() < 2000:
 		v.Add(prefix+"occur_time", "must be after the year 2000")
-	default:
-		e.OccurTime = e.OccurTime.UTC().Truncate(time.Microsecond)
 	}
 }
 

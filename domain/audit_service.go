@@ -140,8 +140,9 @@ func (s *AuditService) RecordBatch(ctx context.Context, events []*AuditEvent) ([
 	return events, nil
 }
 
-// admit validates events, naming bad fields by prefix, stamps them as
-// received now, and checks the caller may append them.
+// admit validates events, naming bad fields by prefix, takes their occur
+// time as the store keeps it (what the response and a later read show),
+// stamps them as received now, and checks the caller may append them.
 func (s *AuditService) admit(ctx context.Context, events []*AuditEvent, prefix func(int) string) error {
 	now := s.now()
 	var v Violations
@@ -151,6 +152,7 @@ func (s *AuditService) admit(ctx context.Context, events []*AuditEvent, prefix f
 			continue
 		}
 		e.validate(&v, prefix(i), now)
+		e.OccurTime = s.store.StoredTime(e.OccurTime)
 		e.ID, e.Seq, e.Hash, e.ReceiveTime = NewID(), 0, "", now
 	}
 	if err := v.Err(); err != nil {

@@ -72,10 +72,11 @@ type KeyVerifier struct {
 	usage  usageRecorder
 }
 
-// NewKeyVerifier returns a verifier reading store through cache.
+// NewKeyVerifier returns a verifier reading store through cache, and now
+// as store keeps times.
 func NewKeyVerifier(store Store, now Clock, cache *KeyCache) *KeyVerifier {
 	return &KeyVerifier{
-		store: store, now: now, cache: cache,
+		store: store, now: storedClock(store, now), cache: cache,
 		legacy: newLegacyGuard(),
 		usage:  usageRecorder{pending: map[string]time.Time{}, written: map[string]time.Time{}},
 	}

@@ -1,6 +1,9 @@
 package domain
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Reads are the repositories' reads outside a transaction: what a service
 // looks up before it decides, or answers with. They offer no writes, so
@@ -36,4 +39,10 @@ type Store interface {
 	// event describing it are written through the same callback, so neither
 	// exists without the other.
 	Atomically(ctx context.Context, fn func(Repositories) error) error
+	// StoredTime is t as the store keeps it: what a later read of a
+	// stored t returns (the zero time stays zero). The services take the
+	// clock's and their callers' times in this form where they compare
+	// them with stored ones or return them, so that an answer equals what
+	// a later read returns (times are part of etags).
+	StoredTime(t time.Time) time.Time
 }

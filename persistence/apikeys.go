@@ -36,8 +36,9 @@ func newApiKeyRow(k *domain.ApiKey) *apiKeyRow {
 	}
 	return &apiKeyRow{
 		ID: k.ID, TenantID: k.TenantID, Name: k.Name, Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
-		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, ExpireTime: k.ExpireTime, RevokeTime: k.RevokeTime, LastUsedTime: k.LastUsedTime,
-		CreatedBy: k.CreatedBy, DisableTime: k.DisableTime, Metadata: metadataRow(k.Metadata),
+		CreateTime: storedTime(k.CreateTime), UpdateTime: storedTime(k.UpdateTime), ExpireTime: storedTime(k.ExpireTime),
+		RevokeTime: storedTime(k.RevokeTime), LastUsedTime: storedTime(k.LastUsedTime), CreatedBy: k.CreatedBy,
+		DisableTime: storedTime(k.DisableTime), Metadata: metadataRow(k.Metadata),
 	}
 }
 
@@ -158,6 +159,7 @@ func (r ApiKeyRepository) Rehash(ctx context.Context, id, oldHash, newHash strin
 // TouchLastUsed records last-use times, never moving one backwards.
 func (r ApiKeyRepository) TouchLastUsed(ctx context.Context, used map[string]time.Time) error {
 	for id, t := range used {
+		t = storedTime(t)
 		_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("last_used_time = ?", t).
 			Where("id = ? AND (last_used_time IS NULL OR last_used_time < ?)", id, t).Exec(ctx)
 		if err != nil {

@@ -54,7 +54,7 @@ func newAuditEventRow(e *domain.AuditEvent) auditEventRow {
 		ActorID: e.Actor.ID, ActorName: e.Actor.Name, ActorType: e.Actor.Type,
 		TargetID: e.Target.ID, TargetType: e.Target.Type, TargetName: e.Target.Name,
 		SourceIP: e.SourceIP, Description: e.Description, IsFailure: e.IsFailure, IsAnonymous: e.IsAnonymous,
-		Fields: fields, OccurTime: e.OccurTime, ReceiveTime: e.ReceiveTime, ExternalID: e.ExternalID, Hash: e.Hash,
+		Fields: fields, OccurTime: storedTime(e.OccurTime), ReceiveTime: storedTime(e.ReceiveTime), ExternalID: e.ExternalID, Hash: e.Hash,
 	}
 }
 

@@ -28,7 +28,8 @@ type entitlementRow struct {
 func newEntitlementRow(e *domain.Entitlement) *entitlementRow {
 	return &entitlementRow{
 		TenantID: e.TenantID, Product: e.Product, Status: string(e.Status), Source: string(e.Source),
-		StartTime: e.StartTime, ExpireTime: e.ExpireTime, CreateTime: e.CreateTime, UpdateTime: e.UpdateTime,
+		StartTime: storedTime(e.StartTime), ExpireTime: storedTime(e.ExpireTime),
+		CreateTime: storedTime(e.CreateTime), UpdateTime: storedTime(e.UpdateTime),
 		Limits: limitsRow(e.Limits),
 	}
 }
@@ -134,6 +135,6 @@ var _ domain.TrialRepository = TrialRepository{}
 // Start records a trial; a second one of the same tenant and product is
 // KindAlreadyExists, also when two race.
 func (r TrialRepository) Start(ctx context.Context, tenantID, product string, start time.Time) error {
-	_, err := r.db.NewInsert().Model(&trialRow{TenantID: tenantID, Product: product, StartTime: start}).Exec(ctx)
+	_, err := r.db.NewInsert().Model(&trialRow{TenantID: tenantID, Product: product, StartTime: storedTime(start)}).Exec(ctx)
 	return duplicateError(err, "tenant already had a trial of "+product)
 }

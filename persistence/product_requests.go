@@ -22,6 +22,13 @@ type productRequestRow struct {
 	CreateTime  time.Time `bun:"create_time,notnull"`
 }
 
+func newProductRequestRow(pr *domain.ProductRequest) *productRequestRow {
+	return &productRequestRow{
+		ID: pr.ID, TenantID: pr.TenantID, Product: pr.Product, Note: pr.Note, Status: string(pr.Status),
+		RequestedBy: pr.RequestedBy, CreateTime: storedTime(pr.CreateTime),
+	}
+}
+
 func (r *productRequestRow) domain() *domain.ProductRequest {
 	return &domain.ProductRequest{
 		ID: r.ID, TenantID: r.TenantID, Product: r.Product, Note: r.Note,
@@ -37,10 +44,7 @@ var _ domain.ProductRequestRepository = ProductRequestRepository{}
 // Create inserts pr; the partial unique index on open requests makes a
 // second open one for the same tenant and product KindAlreadyExists.
 func (r ProductRequestRepository) Create(ctx context.Context, pr *domain.ProductRequest) error {
-	_, err := r.db.NewInsert().Model(&productRequestRow{
-		ID: pr.ID, TenantID: pr.TenantID, Product: pr.Product, Note: pr.Note, Status: string(pr.Status),
-		RequestedBy: pr.RequestedBy, CreateTime: pr.CreateTime,
-	}).Exec(ctx)
+	_, err := r.db.NewInsert().Model(newProductRequestRow(pr)).Exec(ctx)
 	return duplicateError(err, "the tenant has an open request for "+pr.Product+" already")
 }
 

@@ -27,7 +27,7 @@ type productRow struct {
 func newProductRow(p *domain.Product) *productRow {
 	return &productRow{
 		Key: p.Key, DisplayName: p.DisplayName, Description: p.Description, TrialDays: p.TrialDays,
-		CreateTime: p.CreateTime, UpdateTime: p.UpdateTime,
+		CreateTime: storedTime(p.CreateTime), UpdateTime: storedTime(p.UpdateTime),
 		DefaultLimits: limitsRow(p.DefaultLimits), TrialLimits: limitsRow(p.TrialLimits),
 	}
 }

@@ -82,6 +82,20 @@ func (s *Store) ProductRequests() domain.ProductRequestReader {
 	return ProductRequestRepository{s.conn()}
 }
 
+// StoredTime is t as the rows keep it (see storedTime).
+func (s *Store) StoredTime(t time.Time) time.Time { return storedTime(t) }
+
+// storedTime is t as both databases keep it, and so as a read returns it:
+// in UTC, to the microsecond (PostgreSQL keeps no finer; Bun writes no
+// finer to SQLite). The zero time stays zero, which nullable columns store
+// as NULL. Every row constructor stores its times through it.
+func storedTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
 // Atomically runs fn in a transaction whose repositories it hands to fn,
 // and after the commit the work they left for it, in order. Bun's RunInTx
 // calls fn once (it never retries), so that work needs no reset.

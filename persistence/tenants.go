@@ -28,7 +28,7 @@ type tenantRow struct {
 func newTenantRow(t *domain.Tenant) *tenantRow {
 	return &tenantRow{
 		ID: t.ID, Slug: t.Slug, DisplayName: t.DisplayName, Status: string(t.Status),
-		ExternalID: t.ExternalID, Metadata: t.Metadata, CreateTime: t.CreateTime, UpdateTime: t.UpdateTime,
+		ExternalID: t.ExternalID, Metadata: t.Metadata, CreateTime: storedTime(t.CreateTime), UpdateTime: storedTime(t.UpdateTime),
 		Search: strings.ToLower(t.Slug + "\n" + t.DisplayName),
 	}
 }
