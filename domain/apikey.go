@@ -238,13 +238,9 @@ func productScopesExist(ctx context.Context, r Repositories, field string, scope
 	return v.Err()
 }
 
-// ApiKeyRepository stores API keys.
-type ApiKeyRepository interface {
-	Create(ctx context.Context, k *ApiKey) error
+// ApiKeyReader reads API keys.
+type ApiKeyReader interface {
 	Get(ctx context.Context, id string) (*ApiKey, error)
-	// GetForUpdate reads a key and keeps concurrent writers of it out until
-	// the transaction ends.
-	GetForUpdate(ctx context.Context, id string) (*ApiKey, error)
 	// GetForVerification returns the key with exactly this stored hash
 	// with its tenant and the tenant's entitlements, read together.
 	GetForVerification(ctx context.Context, hash string) (*KeyRecord, error)
@@ -252,10 +248,20 @@ type ApiKeyRepository interface {
 	ListLegacyByPrefix(ctx context.Context, prefix string) ([]*ApiKey, error)
 	// List returns up to limit keys of a tenant with ids after afterID, by id.
 	List(ctx context.Context, tenantID, afterID string, limit int) ([]*ApiKey, error)
-	// Update writes a key's expire time, revoke time and update time.
-	Update(ctx context.Context, k *ApiKey) error
 	// CreatedBy returns the keys that key id created, not yet revoked.
 	CreatedBy(ctx context.Context, id string) ([]*ApiKey, error)
+}
+
+// ApiKeyRepository stores API keys, in a transaction (Store.Atomically).
+type ApiKeyRepository interface {
+	ApiKeyReader
+	Create(ctx context.Context, k *ApiKey) error
+	// GetForUpdate reads a key and keeps concurrent writers of it out until
+	// the transaction ends.
+	GetForUpdate(ctx context.Context, id string) (*ApiKey, error)
+	// Update writes a key's name, scopes, expire, revoke and disable
+	// times, metadata and update time.
+	Update(ctx context.Context, k *ApiKey) error
 	// Reparent makes the keys that key from created count as created by key to.
 	Reparent(ctx context.Context, from, to string) error
 	// Rehash replaces a key's hash if it still is oldHash.

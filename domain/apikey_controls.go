@@ -110,7 +110,7 @@ func (s *ApiKeyService) Update(ctx context.Context, in UpdateApiKey) (*ApiKey, e
 	if paths["metadata"] {
 		checkMetadata(&v, in.Metadata)
 	}
-	expire := in.ExpireTime.UTC().Truncate(time.Microsecond)
+	expire := s.store.StoredTime(in.ExpireTime) // compared with stored expiries
 	if paths["expire_time"] && !expire.IsZero() && !expire.After(now) {
 		v.Add("expire_time", "must be in the future")
 	}

@@ -129,7 +129,7 @@ func (s *ApiKeyService) Create(ctx context.Context, in CreateApiKey) (*ApiKey, s
 	if err := s.grantable(ctx, tenantID, scopes, a); err != nil {
 		return nil, "", err
 	}
-	expire := in.ExpireTime.UTC().Truncate(time.Microsecond)
+	expire := s.store.StoredTime(in.ExpireTime) // compared with the calling key's, as stored
 	if err := s.outlives(ctx, tenantID, expire, a); err != nil {
 		return nil, "", err
 	}
@@ -354,7 +354,7 @@ func (s *ApiKeyService) Import(ctx context.Context, in []ImportedApiKey) ([]*Api
 		}
 		keys = append(keys, &ApiKey{
 			ID: NewID(), TenantID: tenantID, Name: name, Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
-			CreateTime: created.UTC().Truncate(time.Microsecond), UpdateTime: now, ExpireTime: k.ExpireTime.UTC().Truncate(time.Microsecond),
+			CreateTime: s.store.StoredTime(created), UpdateTime: now, ExpireTime: s.store.StoredTime(k.ExpireTime),
 		})
 	}
 	if err := v.Err(); err != nil {

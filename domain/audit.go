@@ -82,7 +82,7 @@ func (e *AuditEvent) logEvent() *auditlog.Event {
 }
 
 // validate checks an event a product records, normalising what may be
-// written in more than one way (CRUD case, IP form, times). Field names
+// written in more than one way (CRUD case, IP form). Field names
 // are prefixed with prefix ("event." or "events[3].").
 func (e *AuditEvent) validate(v *Violations, prefix string, now time.Time) {
 	if e.TenantID != "" {
@@ -144,8 +144,6 @@ func (e *AuditEvent) validate(v *Violations, prefix string, now time.Time) {
 		v.Add(prefix+"occur_time", "must not be in the future")
 	case e.OccurTime.Year() < 2000:
 		v.Add(prefix+"occur_time", "must be after the year 2000")
-	default:
-		e.OccurTime = e.OccurTime.UTC().Truncate(time.Microsecond)
 	}
 }
 
@@ -180,17 +178,9 @@ type StoredHash struct {
 	Hash  tlog.Hash
 }
 
-// AuditLog is the audit log's storage: each tenant's events and the Merkle
-// tree over them (golang.org/x/mod/sumdb/tlog's stored hashes). Append is
-// used inside Store.Atomically, so events commit with the changes they
-// describe.
-type AuditLog interface {
-	// Append adds events to their tenants' logs: it serialises with every
-	// other append to the same log (across processes), sets Seq, Hash and
-	// ReceiveTime, and stores the tree hashes each new leaf completes. An
-	// event whose (tenant, product, external id) is stored already is
-	// replaced, in place, by the stored event.
-	Append(ctx context.Context, events []*AuditEvent) error
+// AuditReader reads the audit log's storage: each tenant's events and the
+// Merkle tree over them (golang.org/x/mod/sumdb/tlog's stored hashes).
+type AuditReader interface {
 	// List returns up to limit events matching f with seq below beforeSeq
 	// (all when 0), newest first.
 	List(ctx context.Context, f AuditFilter, beforeSeq int64, limit int) ([]*AuditEvent, error)
@@ -208,6 +198,18 @@ type AuditLog interface {
 	// Retention returns how many days a log keeps its events, and whether
 	// that was set for it (else the default applies).
 	Retention(ctx context.Context, tenantID string) (days int, set bool, err error)
+}
+
+// AuditLog writes the audit log's storage, in a transaction
+// (Store.Atomically), so events commit with the changes they describe.
+type AuditLog interface {
+	AuditReader
+	// Append adds events to their tenants' logs: it serialises with every
+	// other append to the same log (across processes), sets Seq and Hash,
+	// and stores the tree hashes each new leaf completes. An event whose
+	// (tenant, product, external id) is stored already is replaced, in
+	// place, by the stored event.
+	Append(ctx context.Context, events []*AuditEvent) error
 	// SetRetention sets how many days a log keeps its events; 0: forever.
 	SetRetention(ctx context.Context, tenantID string, days int) error
 }

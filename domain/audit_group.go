@@ -124,7 +124,7 @@ func groupContext(batch []*pendingAppend) (context.Context, context.CancelFunc) 
 
 // appendEvents appends events, whose tenants must exist, in r.
 func appendEvents(ctx context.Context, r Repositories, events []*AuditEvent) error {
-	if err := tenantsExist(ctx, r, events); err != nil {
+	if err := tenantsExist(ctx, r.Tenants(), events); err != nil {
 		return err
 	}
 	return r.Audit().Append(ctx, events)

@@ -114,7 +114,7 @@ func (s *AuditService) Record(ctx context.Context, e *AuditEvent) (*AuditEvent, 
 	}
 	// Tenants are never deleted: one that exists now still does at the
 	// commit, and an unknown one does not fail a shared transaction.
-	if err := tenantsExist(ctx, s.store, []*AuditEvent{e}); err != nil {
+	if err := tenantsExist(ctx, s.store.Tenants(), []*AuditEvent{e}); err != nil {
 		return nil, err
 	}
 	if err := s.singles.append(ctx, e); err != nil {
@@ -140,8 +140,9 @@ func (s *AuditService) RecordBatch(ctx context.Context, events []*AuditEvent) ([
 	return events, nil
 }
 
-// admit validates events, naming bad fields by prefix, stamps them as
-// received now, and checks the caller may append them.
+// admit validates events, naming bad fields by prefix, takes their occur
+// time as the store keeps it (what the response and a later read show),
+// stamps them as received now, and checks the caller may append them.
 func (s *AuditService) admit(ctx context.Context, events []*AuditEvent, prefix func(int) string) error {
 	now := s.now()
 	var v Violations
@@ -151,6 +152,7 @@ func (s *AuditService) admit(ctx context.Context, events []*AuditEvent, prefix f
 			continue
 		}
 		e.validate(&v, prefix(i), now)
+		e.OccurTime = s.store.StoredTime(e.OccurTime)
 		e.ID, e.Seq, e.Hash, e.ReceiveTime = NewID(), 0, "", now
 	}
 	if err := v.Err(); err != nil {
@@ -183,13 +185,13 @@ func (s *AuditService) authorizeRecord(ctx context.Context, events []*AuditEvent
 }
 
 // tenantsExist reports NotFound for the first event whose tenant is unknown.
-func tenantsExist(ctx context.Context, r Repositories, events []*AuditEvent) error {
+func tenantsExist(ctx context.Context, tenants TenantReader, events []*AuditEvent) error {
 	seen := map[string]bool{"": true}
 	for _, e := range events {
 		if seen[e.TenantID] {
 			continue
 		}
-		if _, err := r.Tenants().Get(ctx, e.TenantID); err != nil {
+		if _, err := tenants.Get(ctx, e.TenantID); err != nil {
 			return err
 		}
 		seen[e.TenantID] = true

@@ -102,7 +102,7 @@ func (s *AuditService) VerifyChain(ctx context.Context, tenantID string, checkpo
 // verifyTree reads every stored hash of the tree in index order: each must
 // be there, and each interior one must be the hash of its two children,
 // which precede it.
-func verifyTree(ctx context.Context, log AuditLog, tenantID string, head AuditHead, r *ChainReport) (bool, error) {
+func verifyTree(ctx context.Context, log AuditReader, tenantID string, head AuditHead, r *ChainReport) (bool, error) {
 	want := tlog.StoredHashCount(head.Size)
 	type node struct {
 		n int64
@@ -149,7 +149,7 @@ func verifyTree(ctx context.Context, log AuditLog, tenantID string, head AuditHe
 }
 
 // verifyEvents rehashes every event in seq order against its leaf.
-func verifyEvents(ctx context.Context, log AuditLog, tenantID string, head AuditHead, r *ChainReport) (bool, error) {
+func verifyEvents(ctx context.Context, log AuditReader, tenantID string, head AuditHead, r *ChainReport) (bool, error) {
 	next := int64(1) // the seq expected next
 	missing := func(from, to int64) bool {
 		if to <= head.ExpiredThrough {
@@ -207,7 +207,7 @@ func verifyEvents(ctx context.Context, log AuditLog, tenantID string, head Audit
 // treeReader reads a tenant's stored tree hashes for tlog.
 type treeReader struct {
 	ctx    context.Context
-	log    AuditLog
+	log    AuditReader
 	tenant string
 }
 

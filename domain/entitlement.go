@@ -105,13 +105,19 @@ func EntitledProducts(tenant *Tenant, ents []*Entitlement, now time.Time) []stri
 	return out
 }
 
-// EntitlementRepository stores entitlements, at most one per tenant and
+// EntitlementReader reads entitlements, at most one per tenant and
 // product.
-type EntitlementRepository interface {
+type EntitlementReader interface {
 	// ListByTenant returns every entitlement of a tenant, by product.
 	ListByTenant(ctx context.Context, tenantID string) ([]*Entitlement, error)
 	// Get returns the tenant's entitlement for the product, or KindNotFound.
 	Get(ctx context.Context, tenantID, product string) (*Entitlement, error)
+}
+
+// EntitlementRepository stores entitlements, in a transaction
+// (Store.Atomically).
+type EntitlementRepository interface {
+	EntitlementReader
 	// Upsert stores e, replacing the tenant's entitlement for the product
 	// if there is one.
 	Upsert(ctx context.Context, e *Entitlement) error

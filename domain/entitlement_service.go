@@ -166,9 +166,9 @@ func (s *EntitlementService) Grant(ctx context.Context, in GrantEntitlement) (*E
 	tenantID := checkID(&v, "tenant_id", in.TenantID)
 	checkProductKey(&v, "product", in.Product)
 	now := s.now()
-	// Stored times keep microseconds (PostgreSQL's precision), so what is
+	// As stored: a retry compares it with the stored one, and what is
 	// returned equals what a later read returns.
-	expire := in.ExpireTime.UTC().Truncate(time.Microsecond)
+	expire := s.store.StoredTime(in.ExpireTime)
 	if !in.ExpireTime.IsZero() && !expire.After(now) {
 		v.Add("expire_time", "must be in the future")
 	}

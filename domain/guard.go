@@ -25,9 +25,10 @@ type guard struct {
 	refusals *refusalLimiter
 }
 
-// newGuard returns a guard over store with a refusal limiter of its own.
+// newGuard returns a guard over store, reading now as store keeps times,
+// with a refusal limiter of its own.
 func newGuard(store Store, now Clock) guard {
-	return guard{store: store, now: now, refusals: &refusalLimiter{}}
+	return guard{store: store, now: storedClock(store, now), refusals: &refusalLimiter{}}
 }
 
 // attempt names a refused state change for the audit log: what was tried

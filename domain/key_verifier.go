@@ -72,10 +72,11 @@ type KeyVerifier struct {
 	usage  usageRecorder
 }
 
-// NewKeyVerifier returns a verifier reading store through cache.
+// NewKeyVerifier returns a verifier reading store through cache, and now
+// as store keeps times.
 func NewKeyVerifier(store Store, now Clock, cache *KeyCache) *KeyVerifier {
 	return &KeyVerifier{
-		store: store, now: now, cache: cache,
+		store: store, now: storedClock(store, now), cache: cache,
 		legacy: newLegacyGuard(),
 		usage:  usageRecorder{pending: map[string]time.Time{}, written: map[string]time.Time{}},
 	}
@@ -240,7 +241,10 @@ func (v *KeyVerifier) findLegacy(ctx context.Context, key, digest string) (*KeyR
 			continue
 		}
 		failed = false
-		if err := v.store.ApiKeys().Rehash(ctx, k.ID, k.Hash, storedHash(digest)); err != nil {
+		err = v.store.Atomically(ctx, func(r Repositories) error {
+			return r.ApiKeys().Rehash(ctx, k.ID, k.Hash, storedHash(digest))
+		})
+		if err != nil {
 			return nil, err
 		}
 		return v.store.ApiKeys().GetForVerification(ctx, storedHash(digest))
@@ -303,7 +307,7 @@ func (v *KeyVerifier) Flush(ctx context.Context) error {
 	if len(pending) == 0 {
 		return nil
 	}
-	return v.store.ApiKeys().TouchLastUsed(ctx, pending)
+	return v.store.Atomically(ctx, func(r Repositories) error { return r.ApiKeys().TouchLastUsed(ctx, pending) })
 }
 
 // Run flushes last-use times every interval until ctx ends, then once more.

@@ -73,16 +73,22 @@ func (p *Product) TrialEnd(start time.Time) time.Time {
 	return start.Add(time.Duration(p.TrialDays) * 24 * time.Hour)
 }
 
-// ProductRepository stores the catalog. Implementations return
-// KindNotFound for an unknown key and KindAlreadyExists for a taken one.
-type ProductRepository interface {
-	Create(ctx context.Context, p *Product) error
+// ProductReader reads the catalog. Implementations return KindNotFound
+// for an unknown key.
+type ProductReader interface {
 	Get(ctx context.Context, key string) (*Product, error)
-	// GetForUpdate reads a product and, inside Store.Atomically, keeps
-	// concurrent writers of the same product out until the transaction ends.
-	GetForUpdate(ctx context.Context, key string) (*Product, error)
 	// List returns every product, by key.
 	List(ctx context.Context) ([]*Product, error)
+}
+
+// ProductRepository stores the catalog, in a transaction
+// (Store.Atomically). A taken key is KindAlreadyExists.
+type ProductRepository interface {
+	ProductReader
+	Create(ctx context.Context, p *Product) error
+	// GetForUpdate reads a product and keeps concurrent writers of the
+	// same product out until the transaction ends.
+	GetForUpdate(ctx context.Context, key string) (*Product, error)
 	Update(ctx context.Context, p *Product) error
 }
 
@@ -106,16 +112,22 @@ type ProductRequest struct {
 	CreateTime  time.Time
 }
 
-// ProductRequestRepository stores product requests.
-type ProductRequestRepository interface {
-	// Create stores r; KindAlreadyExists when the tenant has an OPEN request
-	// for the product already.
-	Create(ctx context.Context, r *ProductRequest) error
+// ProductRequestReader reads product requests.
+type ProductRequestReader interface {
 	// GetOpen returns the tenant's OPEN request for the product, or KindNotFound.
 	GetOpen(ctx context.Context, tenantID, product string) (*ProductRequest, error)
 	// List returns up to limit requests in status (any when empty) with ids
 	// greater than afterID (all when empty), in id order, which is creation order.
 	List(ctx context.Context, status ProductRequestStatus, afterID string, limit int) ([]*ProductRequest, error)
+}
+
+// ProductRequestRepository stores product requests, in a transaction
+// (Store.Atomically).
+type ProductRequestRepository interface {
+	ProductRequestReader
+	// Create stores r; KindAlreadyExists when the tenant has an OPEN request
+	// for the product already.
+	Create(ctx context.Context, r *ProductRequest) error
 }
 
 // TrialRepository remembers every trial ever started.

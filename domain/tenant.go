@@ -126,18 +126,24 @@ type TenantFilter struct {
 	Query  string       // case-insensitive substring of slug or display name
 }
 
-// TenantRepository stores tenants. Implementations return *Error values:
-// KindNotFound for a missing tenant, KindAlreadyExists for a taken slug.
-type TenantRepository interface {
-	Create(ctx context.Context, t *Tenant) error
+// TenantReader reads tenants. Implementations return *Error values:
+// KindNotFound for a missing tenant.
+type TenantReader interface {
 	Get(ctx context.Context, id string) (*Tenant, error)
 	GetBySlug(ctx context.Context, slug string) (*Tenant, error)
-	// GetForUpdate reads a tenant and, inside Store.Atomically, keeps
-	// concurrent writers of the same tenant out until the transaction ends.
-	GetForUpdate(ctx context.Context, id string) (*Tenant, error)
 	// List returns up to limit tenants matching f with ids greater than
 	// afterID (all when empty), in id order, which is creation order. The
 	// platform tenant is not a customer's and is not listed.
 	List(ctx context.Context, f TenantFilter, afterID string, limit int) ([]*Tenant, error)
+}
+
+// TenantRepository stores tenants, in a transaction (Store.Atomically).
+// A taken slug is KindAlreadyExists.
+type TenantRepository interface {
+	TenantReader
+	Create(ctx context.Context, t *Tenant) error
+	// GetForUpdate reads a tenant and keeps concurrent writers of the same
+	// tenant out until the transaction ends.
+	GetForUpdate(ctx context.Context, id string) (*Tenant, error)
 	Update(ctx context.Context, t *Tenant) error
 }

@@ -36,8 +36,9 @@ func newApiKeyRow(k *domain.ApiKey) *apiKeyRow {
 	}
 	return &apiKeyRow{
 		ID: k.ID, TenantID: k.TenantID, Name: k.Name, Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
-		CreateTime: k.CreateTime, UpdateTime: k.UpdateTime, ExpireTime: k.ExpireTime, RevokeTime: k.RevokeTime, LastUsedTime: k.LastUsedTime,
-		CreatedBy: k.CreatedBy, DisableTime: k.DisableTime, Metadata: metadataRow(k.Metadata),
+		CreateTime: storedTime(k.CreateTime), UpdateTime: storedTime(k.UpdateTime), ExpireTime: storedTime(k.ExpireTime),
+		RevokeTime: storedTime(k.RevokeTime), LastUsedTime: storedTime(k.LastUsedTime), CreatedBy: k.CreatedBy,
+		DisableTime: storedTime(k.DisableTime), Metadata: metadataRow(k.Metadata),
 	}
 }
 
@@ -67,16 +68,14 @@ func utc(t time.Time) time.Time {
 }
 
 // ApiKeyRepository implements domain.ApiKeyRepository.
-type ApiKeyRepository struct{ db bun.IDB }
+type ApiKeyRepository struct{ conn }
 
 var _ domain.ApiKeyRepository = ApiKeyRepository{}
-
-const apiKeyNotFound = "API key not found"
 
 // Create inserts k.
 func (r ApiKeyRepository) Create(ctx context.Context, k *domain.ApiKey) error {
 	_, err := r.db.NewInsert().Model(newApiKeyRow(k)).Exec(ctx)
-	return dbError(err, apiKeyNotFound, "an API key with this hash already exists")
+	return duplicateError(err, "an API key with this hash already exists")
 }
 
 // Get returns the key with the given id.
@@ -84,19 +83,16 @@ func (r ApiKeyRepository) Get(ctx context.Context, id string) (*domain.ApiKey, e
 	return r.one(ctx, r.db.NewSelect().Where("id = ?", id))
 }
 
-// GetForUpdate returns the key with the given id, locked on PostgreSQL.
+// GetForUpdate returns the key with the given id, keeping concurrent
+// writers of it out until the transaction ends.
 func (r ApiKeyRepository) GetForUpdate(ctx context.Context, id string) (*domain.ApiKey, error) {
-	q := r.db.NewSelect().Where("id = ?", id)
-	if isPostgres(r.db) {
-		q = q.For("UPDATE")
-	}
-	return r.one(ctx, q)
+	return r.one(ctx, r.dialect.forUpdate(r.db.NewSelect().Where("id = ?", id)))
 }
 
 func (r ApiKeyRepository) one(ctx context.Context, q *bun.SelectQuery) (*domain.ApiKey, error) {
 	var row apiKeyRow
 	if err := q.Model(&row).Limit(1).Scan(ctx); err != nil {
-		return nil, dbError(err, apiKeyNotFound, "")
+		return nil, missingRowError(err, domain.ApiKeyNotFoundMessage)
 	}
 	return row.domain(), nil
 }
@@ -106,7 +102,7 @@ func (r ApiKeyRepository) ListLegacyByPrefix(ctx context.Context, prefix string)
 	var rows []apiKeyRow
 	err := r.db.NewSelect().Model(&rows).Where("prefix = ? AND hash LIKE 'argon2id|%'", prefix).Limit(16).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, apiKeyNotFound, "")
+		return nil, dbError(err)
 	}
 	return apiKeys(rows), nil
 }
@@ -119,7 +115,7 @@ func (r ApiKeyRepository) List(ctx context.Context, tenantID, afterID string, li
 		q = q.Where("id > ?", afterID)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, dbError(err, apiKeyNotFound, "")
+		return nil, dbError(err)
 	}
 	return apiKeys(rows), nil
 }
@@ -129,10 +125,10 @@ func (r ApiKeyRepository) Update(ctx context.Context, k *domain.ApiKey) error {
 	res, err := r.db.NewUpdate().Model(newApiKeyRow(k)).
 		Column("name", "scopes", "expire_time", "revoke_time", "disable_time", "metadata", "update_time").WherePK().Exec(ctx)
 	if err != nil {
-		return dbError(err, apiKeyNotFound, "")
+		return dbError(err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return domain.Errorf(domain.KindNotFound, apiKeyNotFound)
+		return domain.Errorf(domain.KindNotFound, "%s", domain.ApiKeyNotFoundMessage)
 	}
 	return nil
 }
@@ -141,7 +137,7 @@ func (r ApiKeyRepository) Update(ctx context.Context, k *domain.ApiKey) error {
 func (r ApiKeyRepository) CreatedBy(ctx context.Context, id string) ([]*domain.ApiKey, error) {
 	var rows []apiKeyRow
 	if err := r.db.NewSelect().Model(&rows).Where("created_by_key = ? AND revoke_time IS NULL", id).OrderExpr("id").Scan(ctx); err != nil {
-		return nil, dbError(err, domain.ApiKeyNotFoundMessage, "")
+		return nil, dbError(err)
 	}
 	return apiKeys(rows), nil
 }
@@ -149,7 +145,7 @@ func (r ApiKeyRepository) CreatedBy(ctx context.Context, id string) ([]*domain.A
 // Reparent moves the keys created by key from to key to.
 func (r ApiKeyRepository) Reparent(ctx context.Context, from, to string) error {
 	_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("created_by_key = ?", to).Where("created_by_key = ?", from).Exec(ctx)
-	return dbError(err, domain.ApiKeyNotFoundMessage, "")
+	return dbError(err)
 }
 
 // Rehash replaces a key's hash if it is still oldHash; when a concurrent
@@ -157,16 +153,17 @@ func (r ApiKeyRepository) Reparent(ctx context.Context, from, to string) error {
 func (r ApiKeyRepository) Rehash(ctx context.Context, id, oldHash, newHash string) error {
 	_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("hash = ?", newHash).
 		Where("id = ? AND hash = ?", id, oldHash).Exec(ctx)
-	return dbError(err, apiKeyNotFound, "")
+	return dbError(err)
 }
 
 // TouchLastUsed records last-use times, never moving one backwards.
 func (r ApiKeyRepository) TouchLastUsed(ctx context.Context, used map[string]time.Time) error {
 	for id, t := range used {
+		t = storedTime(t)
 		_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set("last_used_time = ?", t).
 			Where("id = ? AND (last_used_time IS NULL OR last_used_time < ?)", id, t).Exec(ctx)
 		if err != nil {
-			return dbError(err, apiKeyNotFound, "")
+			return dbError(err)
 		}
 	}
 	return nil
@@ -232,22 +229,18 @@ const verificationFunction = "SELECT * FROM api_key_verification(?)"
 // tenant's entitlements in one round trip: the database path of the
 // verification hot path.
 func (r ApiKeyRepository) GetForVerification(ctx context.Context, hash string) (*domain.KeyRecord, error) {
-	query := verificationQuery
-	if isPostgres(r.db) {
-		query = verificationFunction
-	}
 	var rows []verificationRow
-	err := r.db.NewRaw(query, hash).Scan(ctx, &rows)
+	err := r.db.NewRaw(r.dialect.verificationQuery(), hash).Scan(ctx, &rows)
 	return verificationRecord(rows, err)
 }
 
 // verificationRecord assembles the rows of the verification query.
 func verificationRecord(rows []verificationRow, err error) (*domain.KeyRecord, error) {
 	if err != nil {
-		return nil, dbError(err, apiKeyNotFound, "")
+		return nil, dbError(err)
 	}
 	if len(rows) == 0 {
-		return nil, domain.Errorf(domain.KindNotFound, apiKeyNotFound)
+		return nil, domain.Errorf(domain.KindNotFound, "%s", domain.ApiKeyNotFoundMessage)
 	}
 	first := rows[0]
 	key := (&apiKeyRow{

@@ -54,7 +54,7 @@ func newAuditEventRow(e *domain.AuditEvent) auditEventRow {
 		ActorID: e.Actor.ID, ActorName: e.Actor.Name, ActorType: e.Actor.Type,
 		TargetID: e.Target.ID, TargetType: e.Target.Type, TargetName: e.Target.Name,
 		SourceIP: e.SourceIP, Description: e.Description, IsFailure: e.IsFailure, IsAnonymous: e.IsAnonymous,
-		Fields: fields, OccurTime: e.OccurTime, ReceiveTime: e.ReceiveTime, ExternalID: e.ExternalID, Hash: e.Hash,
+		Fields: fields, OccurTime: storedTime(e.OccurTime), ReceiveTime: storedTime(e.ReceiveTime), ExternalID: e.ExternalID, Hash: e.Hash,
 	}
 }
 
@@ -96,7 +96,7 @@ type treeHashRow struct {
 
 // AuditLog implements domain.AuditLog.
 type AuditLog struct {
-	db bun.IDB
+	conn
 	// appended, when set, is told how many new events were written, for
 	// the audit append-rate metric; nil counts nothing.
 	appended func(n int)
@@ -121,7 +121,7 @@ func (l AuditLog) Append(ctx context.Context, events []*domain.AuditEvent) error
 	slices.Sort(tenants)
 	for _, t := range tenants {
 		if err := l.appendChain(ctx, t, byTenant[t]); err != nil {
-			return dbError(err, "audit chain not found", "audit event already exists")
+			return duplicateError(err, "audit event already exists")
 		}
 	}
 	return nil
@@ -132,11 +132,7 @@ func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*do
 	if _, err := l.db.NewInsert().Model(head).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
 		return err
 	}
-	q := l.db.NewSelect().Model(head).WherePK()
-	if isPostgres(l.db) {
-		q = q.For("UPDATE")
-	}
-	if err := q.Scan(ctx); err != nil {
+	if err := l.dialect.forUpdate(l.db.NewSelect().Model(head).WherePK()).Scan(ctx); err != nil {
 		return err
 	}
 	stored, err := l.storedByExternalID(ctx, tenantID, events)
@@ -254,7 +250,7 @@ func (l AuditLog) ReadHashes(ctx context.Context, tenantID string, indexes []int
 	var rows []treeHashRow
 	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND idx IN (?)", tenantID, bun.In(indexes)).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, "", "")
+		return nil, dbError(err)
 	}
 	byIndex := make(map[int64][]byte, len(rows))
 	for _, r := range rows {
@@ -277,7 +273,7 @@ func (l AuditLog) StoredHashes(ctx context.Context, tenantID string, from int64,
 	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND idx >= ?", tenantID, from).
 		OrderExpr("idx ASC").Limit(limit).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, "", "")
+		return nil, dbError(err)
 	}
 	out := make([]domain.StoredHash, len(rows))
 	for i, r := range rows {
@@ -374,7 +370,7 @@ func (l AuditLog) List(ctx context.Context, f domain.AuditFilter, beforeSeq int6
 		q = q.Where("occur_time < ?", f.Until)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, dbError(err, "audit events not found", "")
+		return nil, dbError(err)
 	}
 	return auditEvents(rows), nil
 }
@@ -385,7 +381,7 @@ func (l AuditLog) Chain(ctx context.Context, tenantID string, afterSeq int64, li
 	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND seq > ?", tenantID, afterSeq).
 		OrderExpr("seq ASC").Limit(limit).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, "audit events not found", "")
+		return nil, dbError(err)
 	}
 	return auditEvents(rows), nil
 }
@@ -399,7 +395,7 @@ func (l AuditLog) Head(ctx context.Context, tenantID string) (domain.AuditHead, 
 		return domain.AuditHead{Root: empty}, nil
 	}
 	if err != nil {
-		return domain.AuditHead{}, dbError(err, "", "")
+		return domain.AuditHead{}, dbError(err)
 	}
 	out := domain.AuditHead{Size: head.Seq, Root: empty, ExpiredThrough: head.ExpiredThrough}
 	if head.Hash != "" {

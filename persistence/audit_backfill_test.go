@@ -21,7 +21,7 @@ func TestAuditTreeBackfill(t *testing.T) {
 		now := time.Now().UTC().Truncate(time.Microsecond)
 		store := db.Store()
 		tenant := newTenant("backfill", now)
-		if err := store.Tenants().Create(ctx, tenant); err != nil {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Create(ctx, tenant) }); err != nil {
 			t.Fatal(err)
 		}
 		for _, n := range []int{1, 5, 64, 3} {

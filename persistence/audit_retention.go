@@ -27,7 +27,7 @@ func (l AuditLog) Retention(ctx context.Context, tenantID string) (int, bool, er
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, dbError(err, "", "")
+		return 0, false, dbError(err)
 	}
 	return row.Days, true, nil
 }
@@ -36,7 +36,7 @@ func (l AuditLog) Retention(ctx context.Context, tenantID string) (int, bool, er
 func (l AuditLog) SetRetention(ctx context.Context, tenantID string, days int) error {
 	_, err := l.db.NewInsert().Model(&retentionRow{TenantID: tenantID, Days: days}).
 		On("CONFLICT (tenant_id) DO UPDATE").Set("days = EXCLUDED.days").Exec(ctx)
-	return dbError(err, "", "")
+	return dbError(err)
 }
 
 // Expiry is what one run of ExpireAudit removed.
@@ -59,12 +59,13 @@ func monthStart(t time.Time) time.Time {
 // so that appends always find theirs, even with some clock skew. It does
 // nothing on SQLite.
 func (db *DB) EnsureAuditPartitions(ctx context.Context, now time.Time) error {
-	if db.Embedded {
-		return nil
-	}
+	return db.dialect.ensureAuditPartitions(ctx, db.bun, now)
+}
+
+func (postgresDialect) ensureAuditPartitions(ctx context.Context, db *bun.DB, now time.Time) error {
 	for m := monthStart(now).AddDate(0, -1, 0); !m.After(monthStart(now).AddDate(0, 3, 0)); m = m.AddDate(0, 1, 0) {
 		name := fmt.Sprintf("audit_events_%04d%02d", m.Year(), int(m.Month()))
-		_, err := db.bun.ExecContext(ctx, fmt.Sprintf(
+		_, err := db.ExecContext(ctx, fmt.Sprintf(
 			"CREATE TABLE IF NOT EXISTS %s PARTITION OF audit_events FOR VALUES FROM ('%s') TO ('%s')",
 			name, m.Format(time.RFC3339), m.AddDate(0, 1, 0).Format(time.RFC3339)))
 		if err != nil {
@@ -73,6 +74,10 @@ func (db *DB) EnsureAuditPartitions(ctx context.Context, now time.Time) error {
 	}
 	return nil
 }
+
+// ensureAuditPartitions has nothing to create: SQLite has no partitions,
+// and expiry deletes rows one by one.
+func (sqliteDialect) ensureAuditPartitions(context.Context, *bun.DB, time.Time) error { return nil }
 
 // logRetention is one log's retention as ExpireAudit applies it.
 type logRetention struct {
@@ -104,10 +109,8 @@ func (db *DB) ExpireAudit(ctx context.Context, now time.Time, defaultDays int) (
 			cutoff[l.TenantID] = now.AddDate(0, 0, -days)
 		}
 	}
-	if !db.Embedded {
-		if err := db.dropExpiredPartitions(ctx, now, cutoff, &out); err != nil {
-			return out, err
-		}
+	if err := db.dialect.dropExpiredAuditPartitions(ctx, db.bun, now, cutoff, &out); err != nil {
+		return out, err
 	}
 	for _, l := range logs {
 		before, ok := cutoff[l.TenantID]
@@ -156,12 +159,12 @@ func raiseExpired(ctx context.Context, db bun.IDB, tenantID string, seq int64) e
 	return err
 }
 
-// dropExpiredPartitions drops each past monthly partition whose every
-// event has expired: it records each log's highest seq there first, then
-// detaches the partition without blocking appends and drops it.
-func (db *DB) dropExpiredPartitions(ctx context.Context, now time.Time, cutoff map[string]time.Time, out *Expiry) error {
+// dropExpiredAuditPartitions drops each past monthly partition whose
+// every event has expired: it records each log's highest seq there first,
+// then detaches the partition without blocking appends and drops it.
+func (postgresDialect) dropExpiredAuditPartitions(ctx context.Context, db *bun.DB, now time.Time, cutoff map[string]time.Time, out *Expiry) error {
 	var names []string
-	err := db.bun.NewRaw(`SELECT c.relname FROM pg_inherits AS i
+	err := db.NewRaw(`SELECT c.relname FROM pg_inherits AS i
 		JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_class AS p ON p.oid = i.inhparent
 		WHERE p.relname = 'audit_events' ORDER BY c.relname`).Scan(ctx, &names)
 	if err != nil {
@@ -185,7 +188,7 @@ func (db *DB) dropExpiredPartitions(ctx context.Context, now time.Time, cutoff m
 			Max      int64  `bun:"max"`
 			Count    int64  `bun:"count"`
 		}
-		if err := db.bun.NewRaw(fmt.Sprintf(`SELECT tenant_id, max(seq) AS max, count(*) AS count FROM %s GROUP BY tenant_id`, name)).Scan(ctx, &logs); err != nil {
+		if err := db.NewRaw(fmt.Sprintf(`SELECT tenant_id, max(seq) AS max, count(*) AS count FROM %s GROUP BY tenant_id`, name)).Scan(ctx, &logs); err != nil {
 			return err
 		}
 		expired := true
@@ -197,7 +200,7 @@ func (db *DB) dropExpiredPartitions(ctx context.Context, now time.Time, cutoff m
 		if !expired {
 			continue
 		}
-		err = db.bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			for _, l := range logs {
 				if err := raiseExpired(ctx, tx, l.TenantID, l.Max); err != nil {
 					return err
@@ -215,10 +218,10 @@ func (db *DB) dropExpiredPartitions(ctx context.Context, now time.Time, cutoff m
 		// CONCURRENTLY waits for the transactions that use the partition,
 		// without blocking appends to the others; it may not run in a
 		// transaction block, so each statement runs on its own.
-		if _, err := db.bun.ExecContext(ctx, "ALTER TABLE audit_events DETACH PARTITION "+name+" CONCURRENTLY"); err != nil {
+		if _, err := db.ExecContext(ctx, "ALTER TABLE audit_events DETACH PARTITION "+name+" CONCURRENTLY"); err != nil {
 			return fmt.Errorf("detach %s: %w", name, err)
 		}
-		if _, err := db.bun.ExecContext(ctx, "DROP TABLE "+name); err != nil {
+		if _, err := db.ExecContext(ctx, "DROP TABLE "+name); err != nil {
 			return fmt.Errorf("drop %s: %w", name, err)
 		}
 		for _, l := range logs {
@@ -226,6 +229,12 @@ func (db *DB) dropExpiredPartitions(ctx context.Context, now time.Time, cutoff m
 		}
 		out.PartitionsDropped = append(out.PartitionsDropped, name)
 	}
+	return nil
+}
+
+// dropExpiredAuditPartitions has none to drop: ExpireAudit deletes every
+// expired event of a SQLite database.
+func (sqliteDialect) dropExpiredAuditPartitions(context.Context, *bun.DB, time.Time, map[string]time.Time, *Expiry) error {
 	return nil
 }
 
@@ -237,21 +246,35 @@ const auditMaintenanceLock = 7_311_001
 // retention (ExpireAudit), on one replica at a time: when another holds
 // the lock it does nothing and reports false.
 func (db *DB) MaintainAudit(ctx context.Context, now time.Time, defaultDays int) (Expiry, bool, error) {
-	if !db.Embedded {
-		conn, err := db.bun.Conn(ctx)
-		if err != nil {
-			return Expiry{}, false, err
+	var e Expiry
+	ran, err := db.dialect.alone(ctx, db.bun, func() error {
+		if err := db.EnsureAuditPartitions(ctx, now); err != nil {
+			return err
 		}
-		defer conn.Close()
-		var locked bool
-		if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", auditMaintenanceLock).Scan(&locked); err != nil || !locked {
-			return Expiry{}, false, err
-		}
-		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", auditMaintenanceLock) //nolint:errcheck // the session's end releases it too
+		var err error
+		e, err = db.ExpireAudit(ctx, now, defaultDays)
+		return err
+	})
+	return e, ran, err
+}
+
+// alone runs fn while this session holds the maintenance lock, and not at
+// all when another replica holds it.
+func (postgresDialect) alone(ctx context.Context, db *bun.DB, fn func() error) (bool, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return false, err
 	}
-	if err := db.EnsureAuditPartitions(ctx, now); err != nil {
-		return Expiry{}, true, err
+	defer conn.Close()
+	var locked bool
+	if err := conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(?)", auditMaintenanceLock).Scan(&locked); err != nil || !locked {
+		return false, err
 	}
-	e, err := db.ExpireAudit(ctx, now, defaultDays)
-	return e, true, err
+	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", auditMaintenanceLock) //nolint:errcheck // the session's end releases it too
+	return true, fn()
+}
+
+// alone runs fn at once: one process owns the file.
+func (sqliteDialect) alone(_ context.Context, _ *bun.DB, fn func() error) (bool, error) {
+	return true, fn()
 }

@@ -41,7 +41,7 @@ func TestAuditRetention(t *testing.T) {
 		store := db.Store()
 		mk := func(slug string) string {
 			tn := newTenant(slug, now)
-			if err := store.Tenants().Create(ctx, tn); err != nil {
+			if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Create(ctx, tn) }); err != nil {
 				t.Fatal(err)
 			}
 			return tn.ID
@@ -75,7 +75,7 @@ func TestAuditRetention(t *testing.T) {
 			t.Errorf("a replay across a partition boundary got seq %d, want the stored 31", replayed[0].Seq)
 		}
 		for tenant, days := range map[string]int{short: 45, forever: 0} {
-			if err := store.Audit().SetRetention(ctx, tenant, days); err != nil {
+			if err := write(ctx, db, func(r domain.Repositories) error { return r.Audit().SetRetention(ctx, tenant, days) }); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -20,17 +20,10 @@ const changeChannel = "tenant_registry_changes"
 const legacyChannel = "tenant_registry_invalidations"
 
 // afterCommit is the work that waits for a transaction to commit:
-// deliveries to this process's change feed, and the audit counter. Work
-// added outside a transaction (a nil list) runs at once.
+// deliveries to this process's change feed, and the audit counter.
 type afterCommit struct{ fns []func() }
 
-func (a *afterCommit) add(fn func()) {
-	if a == nil {
-		fn()
-		return
-	}
-	a.fns = append(a.fns, fn)
-}
+func (a *afterCommit) add(fn func()) { a.fns = append(a.fns, fn) }
 
 func (a *afterCommit) run() {
 	for _, fn := range a.fns {
@@ -38,26 +31,32 @@ func (a *afterCommit) run() {
 	}
 }
 
-// invalidations implements domain.Invalidations for one transaction (or
-// none). On PostgreSQL a change is sent by NOTIFY, which PostgreSQL
-// delivers to every replica when the transaction commits; this replica
-// delivers it to its own feed right after the commit.
+// invalidations implements domain.Invalidations for one transaction. The dialect announces a change to the other replicas; this
+// replica delivers it to its own feed right after the commit.
 type invalidations struct {
-	db    bun.IDB
+	conn
 	owner *DB
 	after *afterCommit
 }
 
 func (i invalidations) Announce(ctx context.Context, c domain.Change) error {
-	if isPostgres(i.db) {
-		if _, err := i.db.ExecContext(ctx, "SELECT pg_notify(?, ?), pg_notify(?, ?)",
-			changeChannel, encodeChange(i.owner.origin, c), legacyChannel, legacyPayload(c)); err != nil {
-			return dbError(err, "", "")
-		}
+	if err := i.dialect.announce(ctx, i.db, i.owner.origin, c); err != nil {
+		return dbError(err)
 	}
 	i.after.add(func() { i.owner.feed.Committed(c) })
 	return nil
 }
+
+// announce sends c by NOTIFY, which PostgreSQL delivers to every replica
+// when the transaction commits, on both channels (see legacyChannel).
+func (postgresDialect) announce(ctx context.Context, db bun.IDB, origin string, c domain.Change) error {
+	_, err := db.ExecContext(ctx, "SELECT pg_notify(?, ?), pg_notify(?, ?)",
+		changeChannel, encodeChange(origin, c), legacyChannel, legacyPayload(c))
+	return err
+}
+
+// announce has no one to tell: one process owns the file.
+func (sqliteDialect) announce(context.Context, bun.IDB, string, domain.Change) error { return nil }
 
 func (i invalidations) Repeat(_ context.Context, c domain.Change) error {
 	i.after.add(func() { i.owner.feed.Committed(c) })

@@ -69,7 +69,7 @@ func TestAfterCommit(t *testing.T) {
 		db.Changes().Subscribe(cache.add)
 		now := time.Now().UTC().Truncate(time.Microsecond)
 		tn := newTenant("after-commit", now)
-		if err := db.Store().Tenants().Create(ctx, tn); err != nil {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Create(ctx, tn) }); err != nil {
 			t.Fatal(err)
 		}
 		event := func() []*domain.AuditEvent {

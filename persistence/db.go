@@ -1,9 +1,12 @@
 // Package persistence implements the domain's repositories with Bun, on
-// PostgreSQL in production and on embedded SQLite by default. The models,
-// repositories and queries are shared; only the migrations differ. It also
-// owns the process's change feed: what commits through it is delivered to
-// the feed after the commit, and on PostgreSQL a listener delivers what
-// the other replicas commit.
+// PostgreSQL in production and on embedded SQLite by default. The models
+// and repositories are shared; each dialect has its migrations, and the
+// few queries and upkeep that differ (row locks, byte-order sorting, the
+// verification query, notifications between replicas, transactions'
+// deadlines, the audit log's partitions) are the dialect's, chosen once
+// by Open (dialect.go). It also owns the process's change feed: what
+// commits through it is delivered to the feed after the commit, and on
+// PostgreSQL a listener delivers what the other replicas commit.
 package persistence
 
 import (
@@ -25,7 +28,6 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/driver/pgdriver"
@@ -40,26 +42,19 @@ const DefaultSQLitePath = "data/tenant-registry.db"
 
 // DB is an open database of either dialect.
 type DB struct {
-	bun *bun.DB
-	// Embedded reports whether this is the embedded SQLite database.
-	Embedded bool
+	bun     *bun.DB
+	dialect dialect
 	// feed delivers committed changes to this process's caches; origin
 	// tells this process's NOTIFYs from other replicas'.
 	feed   *domain.ChangeFeed
 	origin string
 	log    *slog.Logger
-	// connector opens PostgreSQL connections outside the pool, for the
-	// listener's heartbeats; nil on SQLite.
-	connector *pgdriver.Connector
 	// The listener runs from the first Changes call until Close.
 	listenOnce sync.Once
 	stopListen context.CancelFunc
 	listening  sync.WaitGroup
 	// auditAppended counts the audit events appended through this DB.
 	auditAppended atomic.Uint64
-	// statementTimeout is PostgreSQL's statement_timeout on every
-	// connection; zero when none is set.
-	statementTimeout time.Duration
 }
 
 // Option tunes the connection pool Open sets up.
@@ -144,8 +139,8 @@ func openPostgres(dsn string, o options) (*DB, error) {
 	sqldb.SetMaxIdleConns(maxConns)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
 	return &DB{
-		bun: bun.NewDB(sqldb, pgdialect.New()), feed: domain.NewChangeFeed(maxSilence), origin: domain.NewID()[24:],
-		log: o.log, connector: connector, statementTimeout: o.statementTimeout,
+		bun: bun.NewDB(sqldb, pgdialect.New()), dialect: postgresDialect{connector: connector, statementTimeout: o.statementTimeout},
+		feed: domain.NewChangeFeed(maxSilence), origin: domain.NewID()[24:], log: o.log,
 	}, nil
 }
 
@@ -220,7 +215,7 @@ func openSQLite(path string, o options) *DB {
 	sqldb.SetConnMaxIdleTime(0)
 	// One process owns the file: every change is committed here, and the
 	// feed is always current.
-	return &DB{bun: bun.NewDB(sqldb, sqlitedialect.New()), Embedded: true, feed: domain.NewLocalChangeFeed(), origin: domain.NewID()[24:], log: o.log}
+	return &DB{bun: bun.NewDB(sqldb, sqlitedialect.New()), dialect: sqliteDialect{}, feed: domain.NewLocalChangeFeed(), origin: domain.NewID()[24:], log: o.log}
 }
 
 // Changes returns the change feed of this process: every change committed
@@ -228,16 +223,11 @@ func openSQLite(path string, o options) *DB {
 // first call starts the listener (stopped by Close) that delivers the
 // other replicas' changes and keeps the feed current.
 func (db *DB) Changes() *domain.ChangeFeed {
-	if db.connector != nil {
-		db.listenOnce.Do(func() {
-			ctx, stop := context.WithCancel(context.Background())
-			db.stopListen = stop
-			l := newListener(db)
-			db.listening.Go(func() { l.run(ctx) })
-			db.listening.Go(func() { l.heartbeat(ctx) })
-			db.listening.Go(func() { l.watch(ctx) })
-		})
-	}
+	db.listenOnce.Do(func() {
+		ctx, stop := context.WithCancel(context.Background())
+		db.stopListen = stop
+		db.dialect.listen(ctx, db, &db.listening)
+	})
 	return db.feed
 }
 
@@ -276,7 +266,10 @@ func (db *DB) Bun() *bun.DB { return db.bun }
 // Dialect names the database's dialect: "pg" or "sqlite".
 func (db *DB) Dialect() string { return db.bun.Dialect().Name().String() }
 
-func isPostgres(db bun.IDB) bool { return db.Dialect().Name() == dialect.PG }
+// Shared reports whether other processes may use the database too:
+// PostgreSQL is shared by the replicas; a SQLite file belongs to the one
+// process that opened it.
+func (db *DB) Shared() bool { return db.dialect.shared() }
 
 // redact hides a password in a database URL before it is printed.
 func redact(url string) string {

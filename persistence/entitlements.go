@@ -28,7 +28,8 @@ type entitlementRow struct {
 func newEntitlementRow(e *domain.Entitlement) *entitlementRow {
 	return &entitlementRow{
 		TenantID: e.TenantID, Product: e.Product, Status: string(e.Status), Source: string(e.Source),
-		StartTime: e.StartTime, ExpireTime: e.ExpireTime, CreateTime: e.CreateTime, UpdateTime: e.UpdateTime,
+		StartTime: storedTime(e.StartTime), ExpireTime: storedTime(e.ExpireTime),
+		CreateTime: storedTime(e.CreateTime), UpdateTime: storedTime(e.UpdateTime),
 		Limits: limitsRow(e.Limits),
 	}
 }
@@ -65,7 +66,7 @@ func productBase(src string, defaults, trial map[string]int64) domain.Limits {
 }
 
 // EntitlementRepository implements domain.EntitlementRepository.
-type EntitlementRepository struct{ db bun.IDB }
+type EntitlementRepository struct{ conn }
 
 var _ domain.EntitlementRepository = EntitlementRepository{}
 
@@ -79,13 +80,8 @@ func (r EntitlementRepository) withProduct(rows *[]entitlementRead) *bun.SelectQ
 // ListByTenant returns a tenant's entitlements, by product.
 func (r EntitlementRepository) ListByTenant(ctx context.Context, tenantID string) ([]*domain.Entitlement, error) {
 	var rows []entitlementRead
-	// Byte order on both dialects, as for products.
-	order := "e.product ASC"
-	if isPostgres(r.db) {
-		order = `e.product COLLATE "C" ASC`
-	}
-	if err := r.withProduct(&rows).Where("e.tenant_id = ?", tenantID).OrderExpr(order).Scan(ctx); err != nil {
-		return nil, dbError(err, "", "")
+	if err := r.withProduct(&rows).Where("e.tenant_id = ?", tenantID).OrderExpr(r.dialect.byteOrder("e.product")).Scan(ctx); err != nil {
+		return nil, dbError(err)
 	}
 	out := make([]*domain.Entitlement, len(rows))
 	for i := range rows {
@@ -102,7 +98,7 @@ func (r EntitlementRepository) Get(ctx context.Context, tenantID, product string
 		err = sql.ErrNoRows
 	}
 	if err != nil {
-		return nil, dbError(err, "entitlement not found", "")
+		return nil, missingRowError(err, "entitlement not found")
 	}
 	return rows[0].domain(), nil
 }
@@ -119,7 +115,7 @@ func (r EntitlementRepository) Upsert(ctx context.Context, e *domain.Entitlement
 		Set("update_time = EXCLUDED.update_time").
 		Set("limits = EXCLUDED.limits").
 		Exec(ctx)
-	return dbError(err, "", "")
+	return dbError(err)
 }
 
 // trialRow is the trials table: every trial ever started.
@@ -132,13 +128,13 @@ type trialRow struct {
 }
 
 // TrialRepository implements domain.TrialRepository.
-type TrialRepository struct{ db bun.IDB }
+type TrialRepository struct{ conn }
 
 var _ domain.TrialRepository = TrialRepository{}
 
 // Start records a trial; a second one of the same tenant and product is
 // KindAlreadyExists, also when two race.
 func (r TrialRepository) Start(ctx context.Context, tenantID, product string, start time.Time) error {
-	_, err := r.db.NewInsert().Model(&trialRow{TenantID: tenantID, Product: product, StartTime: start}).Exec(ctx)
-	return dbError(err, "", "tenant already had a trial of "+product)
+	_, err := r.db.NewInsert().Model(&trialRow{TenantID: tenantID, Product: product, StartTime: storedTime(start)}).Exec(ctx)
+	return duplicateError(err, "tenant already had a trial of "+product)
 }

@@ -19,11 +19,11 @@ func TestEntitlementAndTrialRepositories(t *testing.T) {
 		store := db.Store()
 		now := time.Date(2026, 11, 22, 10, 0, 0, 123456000, time.UTC)
 		tn := newTenant("entitled", now)
-		if err := store.Tenants().Create(ctx, tn); err != nil {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Create(ctx, tn) }); err != nil {
 			t.Fatal(err)
 		}
 		p := &domain.Product{Key: "helpdesk", DisplayName: "Helpdesk", TrialDays: 14, CreateTime: now, UpdateTime: now}
-		if err := store.Products().Create(ctx, p); err != nil {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Products().Create(ctx, p) }); err != nil {
 			t.Fatal(err)
 		}
 		trial := &domain.Entitlement{TenantID: tn.ID, Product: "helpdesk", Status: domain.EntitlementTrial, Source: domain.SourceTrial,
@@ -31,7 +31,7 @@ func TestEntitlementAndTrialRepositories(t *testing.T) {
 		grant := &domain.Entitlement{TenantID: tn.ID, Product: "helpdesk", Status: domain.EntitlementActive, Source: domain.SourceGrant,
 			StartTime: now.Add(time.Hour), CreateTime: now, UpdateTime: now.Add(time.Hour)}
 		for _, e := range []*domain.Entitlement{trial, grant} {
-			if err := store.Entitlements().Upsert(ctx, e); err != nil {
+			if err := write(ctx, db, func(r domain.Repositories) error { return r.Entitlements().Upsert(ctx, e) }); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -45,13 +45,13 @@ func TestEntitlementAndTrialRepositories(t *testing.T) {
 		if _, err := store.Entitlements().Get(ctx, tn.ID, "crm"); domain.ErrorKind(err) != domain.KindNotFound {
 			t.Fatalf("Get of none: %v", err)
 		}
-		if err := store.Trials().Start(ctx, tn.ID, "helpdesk", now); err != nil {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Trials().Start(ctx, tn.ID, "helpdesk", now) }); err != nil {
 			t.Fatal(err)
 		}
-		if err := store.Trials().Start(ctx, tn.ID, "helpdesk", now.Add(time.Hour)); domain.ErrorKind(err) != domain.KindAlreadyExists {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Trials().Start(ctx, tn.ID, "helpdesk", now.Add(time.Hour)) }); domain.ErrorKind(err) != domain.KindAlreadyExists {
 			t.Fatalf("second trial: %v, want KindAlreadyExists", err)
 		}
-		if err := store.Products().Create(ctx, p); domain.ErrorKind(err) != domain.KindAlreadyExists {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Products().Create(ctx, p) }); domain.ErrorKind(err) != domain.KindAlreadyExists {
 			t.Fatalf("duplicate product: %v, want KindAlreadyExists", err)
 		}
 	})

@@ -17,12 +17,28 @@ import (
 	"github.com/tenant-registry/tenant-registry/domain"
 )
 
-// dbError turns a database error into a domain error: a missing row into
-// KindNotFound (with notFound as its message), a unique violation into
-// KindAlreadyExists (with exists), a lost or refused connection into
-// KindUnavailable; anything else stays KindInternal with the cause kept for
-// the log. Domain errors and context errors pass through unchanged.
-func dbError(err error, notFound, exists string) error {
+// dbError turns a database error into a domain error, for a statement
+// that expects neither a missing row nor a duplicate (a list, an update, an
+// upsert): a lost or refused connection becomes KindUnavailable, anything
+// else KindInternal with the cause kept for the log. Domain errors and
+// context errors pass through unchanged.
+func dbError(err error) error { return translate(err, "not found", "already exists") }
+
+// missingRowError is dbError for a read of one row: a missing row is
+// KindNotFound, with notFound as its message.
+func missingRowError(err error, notFound string) error {
+	return translate(err, notFound, "already exists")
+}
+
+// duplicateError is dbError for a write a unique key may refuse: a
+// violation is KindAlreadyExists, with exists as its message.
+func duplicateError(err error, exists string) error {
+	return translate(err, "not found", exists)
+}
+
+// translate is the mapping behind dbError, missingRowError and
+// duplicateError, which name the answer their statement expects.
+func translate(err error, notFound, exists string) error {
 	var de *domain.Error
 	switch {
 	case err == nil:

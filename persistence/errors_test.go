@@ -41,14 +41,33 @@ func TestDBErrorKinds(t *testing.T) {
 		{"anything else", errors.New("pgdriver: can't encode"), domain.KindInternal},
 	}
 	for _, tc := range tests {
-		if got := domain.ErrorKind(dbError(tc.err, "nf", "ex")); got != tc.want {
+		if got := domain.ErrorKind(dbError(tc.err)); got != tc.want {
 			t.Errorf("%s: kind %v, want %v", tc.name, got, tc.want)
 		}
 	}
 	for _, err := range []error{context.Canceled, context.DeadlineExceeded} {
-		if got := dbError(err, "nf", "ex"); got != err {
+		if got := dbError(err); got != err {
 			t.Errorf("dbError(%v) = %v, want it unchanged", err, got)
 		}
+	}
+}
+
+// The helpers for the statements that expect a missing row or a duplicate
+// answer it with their message, and anything else as dbError does.
+func TestExpectedAnswers(t *testing.T) {
+	var missing *domain.Error
+	if !errors.As(missingRowError(sql.ErrNoRows, domain.TenantNotFoundMessage), &missing) ||
+		missing.Kind != domain.KindNotFound || missing.Message != domain.TenantNotFoundMessage {
+		t.Errorf("missingRowError(no rows) = %v, want KindNotFound %q", missing, domain.TenantNotFoundMessage)
+	}
+	if got := domain.ErrorKind(missingRowError(driver.ErrBadConn, "x")); got != domain.KindUnavailable {
+		t.Errorf("missingRowError(bad connection): kind %v, want Unavailable", got)
+	}
+	if got := domain.ErrorKind(duplicateError(io.EOF, "x")); got != domain.KindUnavailable {
+		t.Errorf("duplicateError(EOF): kind %v, want Unavailable", got)
+	}
+	if got := duplicateError(context.Canceled, "x"); got != context.Canceled {
+		t.Errorf("duplicateError(%v) = %v, want it unchanged", context.Canceled, got)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -33,19 +34,34 @@ const (
 	listenBackoff    = 250 * time.Millisecond
 )
 
+// listen starts the listener: it hears the changes every replica
+// commits, heartbeats prove it hears them in time, and a watch logs when
+// it stops and starts doing so.
+func (d postgresDialect) listen(ctx context.Context, db *DB, running *sync.WaitGroup) {
+	l := newListener(db, d.connector)
+	running.Go(func() { l.run(ctx) })
+	running.Go(func() { l.heartbeat(ctx) })
+	running.Go(func() { l.watch(ctx) })
+}
+
+// listen has nothing to hear: every change to the file is committed by
+// this process, and its feed is always current.
+func (sqliteDialect) listen(context.Context, *DB, *sync.WaitGroup) {}
+
 // listener feeds a replica's change feed with the changes every replica
 // commits, heard through PostgreSQL LISTEN.
 type listener struct {
-	db    *DB
-	feed  *domain.ChangeFeed
-	log   *slog.Logger
-	ping  string    // this process's heartbeat channel
-	start time.Time // heartbeats carry their send time relative to it
+	db        *DB
+	connector *pgdriver.Connector // for the heartbeats' connection
+	feed      *domain.ChangeFeed
+	log       *slog.Logger
+	ping      string    // this process's heartbeat channel
+	start     time.Time // heartbeats carry their send time relative to it
 }
 
-func newListener(db *DB) *listener {
+func newListener(db *DB, connector *pgdriver.Connector) *listener {
 	return &listener{
-		db: db, feed: db.feed, log: db.log,
+		db: db, connector: connector, feed: db.feed, log: db.log,
 		// A channel of this process's own, so replicas do not hear each
 		// other's heartbeats.
 		ping:  "tenant_registry_ping_" + db.origin,
@@ -134,7 +150,7 @@ func (l *listener) session(ctx context.Context) error {
 // connection of its own: a pool saturated by slow queries must not delay
 // it, nor can it wait on one for longer than heartbeatTimeout.
 func (l *listener) heartbeat(ctx context.Context) {
-	sqldb := sql.OpenDB(l.db.connector)
+	sqldb := sql.OpenDB(l.connector)
 	sqldb.SetMaxOpenConns(1)
 	conn := bun.NewDB(sqldb, pgdialect.New())
 	defer conn.Close()

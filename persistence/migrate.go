@@ -18,12 +18,8 @@ type Migrator struct{ m *migrate.Migrator }
 
 // Migrator returns the migrator for db's dialect.
 func (db *DB) Migrator() (*Migrator, error) {
-	fsys := migrations.Postgres
-	if db.Embedded {
-		fsys = migrations.SQLite
-	}
 	ms := migrate.NewMigrations()
-	if err := ms.Discover(fsys); err != nil {
+	if err := ms.Discover(db.dialect.migrations()); err != nil {
 		return nil, fmt.Errorf("read embedded migrations: %w", err)
 	}
 	migrations.RegisterGo(ms)

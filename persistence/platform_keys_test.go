@@ -26,7 +26,7 @@ func TestPlatformKeysMigration(t *testing.T) {
 		}
 		now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
 		acme := newTenant("acme", now)
-		if err := store.Tenants().Create(ctx, acme); err != nil {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Create(ctx, acme) }); err != nil {
 			t.Fatal(err)
 		}
 		keys := map[string]struct{ tenant, before, after []string }{
@@ -42,7 +42,7 @@ func TestPlatformKeysMigration(t *testing.T) {
 				ID: domain.NewID(), TenantID: k.tenant[0], Name: name, Prefix: "bp_" + name[:3] + "00000",
 				Hash: "sha256|" + domain.NewID(), Scopes: k.before, CreateTime: now, UpdateTime: now,
 			}
-			if err := store.ApiKeys().Create(ctx, key); err != nil {
+			if err := write(ctx, db, func(r domain.Repositories) error { return r.ApiKeys().Create(ctx, key) }); err != nil {
 				t.Fatal(err)
 			}
 			ids[name] = key.ID

@@ -22,6 +22,13 @@ type productRequestRow struct {
 	CreateTime  time.Time `bun:"create_time,notnull"`
 }
 
+func newProductRequestRow(pr *domain.ProductRequest) *productRequestRow {
+	return &productRequestRow{
+		ID: pr.ID, TenantID: pr.TenantID, Product: pr.Product, Note: pr.Note, Status: string(pr.Status),
+		RequestedBy: pr.RequestedBy, CreateTime: storedTime(pr.CreateTime),
+	}
+}
+
 func (r *productRequestRow) domain() *domain.ProductRequest {
 	return &domain.ProductRequest{
 		ID: r.ID, TenantID: r.TenantID, Product: r.Product, Note: r.Note,
@@ -30,18 +37,15 @@ func (r *productRequestRow) domain() *domain.ProductRequest {
 }
 
 // ProductRequestRepository implements domain.ProductRequestRepository.
-type ProductRequestRepository struct{ db bun.IDB }
+type ProductRequestRepository struct{ conn }
 
 var _ domain.ProductRequestRepository = ProductRequestRepository{}
 
 // Create inserts pr; the partial unique index on open requests makes a
 // second open one for the same tenant and product KindAlreadyExists.
 func (r ProductRequestRepository) Create(ctx context.Context, pr *domain.ProductRequest) error {
-	_, err := r.db.NewInsert().Model(&productRequestRow{
-		ID: pr.ID, TenantID: pr.TenantID, Product: pr.Product, Note: pr.Note, Status: string(pr.Status),
-		RequestedBy: pr.RequestedBy, CreateTime: pr.CreateTime,
-	}).Exec(ctx)
-	return dbError(err, "", "the tenant has an open request for "+pr.Product+" already")
+	_, err := r.db.NewInsert().Model(newProductRequestRow(pr)).Exec(ctx)
+	return duplicateError(err, "the tenant has an open request for "+pr.Product+" already")
 }
 
 // GetOpen returns the tenant's open request for the product.
@@ -51,7 +55,7 @@ func (r ProductRequestRepository) GetOpen(ctx context.Context, tenantID, product
 		Where("tenant_id = ? AND product = ? AND status = ?", tenantID, product, domain.RequestOpen).
 		Limit(1).Scan(ctx)
 	if err != nil {
-		return nil, dbError(err, "no open request for "+product, "")
+		return nil, missingRowError(err, "no open request for "+product)
 	}
 	return row.domain(), nil
 }
@@ -68,7 +72,7 @@ func (r ProductRequestRepository) List(ctx context.Context, status domain.Produc
 		q = q.Where("id > ?", afterID)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, dbError(err, "", "")
+		return nil, dbError(err)
 	}
 	out := make([]*domain.ProductRequest, len(rows))
 	for i := range rows {

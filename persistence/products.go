@@ -27,7 +27,7 @@ type productRow struct {
 func newProductRow(p *domain.Product) *productRow {
 	return &productRow{
 		Key: p.Key, DisplayName: p.DisplayName, Description: p.Description, TrialDays: p.TrialDays,
-		CreateTime: p.CreateTime, UpdateTime: p.UpdateTime,
+		CreateTime: storedTime(p.CreateTime), UpdateTime: storedTime(p.UpdateTime),
 		DefaultLimits: limitsRow(p.DefaultLimits), TrialLimits: limitsRow(p.TrialLimits),
 	}
 }
@@ -49,14 +49,14 @@ func (r *productRow) domain() *domain.Product {
 }
 
 // ProductRepository implements domain.ProductRepository.
-type ProductRepository struct{ db bun.IDB }
+type ProductRepository struct{ conn }
 
 var _ domain.ProductRepository = ProductRepository{}
 
 // Create inserts p; a taken key is KindAlreadyExists.
 func (r ProductRepository) Create(ctx context.Context, p *domain.Product) error {
 	_, err := r.db.NewInsert().Model(newProductRow(p)).Exec(ctx)
-	return dbError(err, "", "a product with key "+p.Key+" already exists")
+	return duplicateError(err, "a product with key "+p.Key+" already exists")
 }
 
 // Get returns the product with the given key.
@@ -64,20 +64,16 @@ func (r ProductRepository) Get(ctx context.Context, key string) (*domain.Product
 	return r.one(ctx, key, r.db.NewSelect())
 }
 
-// GetForUpdate returns the product, locking its row on PostgreSQL; SQLite
-// transactions here hold the database's write lock from their start.
+// GetForUpdate returns the product, keeping concurrent writers of it out
+// until the transaction ends.
 func (r ProductRepository) GetForUpdate(ctx context.Context, key string) (*domain.Product, error) {
-	q := r.db.NewSelect()
-	if isPostgres(r.db) {
-		q = q.For("UPDATE")
-	}
-	return r.one(ctx, key, q)
+	return r.one(ctx, key, r.dialect.forUpdate(r.db.NewSelect()))
 }
 
 func (r ProductRepository) one(ctx context.Context, key string, q *bun.SelectQuery) (*domain.Product, error) {
 	var row productRow
 	if err := q.Model(&row).Where("key = ?", key).Limit(1).Scan(ctx); err != nil {
-		return nil, dbError(err, "product "+key+" not found", "")
+		return nil, missingRowError(err, "product "+key+" not found")
 	}
 	return row.domain(), nil
 }
@@ -85,14 +81,8 @@ func (r ProductRepository) one(ctx context.Context, key string, q *bun.SelectQue
 // List returns every product, by key.
 func (r ProductRepository) List(ctx context.Context) ([]*domain.Product, error) {
 	var rows []productRow
-	// Byte order on both dialects: PostgreSQL's default collation would
-	// otherwise sort '-' unlike SQLite.
-	order := "key ASC"
-	if isPostgres(r.db) {
-		order = `key COLLATE "C" ASC`
-	}
-	if err := r.db.NewSelect().Model(&rows).OrderExpr(order).Scan(ctx); err != nil {
-		return nil, dbError(err, "", "")
+	if err := r.db.NewSelect().Model(&rows).OrderExpr(r.dialect.byteOrder("key")).Scan(ctx); err != nil {
+		return nil, dbError(err)
 	}
 	out := make([]*domain.Product, len(rows))
 	for i := range rows {
@@ -106,7 +96,7 @@ func (r ProductRepository) Update(ctx context.Context, p *domain.Product) error 
 	res, err := r.db.NewUpdate().Model(newProductRow(p)).
 		Column("display_name", "description", "trial_days", "update_time", "default_limits", "trial_limits").WherePK().Exec(ctx)
 	if err != nil {
-		return dbError(err, "", "")
+		return dbError(err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return domain.Errorf(domain.KindNotFound, "product %s not found", p.Key)

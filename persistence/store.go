@@ -11,28 +11,38 @@ import (
 	"github.com/tenant-registry/tenant-registry/domain"
 )
 
-// repositories binds every repository to one bun.IDB: the database itself,
-// or a transaction, whose after-commit work waits in after until it
-// commits.
-type repositories struct {
-	db    bun.IDB
-	owner *DB          // the change feed and the audit counter
-	after *afterCommit // nil outside a transaction: work runs at once
+// conn is where a repository runs its statements: the database or one of
+// its transactions, in the database's dialect.
+type conn struct {
+	db      bun.IDB
+	dialect dialect
 }
 
-func (r repositories) Tenants() domain.TenantRepository { return TenantRepository{db: r.db} }
-func (r repositories) Audit() domain.AuditLog           { return AuditLog{db: r.db, appended: r.countAudit} }
-func (r repositories) ApiKeys() domain.ApiKeyRepository { return ApiKeyRepository{db: r.db} }
+// repositories binds every repository to one transaction, whose
+// after-commit work waits in after until it commits.
+type repositories struct {
+	db    bun.Tx
+	owner *DB // the dialect, the change feed and the audit counter
+	after *afterCommit
+}
+
+func (r repositories) conn() conn { return conn{db: r.db, dialect: r.owner.dialect} }
+
+func (r repositories) Tenants() domain.TenantRepository { return TenantRepository{r.conn()} }
+func (r repositories) Audit() domain.AuditLog {
+	return AuditLog{conn: r.conn(), appended: r.countAudit}
+}
+func (r repositories) ApiKeys() domain.ApiKeyRepository { return ApiKeyRepository{r.conn()} }
 func (r repositories) Entitlements() domain.EntitlementRepository {
-	return EntitlementRepository{db: r.db}
+	return EntitlementRepository{r.conn()}
 }
-func (r repositories) Products() domain.ProductRepository { return ProductRepository{db: r.db} }
+func (r repositories) Products() domain.ProductRepository { return ProductRepository{r.conn()} }
 func (r repositories) ProductRequests() domain.ProductRequestRepository {
-	return ProductRequestRepository{db: r.db}
+	return ProductRequestRepository{r.conn()}
 }
-func (r repositories) Trials() domain.TrialRepository { return TrialRepository{db: r.db} }
+func (r repositories) Trials() domain.TrialRepository { return TrialRepository{r.conn()} }
 func (r repositories) Invalidations() domain.Invalidations {
-	return invalidations{db: r.db, owner: r.owner, after: r.after}
+	return invalidations{conn: r.conn(), owner: r.owner, after: r.after}
 }
 
 // countAudit counts n appended audit events once they are committed, so a
@@ -41,34 +51,61 @@ func (r repositories) countAudit(n int) {
 	r.after.add(func() { r.owner.auditAppended.Add(uint64(n)) })
 }
 
-// Store implements domain.Store.
-type Store struct {
-	repositories
-	db *bun.DB
-	// statementTimeout is the connections' statement_timeout (PostgreSQL
-	// with WithStatementTimeout); zero when none is set.
-	statementTimeout time.Duration
-}
+// Store implements domain.Store: its reads run on the database itself,
+// and writes only in the transactions of Atomically.
+type Store struct{ owner *DB }
 
 var _ domain.Store = (*Store)(nil)
 
 // Store returns the domain's persistence port on db.
-func (db *DB) Store() *Store {
-	return &Store{repositories: repositories{db: db.bun, owner: db}, db: db.bun, statementTimeout: db.statementTimeout}
+func (db *DB) Store() *Store { return &Store{owner: db} }
+
+func (s *Store) conn() conn { return conn{db: s.owner.bun, dialect: s.owner.dialect} }
+
+// Tenants reads tenants outside a transaction.
+func (s *Store) Tenants() domain.TenantReader { return TenantRepository{s.conn()} }
+
+// Audit reads the audit log outside a transaction.
+func (s *Store) Audit() domain.AuditReader { return AuditLog{conn: s.conn()} }
+
+// ApiKeys reads API keys outside a transaction.
+func (s *Store) ApiKeys() domain.ApiKeyReader { return ApiKeyRepository{s.conn()} }
+
+// Entitlements reads entitlements outside a transaction.
+func (s *Store) Entitlements() domain.EntitlementReader { return EntitlementRepository{s.conn()} }
+
+// Products reads the catalog outside a transaction.
+func (s *Store) Products() domain.ProductReader { return ProductRepository{s.conn()} }
+
+// ProductRequests reads product requests outside a transaction.
+func (s *Store) ProductRequests() domain.ProductRequestReader {
+	return ProductRequestRepository{s.conn()}
+}
+
+// StoredTime is t as the rows keep it (see storedTime).
+func (s *Store) StoredTime(t time.Time) time.Time { return storedTime(t) }
+
+// storedTime is t as both databases keep it, and so as a read returns it:
+// in UTC, to the microsecond (PostgreSQL keeps no finer; Bun writes no
+// finer to SQLite). The zero time stays zero, which nullable columns store
+// as NULL. Every row constructor stores its times through it.
+func storedTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
 }
 
 // Atomically runs fn in a transaction whose repositories it hands to fn,
-// and after the commit the work they left for it, in order.
+// and after the commit the work they left for it, in order. Bun's RunInTx
+// calls fn once (it never retries), so that work needs no reset.
 func (s *Store) Atomically(ctx context.Context, fn func(domain.Repositories) error) error {
 	after := &afterCommit{}
-	err := s.runInTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		if err := s.limitStatements(ctx, tx); err != nil {
-			return err
-		}
+	err := s.owner.dialect.transaction(ctx, s.owner.bun, func(ctx context.Context, tx bun.Tx) error {
 		return fn(repositories{db: tx, owner: s.owner, after: after})
 	})
 	if err != nil {
-		return dbError(err, "not found", "already exists")
+		return dbError(err)
 	}
 	after.run()
 	return nil
@@ -79,6 +116,17 @@ func (s *Store) Atomically(ctx context.Context, fn func(domain.Repositories) err
 // caller hears DeadlineExceeded rather than of a cancelled statement.
 const deadlineSlack = 100 * time.Millisecond
 
+// transaction runs fn in a transaction whose statements PostgreSQL stops
+// soon after ctx's deadline (see limitStatements).
+func (d postgresDialect) transaction(ctx context.Context, db *bun.DB, fn func(context.Context, bun.Tx) error) error {
+	return db.RunInTx(ctx, &sql.TxOptions{}, func(ctx context.Context, tx bun.Tx) error {
+		if err := d.limitStatements(ctx, tx); err != nil {
+			return err
+		}
+		return fn(ctx, tx)
+	})
+}
+
 // limitStatements lowers statement_timeout for the transaction when its
 // context ends more than a second sooner than the connection's timeout
 // would: a transaction waiting on a row lock then stops in PostgreSQL when
@@ -86,13 +134,13 @@ const deadlineSlack = 100 * time.Millisecond
 // took) until the lock is free. It costs a round trip, so only for such
 // short deadlines; a call with the full REQUEST_TIMEOUT is bounded by the
 // connection's statement_timeout.
-func (s *Store) limitStatements(ctx context.Context, tx bun.Tx) error {
+func (d postgresDialect) limitStatements(ctx context.Context, tx bun.Tx) error {
 	deadline, ok := ctx.Deadline()
-	if s.statementTimeout <= 0 || !ok || !isPostgres(tx) {
+	if d.statementTimeout <= 0 || !ok {
 		return nil
 	}
 	left := time.Until(deadline)
-	if left+time.Second >= s.statementTimeout {
+	if left+time.Second >= d.statementTimeout {
 		return nil
 	}
 	// SET takes no placeholders; the value is a number this code made, and
@@ -105,17 +153,17 @@ func (s *Store) limitStatements(ctx context.Context, tx bun.Tx) error {
 // (see openSQLite): how long a writer waits for another's lock.
 const sqliteBusyTimeout = 10 * time.Second
 
-// runInTx runs fn in a transaction. On SQLite a writer waits for another
+// transaction runs fn in a transaction. A writer waits for another
 // writer's lock in SQLite's busy handler, which a cancelled context does
-// not interrupt: a transaction whose deadline is nearer than
-// busy_timeout waits no longer than its deadline, on a connection of its
-// own whose busy_timeout is put back afterwards.
-func (s *Store) runInTx(ctx context.Context, fn func(context.Context, bun.Tx) error) error {
+// not interrupt: a transaction whose deadline is nearer than busy_timeout
+// waits no longer than its deadline, on a connection of its own whose
+// busy_timeout is put back afterwards.
+func (sqliteDialect) transaction(ctx context.Context, db *bun.DB, fn func(context.Context, bun.Tx) error) error {
 	deadline, ok := ctx.Deadline()
-	if isPostgres(s.db) || !ok || time.Until(deadline) >= sqliteBusyTimeout {
-		return s.db.RunInTx(ctx, &sql.TxOptions{}, fn)
+	if !ok || time.Until(deadline) >= sqliteBusyTimeout {
+		return db.RunInTx(ctx, &sql.TxOptions{}, fn)
 	}
-	conn, err := s.db.Conn(ctx)
+	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
 	}

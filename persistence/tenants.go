@@ -28,7 +28,7 @@ type tenantRow struct {
 func newTenantRow(t *domain.Tenant) *tenantRow {
 	return &tenantRow{
 		ID: t.ID, Slug: t.Slug, DisplayName: t.DisplayName, Status: string(t.Status),
-		ExternalID: t.ExternalID, Metadata: t.Metadata, CreateTime: t.CreateTime, UpdateTime: t.UpdateTime,
+		ExternalID: t.ExternalID, Metadata: t.Metadata, CreateTime: storedTime(t.CreateTime), UpdateTime: storedTime(t.UpdateTime),
 		Search: strings.ToLower(t.Slug + "\n" + t.DisplayName),
 	}
 }
@@ -46,16 +46,14 @@ func (r *tenantRow) domain() *domain.Tenant {
 
 // TenantRepository implements domain.TenantRepository on a database or a
 // transaction.
-type TenantRepository struct{ db bun.IDB }
+type TenantRepository struct{ conn }
 
 var _ domain.TenantRepository = TenantRepository{}
-
-const tenantNotFound = "tenant not found"
 
 // Create inserts t; a taken slug is KindAlreadyExists.
 func (r TenantRepository) Create(ctx context.Context, t *domain.Tenant) error {
 	_, err := r.db.NewInsert().Model(newTenantRow(t)).Exec(ctx)
-	return dbError(err, tenantNotFound, "a tenant with slug "+t.Slug+" already exists")
+	return duplicateError(err, "a tenant with slug "+t.Slug+" already exists")
 }
 
 // Get returns the tenant with the given id.
@@ -68,21 +66,16 @@ func (r TenantRepository) GetBySlug(ctx context.Context, slug string) (*domain.T
 	return r.one(ctx, r.db.NewSelect().Where("slug = ?", slug))
 }
 
-// GetForUpdate returns the tenant with the given id, locking its row on
-// PostgreSQL. SQLite transactions here begin IMMEDIATE and so already hold
-// the database's write lock.
+// GetForUpdate returns the tenant with the given id, keeping concurrent
+// writers of it out until the transaction ends.
 func (r TenantRepository) GetForUpdate(ctx context.Context, id string) (*domain.Tenant, error) {
-	q := r.db.NewSelect().Where("id = ?", id)
-	if isPostgres(r.db) {
-		q = q.For("UPDATE")
-	}
-	return r.one(ctx, q)
+	return r.one(ctx, r.dialect.forUpdate(r.db.NewSelect().Where("id = ?", id)))
 }
 
 func (r TenantRepository) one(ctx context.Context, q *bun.SelectQuery) (*domain.Tenant, error) {
 	var row tenantRow
 	if err := q.Model(&row).Limit(1).Scan(ctx); err != nil {
-		return nil, dbError(err, tenantNotFound, "")
+		return nil, missingRowError(err, domain.TenantNotFoundMessage)
 	}
 	return row.domain(), nil
 }
@@ -101,7 +94,7 @@ func (r TenantRepository) List(ctx context.Context, f domain.TenantFilter, after
 		q = q.Where("id > ?", afterID)
 	}
 	if err := q.Scan(ctx); err != nil {
-		return nil, dbError(err, tenantNotFound, "")
+		return nil, dbError(err)
 	}
 	out := make([]*domain.Tenant, len(rows))
 	for i := range rows {
@@ -115,10 +108,10 @@ func (r TenantRepository) Update(ctx context.Context, t *domain.Tenant) error {
 	res, err := r.db.NewUpdate().Model(newTenantRow(t)).
 		Column("display_name", "status", "metadata", "update_time", "search").WherePK().Exec(ctx)
 	if err != nil {
-		return dbError(err, tenantNotFound, "")
+		return dbError(err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return domain.Errorf(domain.KindNotFound, tenantNotFound)
+		return domain.Errorf(domain.KindNotFound, "%s", domain.TenantNotFoundMessage)
 	}
 	return nil
 }

@@ -17,6 +17,11 @@ func newTenant(slug string, now time.Time) *domain.Tenant {
 	}
 }
 
+// write runs fn in a transaction of db's store: the only way to write.
+func write(ctx context.Context, db *persistence.DB, fn func(r domain.Repositories) error) error {
+	return db.Store().Atomically(ctx, fn)
+}
+
 func TestTenantRepository(t *testing.T) {
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
 		ctx := context.Background()
@@ -24,7 +29,7 @@ func TestTenantRepository(t *testing.T) {
 		now := time.Date(2026, 11, 22, 10, 0, 0, 123456000, time.UTC)
 
 		a := newTenant("alpha", now)
-		if err := repo.Create(ctx, a); err != nil {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Create(ctx, a) }); err != nil {
 			t.Fatal(err)
 		}
 		got, err := repo.Get(ctx, a.ID)
@@ -39,7 +44,7 @@ func TestTenantRepository(t *testing.T) {
 		}
 
 		dup := newTenant("alpha", now)
-		if err := repo.Create(ctx, dup); domain.ErrorKind(err) != domain.KindAlreadyExists {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Create(ctx, dup) }); domain.ErrorKind(err) != domain.KindAlreadyExists {
 			t.Fatalf("duplicate slug: got %v, want AlreadyExists", err)
 		}
 		if _, err := repo.Get(ctx, domain.NewID()); domain.ErrorKind(err) != domain.KindNotFound {
@@ -47,14 +52,14 @@ func TestTenantRepository(t *testing.T) {
 		}
 
 		a.DisplayName, a.Status, a.Metadata = "Alpha Inc", domain.TenantActive, map[string]string{}
-		if err := repo.Update(ctx, a); err != nil {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Update(ctx, a) }); err != nil {
 			t.Fatal(err)
 		}
 		got, _ = repo.Get(ctx, a.ID)
 		if got.DisplayName != "Alpha Inc" || got.Status != domain.TenantActive || len(got.Metadata) != 0 {
 			t.Fatalf("update not stored: %+v", got)
 		}
-		if err := repo.Update(ctx, newTenant("ghost", now)); domain.ErrorKind(err) != domain.KindNotFound {
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Update(ctx, newTenant("ghost", now)) }); domain.ErrorKind(err) != domain.KindNotFound {
 			t.Fatalf("update of a missing tenant: got %v, want NotFound", err)
 		}
 	})
@@ -75,7 +80,7 @@ func TestTenantRepositoryList(t *testing.T) {
 			if slug == "red-three" {
 				tn.Status = domain.TenantFrozen
 			}
-			if err := repo.Create(ctx, tn); err != nil {
+			if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Create(ctx, tn) }); err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, tn.ID)

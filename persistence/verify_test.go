@@ -109,29 +109,30 @@ func TestVerificationQueryAgrees(t *testing.T) {
 	rows := map[string]map[string][]string{} // dialect → hash → rows
 	for _, dialect := range testdb.Dialects {
 		db := testdb.MustOpen(t, dialect)
-		store := db.Store()
 		for _, p := range []string{"analytics", "helpdesk", "crm"} {
-			if err := store.Products().Create(ctx, &domain.Product{Key: p, DisplayName: p, CreateTime: at(0), UpdateTime: at(0)}); err != nil {
+			product := &domain.Product{Key: p, DisplayName: p, CreateTime: at(0), UpdateTime: at(0)}
+			if err := write(ctx, db, func(r domain.Repositories) error { return r.Products().Create(ctx, product) }); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for id, status := range map[string]domain.TenantStatus{tenant1: domain.TenantActive, tenant2: domain.TenantFrozen} {
 			tn := newTenant("t-"+id[len(id)-1:], at(0))
 			tn.ID, tn.Status = id, status
-			if err := store.Tenants().Create(ctx, tn); err != nil {
+			if err := write(ctx, db, func(r domain.Repositories) error { return r.Tenants().Create(ctx, tn) }); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for _, k := range keys {
-			if err := store.ApiKeys().Create(ctx, k); err != nil {
+			if err := write(ctx, db, func(r domain.Repositories) error { return r.ApiKeys().Create(ctx, k) }); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := store.ApiKeys().TouchLastUsed(ctx, map[string]time.Time{keys[0].ID: at(3)}); err != nil {
+		used := map[string]time.Time{keys[0].ID: at(3)}
+		if err := write(ctx, db, func(r domain.Repositories) error { return r.ApiKeys().TouchLastUsed(ctx, used) }); err != nil {
 			t.Fatal(err)
 		}
 		for _, e := range ents {
-			if err := store.Entitlements().Upsert(ctx, e); err != nil {
+			if err := write(ctx, db, func(r domain.Repositories) error { return r.Entitlements().Upsert(ctx, e) }); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -166,7 +166,8 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if db.Embedded || m.Config.Env == "dev" {
+	// A database no other replica uses cannot be migrated under one's feet.
+	if !db.Shared() || m.Config.Env == "dev" {
 		applied, err := migrator.Up(ctx)
 		if err != nil {
 			return fmt.Errorf("apply migrations: %w", err)
