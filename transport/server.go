@@ -258,7 +258,7 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	cfg = cfg.prepared()
 	samples := cfg.samples
 	return &http.Server{
-		Handler:           newCORS(cfg).Handler(requestIDs(cfg.Logger, samples, bodyDeadline(cfg.BodyReadTimeout, guardWire(handler)))),
+		Handler:           newCORS(cfg).Handler(requestIDs(cfg.Logger, samples, bodyDeadline(cfg.BodyReadTimeout, privateReads(guardWire(handler))))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
