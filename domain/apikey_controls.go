@@ -35,21 +35,14 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 		return nil, err
 	}
 	if !disable {
-		a := tried(action, "u", "api_key", k.ID)
-		if err := s.grantable(ctx, k.TenantID, k.Scopes, a); err != nil {
-			return nil, err
-		}
-		if err := s.outlives(ctx, k.TenantID, k.ExpireTime, a); err != nil {
+		if err := s.handsOut(ctx, k.TenantID, k.Scopes, k.ExpireTime, tried(action, "u", "api_key", k.ID)); err != nil {
 			return nil, err
 		}
 	}
 	var out *ApiKey
 	err = s.store.Atomically(ctx, func(r Repositories) error {
-		k, err := r.ApiKeys().GetForUpdate(ctx, id)
+		k, err := keyToChange(ctx, r, id, etag)
 		if err != nil {
-			return err
-		}
-		if err := checkEtag(etag, k.Etag(), "API key"); err != nil {
 			return err
 		}
 		if !k.RevokeTime.IsZero() {
@@ -77,6 +70,19 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 		return nil, err
 	}
 	return out, nil
+}
+
+// keyToChange locks key id in r, refusing it with Aborted when it changed
+// since the caller read etag.
+func keyToChange(ctx context.Context, r Repositories, id, etag string) (*ApiKey, error) {
+	k, err := r.ApiKeys().GetForUpdate(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkEtag(etag, k.Etag(), "API key"); err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // UpdateApiKey is the input of ApiKeyService.Update: the fields Mask names
@@ -139,11 +145,8 @@ func (s *ApiKeyService) Update(ctx context.Context, in UpdateApiKey) (*ApiKey, e
 	}
 	var out *ApiKey
 	err = s.store.Atomically(ctx, func(r Repositories) error {
-		k, err := r.ApiKeys().GetForUpdate(ctx, id)
+		k, err := keyToChange(ctx, r, id, in.Etag)
 		if err != nil {
-			return err
-		}
-		if err := checkEtag(in.Etag, k.Etag(), "API key"); err != nil {
 			return err
 		}
 		if !k.RevokeTime.IsZero() {

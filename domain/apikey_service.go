@@ -81,6 +81,15 @@ func createdBy(ctx context.Context) string {
 	return ""
 }
 
+// handsOut refuses a credential of tenantID with scopes and expiry expire
+// that the caller may not hand out: see grantable and outlives.
+func (s *ApiKeyService) handsOut(ctx context.Context, tenantID string, scopes []string, expire time.Time, a *attempt) error {
+	if err := s.grantable(ctx, tenantID, scopes, a); err != nil {
+		return err
+	}
+	return s.outlives(ctx, tenantID, expire, a)
+}
+
 // grantable refuses, with PermissionDenied naming the scope, a credential
 // of tenantID that would carry a scope its kind of key may not carry, or
 // one the caller does not hold itself: a principal hands out only what it
@@ -126,11 +135,8 @@ func (s *ApiKeyService) Create(ctx context.Context, in CreateApiKey) (*ApiKey, s
 	if err := s.allow(ctx, PermKeysManage, tenantID, a); err != nil {
 		return nil, "", err
 	}
-	if err := s.grantable(ctx, tenantID, scopes, a); err != nil {
-		return nil, "", err
-	}
 	expire := s.store.StoredTime(in.ExpireTime) // compared with the calling key's, as stored
-	if err := s.outlives(ctx, tenantID, expire, a); err != nil {
+	if err := s.handsOut(ctx, tenantID, scopes, expire, a); err != nil {
 		return nil, "", err
 	}
 	plaintext := NewPlaintextKey()
@@ -252,10 +258,7 @@ func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Durati
 		return nil, "", nil, err
 	}
 	a := tried("api_key.rotated", "u", "api_key", k.ID)
-	if err := s.grantable(ctx, k.TenantID, k.Scopes, a); err != nil {
-		return nil, "", nil, err
-	}
-	if err := s.outlives(ctx, k.TenantID, k.ExpireTime, a); err != nil {
+	if err := s.handsOut(ctx, k.TenantID, k.Scopes, k.ExpireTime, a); err != nil {
 		return nil, "", nil, err
 	}
 	plaintext := NewPlaintextKey()

@@ -132,44 +132,46 @@ func (c *KeyCache) lookup(digest string, now time.Time) (rec *KeyRecord, unknown
 	return nil, false, c.gen
 }
 
-// put caches rec under digest unless an invalidation happened since gen.
-func (c *KeyCache) put(digest string, rec *KeyRecord, gen uint64, now time.Time) {
+// storeIfCurrent runs store under the write lock, unless the cache is
+// disabled or an invalidation happened since gen: what was read before a
+// change must not be cached after it.
+func (c *KeyCache) storeIfCurrent(gen uint64, store func()) {
 	if !c.enabled {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if gen != c.gen {
-		return
+	if gen == c.gen {
+		store()
 	}
-	if len(c.keys) >= c.maxKeys {
-		c.evictLocked()
-	}
-	c.keys[digest] = cachedRecord{rec: rec, expires: now.Add(c.ttl)}
-	tenant := rec.Key.TenantID
-	if c.byTenant[tenant] == nil {
-		c.byTenant[tenant] = map[string]struct{}{}
-	}
-	c.byTenant[tenant][digest] = struct{}{}
+}
+
+// put caches rec under digest unless an invalidation happened since gen.
+func (c *KeyCache) put(digest string, rec *KeyRecord, gen uint64, now time.Time) {
+	c.storeIfCurrent(gen, func() {
+		if len(c.keys) >= c.maxKeys {
+			c.evictLocked()
+		}
+		c.keys[digest] = cachedRecord{rec: rec, expires: now.Add(c.ttl)}
+		tenant := rec.Key.TenantID
+		if c.byTenant[tenant] == nil {
+			c.byTenant[tenant] = map[string]struct{}{}
+		}
+		c.byTenant[tenant][digest] = struct{}{}
+	})
 }
 
 // putUnknown remembers briefly that digest matches no key.
 func (c *KeyCache) putUnknown(digest string, gen uint64, now time.Time) {
-	if !c.enabled {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if gen != c.gen {
-		return
-	}
-	if len(c.unknown) >= c.maxUnknown {
-		for d := range c.unknown { // drop one, in map order: any will do
-			delete(c.unknown, d)
-			break
+	c.storeIfCurrent(gen, func() {
+		if len(c.unknown) >= c.maxUnknown {
+			for d := range c.unknown { // drop one, in map order: any will do
+				delete(c.unknown, d)
+				break
+			}
 		}
-	}
-	c.unknown[digest] = now.Add(c.unknownTTL)
+		c.unknown[digest] = now.Add(c.unknownTTL)
+	})
 }
 
 // lookupTenant returns the cached record of tenant id, or nil. gen is to
@@ -191,24 +193,18 @@ func (c *KeyCache) lookupTenant(id string, now time.Time) (rec *TenantRecord, ge
 
 // putTenant caches rec unless an invalidation happened since gen.
 func (c *KeyCache) putTenant(rec *TenantRecord, gen uint64, now time.Time) {
-	if !c.enabled {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if gen != c.gen {
-		return
-	}
-	if len(c.tenants) >= c.maxKeys {
-		n := max(1, c.maxKeys/10)
-		for id := range c.tenants { // about a tenth, in map order: any will do
-			delete(c.tenants, id)
-			if n--; n == 0 {
-				break
+	c.storeIfCurrent(gen, func() {
+		if len(c.tenants) >= c.maxKeys {
+			n := max(1, c.maxKeys/10)
+			for id := range c.tenants { // about a tenth, in map order: any will do
+				delete(c.tenants, id)
+				if n--; n == 0 {
+					break
+				}
 			}
 		}
-	}
-	c.tenants[rec.Tenant.ID] = cachedTenant{rec: rec, expires: now.Add(c.ttl)}
+		c.tenants[rec.Tenant.ID] = cachedTenant{rec: rec, expires: now.Add(c.ttl)}
+	})
 }
 
 // productExists reports whether product is known to exist.
