@@ -292,14 +292,28 @@ func (h *harness) dropMonth(ctx context.Context) ([]*row, error) {
 			return nil
 		}
 	}
-	if err := wait(h.o.Warmup + h.o.Duration); err != nil {
+	// CPU of the service and of the database at each window's edges.
+	type mark struct {
+		at     time.Time
+		server time.Duration
+		db     backendTimes
+	}
+	markNow := func() mark {
+		cpu, _ := p.cpuTime()
+		return mark{time.Now(), cpu, databaseBackends(h.db.name)}
+	}
+	if err := wait(h.o.Warmup); err != nil {
 		return fail(err)
 	}
-	before := databaseCPU(h.db.name)
+	mA := markNow()
+	if err := wait(h.o.Duration); err != nil {
+		return fail(err)
+	}
 	if err := h.pdb.Store().Audit().SetRetention(ctx, t.GetId(), 30); err != nil {
 		return fail(err)
 	}
-	t0 := time.Now()
+	m0 := markNow()
+	t0 := m0.at
 	var expiry struct {
 		events     int64
 		partitions []string
@@ -319,27 +333,28 @@ func (h *harness) dropMonth(ctx context.Context) ([]*row, error) {
 			return fail(err)
 		}
 	}
-	t1 := time.Now()
-	dbDuring := databaseCPU(h.db.name) - before
+	m1 := markNow()
+	t1 := m1.at
 	if err := wait(max(h.o.Duration/2, 2*time.Second)); err != nil {
 		return fail(err)
 	}
+	m2 := markNow()
 	close(stop)
 	all := <-results
 	if expiry.events < int64(n) {
 		return nil, fmt.Errorf("the drop removed %d events, want at least %d (partitions dropped: %v)", expiry.events, n, expiry.partitions)
 	}
-	warmEnd := t0.Add(-h.o.Duration)
 	type window struct {
 		m           measurement
 		expiringMax time.Duration
+		from, to    mark
 	}
-	var pre, during, after window
+	pre, during, after := window{from: mA, to: m0}, window{from: m0, to: m1}, window{from: m1, to: m2}
 	for _, r := range all {
 		var w *window
 		switch {
-		case r.end.Before(warmEnd):
-			continue // warm-up
+		case r.end.Before(mA.at) || r.end.After(m2.at):
+			continue // warm-up, or the drain after the end
 		case r.end.Before(t0):
 			w = &pre
 		case r.start.After(t1):
@@ -362,10 +377,9 @@ func (h *harness) dropMonth(ctx context.Context) ([]*row, error) {
 			w.expiringMax = max(w.expiringMax, lat)
 		}
 	}
-	pre.m.elapsed, during.m.elapsed = t0.Sub(warmEnd), t1.Sub(t0)
-	after.m.elapsed = max(h.o.Duration/2, 2*time.Second)
 	rss, _ := p.peakRSS()
 	mk := func(key, name string, w *window, note string) *row {
+		w.m.elapsed = w.to.at.Sub(w.from.at)
 		r := &row{
 			Key: key, Name: name, Protocol: "connect-json", Server: serviceWarm,
 			Requests: w.m.requests, Errors: w.m.errors, RPS: w.m.rps(), EventsPerSecond: w.m.rps(),
@@ -373,12 +387,18 @@ func (h *harness) dropMonth(ctx context.Context) ([]*row, error) {
 			PeakRSSMB: float64(rss) / (1 << 20), ErrorSample: w.m.errorMsg,
 			Note: fmt.Sprintf("%s; %d appends; the dropped log's own appends: max %.1f ms", note, w.m.ok, msOf(w.expiringMax)),
 		}
+		// CPU over the window's time, per append that ended in it: the
+		// drop's own work shows as the database's.
+		if w.m.requests > 0 {
+			r.CPUPerRequestUs = float64((w.to.server - w.from.server).Microseconds()) / float64(w.m.requests)
+			r.DatabaseCPUPerRequestUs = float64(w.to.db.since(w.from.db).Microseconds()) / float64(w.m.requests)
+		}
 		fmt.Fprintf(h.out, "%-52s %8.0f req/s  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  (%d appends)\n",
 			name, r.RPS, r.P50ms, r.P99ms, r.MaxMs, w.m.ok)
 		return r
 	}
 	dropNote := fmt.Sprintf("MaintainAudit took %s, dropped %s (%d events), database CPU %.2f s meanwhile; seeding the month took %s",
-		t1.Sub(t0).Round(time.Millisecond), strings.Join(expiry.partitions, ", "), expiry.events, dbDuring.Seconds(), seeded.Round(time.Second))
+		t1.Sub(t0).Round(time.Millisecond), strings.Join(expiry.partitions, ", "), expiry.events, m1.db.since(m0.db).Seconds(), seeded.Round(time.Second))
 	rows := []*row{
 		mk("drop-before", "RecordAuditEvent before the drop", &pre, fmt.Sprintf("%d in flight, over %d logs", h.o.DropConcurrency, len(tenants))),
 		mk("drop-during", "RecordAuditEvent during the drop of a month of "+eventCount(n), &during, dropNote),

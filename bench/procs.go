@@ -221,14 +221,15 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
-// databaseCPU is the CPU time used so far by the PostgreSQL backends
-// serving database name, when PostgreSQL runs on this machine (0 when it
-// does not): their process titles read "postgres: … USER DATABASE HOST…".
-// Backends that exit between two readings take their time with them, so
-// it is read while the server under test keeps its pool open.
-func databaseCPU(name string) time.Duration {
+// backendTimes are the CPU times used so far by the PostgreSQL backends
+// serving a database, by process id, when PostgreSQL runs on this machine
+// (none when it does not): their process titles read "postgres: … USER
+// DATABASE HOST…".
+type backendTimes map[int]time.Duration
+
+func databaseBackends(name string) backendTimes {
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	var total time.Duration
+	out := backendTimes{}
 	for _, dir := range dirs {
 		title, err := os.ReadFile(filepath.Join(dir, "cmdline"))
 		if err != nil || !bytes.HasPrefix(title, []byte("postgres: ")) {
@@ -242,8 +243,21 @@ func databaseCPU(name string) time.Duration {
 			continue
 		}
 		if t, err := cpuTime(pid); err == nil {
-			total += t
+			out[pid] = t
 		}
+	}
+	return out
+}
+
+// since is the CPU time the backends used after the reading before: for
+// a backend in both, the difference; for one that started since, all of
+// its time. A backend that exited in between took its time along, so the
+// figure is a lower bound: it is read while the server under test keeps
+// its pool open.
+func (now backendTimes) since(before backendTimes) time.Duration {
+	var total time.Duration
+	for pid, t := range now {
+		total += t - before[pid]
 	}
 	return total
 }

@@ -308,11 +308,11 @@ func (h *harness) measure(ctx context.Context, group []rowSpec) ([]*row, error) 
 				return nil, err
 			}
 			ms[i].add(s)
-			used[i].server += after[0] - before[0]
-			used[i].database += after[2] - before[2]
+			used[i].server += after.server - before.server
+			used[i].database += after.database.since(before.database)
 			used[i].generator += s.generatorCPU
 			if !p.self {
-				used[i].generator += after[1] - before[1]
+				used[i].generator += after.harness - before.harness
 			}
 		}
 	}
@@ -351,19 +351,24 @@ func (h *harness) measure(ctx context.Context, group []rowSpec) ([]*row, error) 
 	return rows, nil
 }
 
-// usage reads the CPU time used so far by the server p, by the harness
-// (this process: the load generator of the vegeta rows) and by the
-// database's backends.
-func (h *harness) usage(p *process) ([3]time.Duration, error) {
+// cpuReading is the CPU time used so far by a row's server, by the
+// harness (this process: the load generator of the vegeta rows) and by
+// the database's backends.
+type cpuReading struct {
+	server, harness time.Duration
+	database        backendTimes
+}
+
+func (h *harness) usage(p *process) (cpuReading, error) {
 	server, err := p.cpuTime()
 	if err != nil {
-		return [3]time.Duration{}, err
+		return cpuReading{}, err
 	}
 	harness, err := cpuTime(os.Getpid())
 	if err != nil {
-		return [3]time.Duration{}, err
+		return cpuReading{}, err
 	}
-	return [3]time.Duration{server, harness, databaseCPU(h.db.name)}, nil
+	return cpuReading{server, harness, databaseBackends(h.db.name)}, nil
 }
 
 // startProfiles, with --profile, records a CPU profile of each service
