@@ -258,15 +258,21 @@ func (h *harness) dropMonth(ctx context.Context) ([]*row, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().UTC()
-	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, -3, 0)
+	if err := h.clearOldMonths(ctx); err != nil {
+		return nil, err
+	}
+	month, err := h.emptyMonth(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if err := h.pdb.EnsureAuditPartitions(ctx, month); err != nil {
 		return nil, err
 	}
 	span := month.AddDate(0, 1, 0).Sub(month)
 	began := time.Now()
 	err = seedAudit(ctx, h.pdb, t.GetId(), n, seedOptions{ExternalIDs: true, Prefix: "old-",
-		ReceiveTime: func(j int) time.Time { return month.Add(time.Duration(int64(span) / int64(n) * int64(j))) }}, h.out)
+		ReceiveTime: func(j int) time.Time { return month.Add(time.Duration(int64(span) / int64(n) * int64(j))) },
+		DatabaseURL: h.db.url, Analyze: []string{partitionName(month), "audit_external_ids"}}, h.out)
 	if err != nil {
 		return nil, err
 	}
@@ -408,4 +414,66 @@ func (h *harness) dropMonth(ctx context.Context) ([]*row, error) {
 		return rows, errors.New("no append overlapped the drop")
 	}
 	return rows, nil
+}
+
+// partitionName is the name of the events' partition of month.
+func partitionName(month time.Time) string {
+	return fmt.Sprintf("audit_events_%04d%02d", month.Year(), int(month.Month()))
+}
+
+// clearOldMonths drops, unmeasured, what earlier runs left of their old
+// months (a run stopped between seeding and dropping): the logs of the
+// retention row get a retention of 30 days, and maintenance runs once.
+func (h *harness) clearOldMonths(ctx context.Context) error {
+	var ids []string
+	if err := h.pdb.Bun().NewRaw("SELECT id FROM tenants WHERE slug LIKE 'bench-expire-%'").Scan(ctx, &ids); err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	for _, id := range ids {
+		if err := h.pdb.Store().Audit().SetRetention(ctx, id, 30); err != nil {
+			return err
+		}
+	}
+	for {
+		e, ran, err := h.pdb.MaintainAudit(ctx, time.Now(), 0)
+		if err != nil {
+			return err
+		}
+		if ran {
+			if e.Events > 0 {
+				fmt.Fprintf(h.out, "  dropped %d events earlier runs left in old months (%s)\n", e.Events, strings.Join(e.PartitionsDropped, ", "))
+			}
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// emptyMonth is the latest month, three months back or more, whose
+// partition is missing or empty, so that the drop removes exactly the
+// seeded events.
+func (h *harness) emptyMonth(ctx context.Context) (time.Time, error) {
+	now := time.Now().UTC()
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, -3, 0)
+	for range 9 { // within the default retention of 400 days
+		name := partitionName(month)
+		var exists, used bool
+		if err := h.pdb.Bun().NewRaw("SELECT to_regclass(?) IS NOT NULL", name).Scan(ctx, &exists); err != nil {
+			return month, err
+		}
+		if !exists {
+			return month, nil
+		}
+		if err := h.pdb.Bun().NewRaw("SELECT EXISTS (SELECT 1 FROM "+name+")").Scan(ctx, &used); err != nil {
+			return month, err
+		}
+		if !used {
+			return month, nil
+		}
+		month = month.AddDate(0, -1, 0)
+	}
+	return month, errors.New("no empty month within the last year for the retention row")
 }

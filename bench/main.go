@@ -168,7 +168,7 @@ func seedCommand(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	start := time.Now()
-	if err := seedAudit(ctx, db, *tenant, *events, seedOptions{Batch: *batch, ExternalIDs: *keys}, os.Stderr); err != nil {
+	if err := seedAudit(ctx, db, *tenant, *events, seedOptions{Batch: *batch, ExternalIDs: *keys, DatabaseURL: *dbURL}, os.Stderr); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "appended %d events in %s\n", *events, time.Since(start).Round(time.Millisecond))

@@ -128,8 +128,13 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer h.pdb.Close()
-	tokens := loadTokenCache(filepath.Join(o.Out, "page-tokens.json"))
-	h.fx, err = prepare(ctx, newClients(setup.url), h.pdb, tokens, bigLog, h.out)
+	// Beside the default results, whatever --out says: a kept database
+	// is used from runs with different outputs.
+	if err := os.MkdirAll("bench-results", 0o755); err != nil {
+		return err
+	}
+	tokens := loadTokenCache(filepath.Join("bench-results", "page-tokens.json"))
+	h.fx, err = prepare(ctx, newClients(setup.url), h.pdb, h.db.url, tokens, bigLog, h.out)
 	setup.stop()
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,9 +10,11 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/uptrace/bun/driver/pgdriver"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tenant-registry/tenant-registry/domain"
@@ -84,7 +87,7 @@ func (c clients) tenant(ctx context.Context, slug string) (*v1.Tenant, error) {
 
 // prepare creates (or finds) the fixtures through the service's API, and
 // seeds the audit chains directly through its domain and persistence code.
-func prepare(ctx context.Context, c clients, db *persistence.DB, tokens *tokenCache, auditEvents int, logw io.Writer) (*fixtures, error) {
+func prepare(ctx context.Context, c clients, db *persistence.DB, dbURL string, tokens *tokenCache, auditEvents int, logw io.Writer) (*fixtures, error) {
 	f := &fixtures{}
 	var err error
 	if f.VerifyTenant, err = c.tenant(ctx, "bench-verify"); err != nil {
@@ -156,7 +159,7 @@ func prepare(ctx context.Context, c clients, db *persistence.DB, tokens *tokenCa
 		}
 		n := chain.n - int(head.Size)
 		start := time.Now()
-		if err := seedAudit(ctx, db, chain.t.GetId(), n, seedOptions{ExternalIDs: chain.keys}, logw); err != nil {
+		if err := seedAudit(ctx, db, chain.t.GetId(), n, seedOptions{ExternalIDs: chain.keys, DatabaseURL: dbURL}, logw); err != nil {
 			return nil, err
 		}
 		took := time.Since(start)
@@ -244,6 +247,10 @@ type seedOptions struct {
 	ReceiveTime func(j int) time.Time
 	// Prefix sets the events' external ids apart from other seeds'.
 	Prefix string
+	// DatabaseURL, when set, is where ANALYZE runs after the seed, on
+	// Analyze (default: the audit log's tables).
+	DatabaseURL string
+	Analyze     []string
 }
 
 // seedBatch is the events appended per transaction when seeding: larger
@@ -324,8 +331,29 @@ func seedAudit(ctx context.Context, db *persistence.DB, tenantID string, n int, 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if o.DatabaseURL == "" {
+		return nil
+	}
 	// As autovacuum would soon after a bulk load: the planner needs to
 	// know how large the tables have grown.
-	_, err := db.Bun().ExecContext(ctx, "ANALYZE audit_events, audit_tree_hashes, audit_external_ids")
-	return err
+	tables := o.Analyze
+	if len(tables) == 0 {
+		tables = []string{"audit_events", "audit_tree_hashes", "audit_external_ids"}
+	}
+	return analyze(ctx, o.DatabaseURL, tables...)
+}
+
+// analyze runs ANALYZE on tables, on a connection of its own: on a large
+// database it takes longer than the service pool's read timeout.
+func analyze(ctx context.Context, dbURL string, tables ...string) error {
+	db := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dbURL), pgdriver.WithReadTimeout(time.Hour)))
+	defer db.Close()
+	start := time.Now()
+	if _, err := db.ExecContext(ctx, "ANALYZE "+strings.Join(tables, ", ")); err != nil {
+		return fmt.Errorf("analyze %s: %w", strings.Join(tables, ", "), err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		fmt.Fprintf(os.Stderr, "  analyzed %s in %s\n", strings.Join(tables, ", "), d.Round(time.Second))
+	}
+	return nil
 }
