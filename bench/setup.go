@@ -248,9 +248,8 @@ type seedOptions struct {
 	// Prefix sets the events' external ids apart from other seeds'.
 	Prefix string
 	// DatabaseURL, when set, is where ANALYZE runs after the seed, on
-	// Analyze (default: the audit log's tables).
+	// the audit log's tables.
 	DatabaseURL string
-	Analyze     []string
 }
 
 // seedBatch is the events appended per transaction when seeding: larger
@@ -336,11 +335,7 @@ func seedAudit(ctx context.Context, db *persistence.DB, tenantID string, n int, 
 	}
 	// As autovacuum would soon after a bulk load: the planner needs to
 	// know how large the tables have grown.
-	tables := o.Analyze
-	if len(tables) == 0 {
-		tables = []string{"audit_events", "audit_tree_hashes", "audit_external_ids"}
-	}
-	return analyze(ctx, o.DatabaseURL, tables...)
+	return analyze(ctx, o.DatabaseURL, "audit_events", "audit_tree_hashes", "audit_external_ids", "audit_chain_heads")
 }
 
 // analyze runs ANALYZE on tables, on a connection of its own: on a large
