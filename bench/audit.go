@@ -393,7 +393,7 @@ func (h *harness) dropMonth(ctx context.Context) ([]*row, error) {
 			Key: key, Name: name, Protocol: "connect-json", Server: serviceWarm,
 			Requests: w.m.requests, Errors: w.m.errors, RPS: w.m.rps(), EventsPerSecond: w.m.rps(),
 			P50ms: msOf(w.m.quantile(0.5)), P99ms: msOf(w.m.quantile(0.99)), MaxMs: msOf(w.m.quantile(1)),
-			PeakRSSMB: float64(rss) / (1 << 20), ErrorSample: w.m.errorMsg,
+			PeakRSSMB: float64(rss) / (1 << 20), ErrorSample: w.m.errorMsg, OthersP99ms: msOf(w.others.quantile(0.99)),
 			Note: fmt.Sprintf("%s; %d appends; the dropped log's own appends: max %.1f ms; the other logs': p99 %.1f ms, max %.1f ms",
 				note, w.m.ok, msOf(w.expiringMax), msOf(w.others.quantile(0.99)), msOf(w.others.quantile(1))),
 		}
