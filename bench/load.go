@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bojand/ghz/runner"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
 
@@ -21,6 +20,9 @@ type slice struct {
 	elapsed    time.Duration // the steady window
 	latencies  []time.Duration
 	errorMsg   string // a sample, when there were errors
+	// generatorCPU is the CPU time of a load generator running as a
+	// process of its own (wrk, h2load); the harness's own is read apart.
+	generatorCPU time.Duration
 }
 
 // ramp is the share of a slice left out at its start.
@@ -56,6 +58,7 @@ func (m *measurement) add(s slice) {
 	m.requests += s.requests
 	m.elapsed += s.elapsed
 	m.latencies = append(m.latencies, s.latencies...)
+	m.generatorCPU += s.generatorCPU
 	if m.errorMsg == "" {
 		m.errorMsg = s.errorMsg
 	}
@@ -163,53 +166,52 @@ func getWithKey(rawURL, key string) func(*vegeta.Target) error {
 	}
 }
 
-// grpcLoad drives gRPC with ghz, finding the method by server reflection.
-// ghz's workers are closed loop like vegeta's; they share one HTTP/2
-// connection, as a gRPC client of the service would.
-type grpcLoad struct {
-	concurrency int
-	addr        string
-	call        string // package.Service.Method
-	data        string // the request, as JSON
+// funcLoad calls f from workers goroutines of the harness itself, closed
+// loop, for rows whose work runs in the harness against the database (the
+// audit log's append code beside a plain INSERT): then the harness is the
+// "server" whose CPU is counted.
+type funcLoad struct {
+	workers int
+	f       func(worker int, i uint64) error
 }
 
-func (l grpcLoad) run(d time.Duration) (slice, error) {
-	var s slice
-	// ghz's clock starts before it connects and asks for descriptors, which
-	// on a busy machine can take most of a short slice: try again then.
-	for attempt := 0; ; attempt++ {
-		rep, err := runner.Run(l.call, l.addr,
-			runner.WithInsecure(true),
-			runner.WithConcurrency(uint(l.concurrency)),
-			runner.WithConnections(1),
-			runner.WithRunDuration(d),
-			runner.WithDurationStopAction("ignore"), // requests cut off by the end are not errors
-			runner.WithDataFromJSON(l.data),
-			runner.WithTimeout(30*time.Second),
-		)
-		if err != nil {
-			return slice{}, fmt.Errorf("ghz %s: %w", l.call, err)
-		}
-		if len(rep.Details) == 0 && attempt < 3 {
-			continue
-		}
-		// Details carry each call's end; ghz's Total runs from its first
-		// call to its stop.
-		first := time.Time{}
-		for _, r := range rep.Details {
-			if begin := r.Timestamp.Add(-r.Latency); first.IsZero() || begin.Before(first) {
-				first = begin
+func (l funcLoad) run(d time.Duration) (slice, error) {
+	start := time.Now()
+	w := window{from: start.Add(time.Duration(ramp * float64(d))), to: start.Add(d)}
+	results := make([]slice, l.workers)
+	var n atomic.Uint64
+	done := make(chan struct{})
+	for k := range l.workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			s := &results[k]
+			for time.Now().Before(w.to) {
+				t0 := time.Now()
+				err := l.f(k, n.Add(1))
+				end := time.Now()
+				msg := ""
+				if err != nil {
+					msg = err.Error()
+				}
+				w.add(s, end, end.Sub(t0), err == nil, msg)
 			}
+		}()
+	}
+	for range l.workers {
+		<-done
+	}
+	s := slice{elapsed: w.to.Sub(w.from)}
+	for _, r := range results {
+		s.ok += r.ok
+		s.errors += r.errors
+		s.requests += r.requests
+		s.latencies = append(s.latencies, r.latencies...)
+		if s.errorMsg == "" {
+			s.errorMsg = r.errorMsg
 		}
-		w := window{from: first.Add(time.Duration(ramp * float64(rep.Total))), to: first.Add(rep.Total)}
-		s = slice{elapsed: w.to.Sub(w.from), latencies: make([]time.Duration, 0, len(rep.Details))}
-		for _, r := range rep.Details {
-			w.add(&s, r.Timestamp, r.Latency, r.Error == "" && r.Status == "OK", r.Status+": "+r.Error)
-		}
-		break
 	}
 	if s.ok == 0 {
-		return s, fmt.Errorf("ghz %s: no request completed in the slice's window (%d sent, %d errors: %s)", l.call, s.requests, s.errors, s.errorMsg)
+		return s, fmt.Errorf("no call completed in the slice's window (%d made, %d errors: %s)", s.requests, s.errors, s.errorMsg)
 	}
 	return s, nil
 }

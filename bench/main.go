@@ -6,11 +6,13 @@
 //	go run . run --database-url postgres://… [--duration 10s] [--out bench-results]
 //	go run . seed-audit --database-url postgres://… --tenant ID --events 1000000
 //
-// run builds the service and a baseline server, starts each as a process
-// of its own against a fresh PostgreSQL database (dropped at the end unless
-// --keep), drives them with vegeta (Connect JSON over HTTP/1.1) and ghz
-// (gRPC), and writes a table and a JSON summary to --out. See README.md,
-// "Benchmarks".
+// run builds the service and two baseline servers (bench/bare, a bare
+// connect-go handler, and bench/baseline, the service's own stack answering
+// constants), starts each as a process of its own against a fresh
+// PostgreSQL database (dropped at the end unless --keep), drives them with
+// wrk (Connect JSON over HTTP/1.1), h2load (gRPC over h2c) and, where each
+// request must differ, vegeta, and writes a table and a JSON summary to
+// --out. See README.md, "Benchmarks".
 package main
 
 import (
@@ -23,13 +25,16 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tenant-registry/tenant-registry/persistence"
 )
 
 const usage = `usage:
   go run . run --database-url URL [--duration 10s] [--warmup 2s] [--concurrency 32]
                [--out bench-results] [--audit-events 1000000] [--trials 50]
-               [--only rows] [--database NAME] [--keep] [--profile DIR]
-  go run . seed-audit --database-url URL --tenant ID [--events 1000000]
+               [--only groups] [--database NAME] [--keep] [--profile DIR]
+               [--proof-concurrency 1] [--drop-events 1000000] [--drop-concurrency 8]
+  go run . seed-audit --database-url URL --tenant ID [--events 1000000] [--batch 5000] [--external-ids]
 
 URL is a PostgreSQL server's URL (any database on it: run creates its own);
 BENCH_DATABASE_URL is the default.`
@@ -78,12 +83,26 @@ type options struct {
 	Trials      int
 	Only        map[string]bool
 	ProfileDir  string
+	// ProofConcurrency is the proof rows' requests in flight.
+	ProofConcurrency int
+	// DropEvents are the events of the old month the retention row drops,
+	// DropConcurrency the appends in flight meanwhile.
+	DropEvents, DropConcurrency int
 }
 
 func (o options) wants(group string) bool { return len(o.Only) == 0 || o.Only[group] }
 
+func (o options) wantsAny(groups []string) bool {
+	for _, g := range groups {
+		if o.wants(g) {
+			return true
+		}
+	}
+	return false
+}
+
 // rowGroups name what --only selects.
-var rowGroups = []string{"limit", "verify", "cold", "reads", "audit", "chains", "product", "propagation"}
+var rowGroups = []string{"bare", "limit", "verify", "cold", "reads", "audit", "chains", "tree", "proofs", "retention", "product", "propagation"}
 
 func runCommand(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -100,6 +119,9 @@ func runCommand(ctx context.Context, args []string) error {
 	fs.IntVar(&o.Trials, "trials", 50, "revocation propagation trials")
 	fs.StringVar(&only, "only", "", "comma-separated row groups to run: "+strings.Join(rowGroups, ","))
 	fs.StringVar(&o.ProfileDir, "profile", "", "capture CPU and heap profiles of the service under each row into this directory (PPROF_ADDR)")
+	fs.IntVar(&o.ProofConcurrency, "proof-concurrency", 1, "requests in flight in the proof rows (their figure is latency)")
+	fs.IntVar(&o.DropEvents, "drop-events", 1_000_000, "events of the old month the retention row seeds and drops")
+	fs.IntVar(&o.DropConcurrency, "drop-concurrency", 8, "appends in flight while the retention row drops a month")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -116,8 +138,10 @@ func runCommand(ctx context.Context, args []string) error {
 			o.Only[g] = true
 		}
 	}
-	if o.Duration < time.Second || o.Concurrency < 1 || o.AuditEvents < 1000 || o.Trials < 1 {
-		return fmt.Errorf("want --duration ≥ 1s, --concurrency ≥ 1, --audit-events ≥ 1000, --trials ≥ 1")
+	if o.Duration < time.Second || o.Concurrency < 1 || o.AuditEvents < 1000 || o.Trials < 1 ||
+		o.ProofConcurrency < 1 || o.DropEvents < 1000 || o.DropConcurrency < 1 {
+		return fmt.Errorf("want --duration ≥ 1s, --concurrency ≥ 1, --audit-events ≥ 1000, --trials ≥ 1, " +
+			"--proof-concurrency ≥ 1, --drop-events ≥ 1000, --drop-concurrency ≥ 1")
 	}
 	if o.Database != "" {
 		o.Keep = true
@@ -128,16 +152,23 @@ func runCommand(ctx context.Context, args []string) error {
 func seedCommand(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("seed-audit", flag.ContinueOnError)
 	dbURL := fs.String("database-url", defaultDatabaseURL(), "the service's database (migrated, e.g. by a server started on it)")
-	tenant := fs.String("tenant", "", "id of the tenant whose chain grows")
+	tenant := fs.String("tenant", "", "id of the tenant whose log grows")
 	events := fs.Int("events", 1_000_000, "events to append")
+	batch := fs.Int("batch", seedBatch, "events per transaction")
+	keys := fs.Bool("external-ids", false, "give each event an idempotency key, as products do")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *tenant == "" || fs.NArg() > 0 {
-		return fmt.Errorf("usage: seed-audit --database-url URL --tenant ID [--events N]")
+		return fmt.Errorf("usage: seed-audit --database-url URL --tenant ID [--events N] [--batch N] [--external-ids]")
 	}
+	db, err := persistence.Open(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	start := time.Now()
-	if err := seedAudit(ctx, *dbURL, *tenant, *events, os.Stderr); err != nil {
+	if err := seedAudit(ctx, db, *tenant, *events, seedOptions{Batch: *batch, ExternalIDs: *keys, DatabaseURL: *dbURL}, os.Stderr); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "appended %d events in %s\n", *events, time.Since(start).Round(time.Millisecond))

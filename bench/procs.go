@@ -26,7 +26,8 @@ import (
 // binaries are the servers under test, built once per run.
 type binaries struct {
 	service  string // the real tenant-registry
-	baseline string // bench/baseline
+	baseline string // bench/baseline: the service's own stack, constant handlers
+	bare     string // bench/bare: a bare connect-go server, the outside baseline
 	product  string // bench/product: a product on the Go SDK
 }
 
@@ -40,10 +41,12 @@ func build(ctx context.Context, dir string) (binaries, error) {
 	if _, err := os.Stat(filepath.Join(root, "cmd", "tenant-registry")); err != nil {
 		return binaries{}, errors.New("run the harness from the bench directory of the repository (cd bench)")
 	}
-	b := binaries{service: filepath.Join(dir, "tenant-registry"), baseline: filepath.Join(dir, "baseline"), product: filepath.Join(dir, "product")}
+	b := binaries{service: filepath.Join(dir, "tenant-registry"), baseline: filepath.Join(dir, "baseline"),
+		bare: filepath.Join(dir, "bare"), product: filepath.Join(dir, "product")}
 	for _, step := range []struct{ dir, out, pkg string }{
 		{root, b.service, "./cmd/tenant-registry"},
 		{".", b.baseline, "./baseline"},
+		{".", b.bare, "./bare"},
 		{".", b.product, "./product"},
 	} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", step.out, step.pkg)
@@ -108,6 +111,18 @@ type process struct {
 	logPath   string
 	noAuthURL string     // a product's baseline port
 	deps      []*process // stopped after this one: a product's registry
+	// self marks the harness itself, which serves the in-process rows.
+	self bool
+}
+
+// self is the harness's own process, as the server of in-process rows.
+func self() *process { return &process{name: "harness", self: true} }
+
+func (p *process) pid() int {
+	if p.self {
+		return os.Getpid()
+	}
+	return p.cmd.Process.Pid
 }
 
 // start runs bin with env added to the harness's environment, on a free
@@ -165,7 +180,7 @@ func start(ctx context.Context, name, bin string, env []string, logDir string, p
 
 // peakRSS is the process's peak resident set size so far (VmHWM), in bytes.
 func (p *process) peakRSS() (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.pid()))
 	if err != nil {
 		return 0, err
 	}
@@ -183,7 +198,7 @@ func (p *process) peakRSS() (int64, error) {
 // cpuTime is the CPU time the process has used so far, user and system.
 // Per request it is a figure that other load on a shared machine hardly
 // moves, unlike requests/s.
-func (p *process) cpuTime() (time.Duration, error) { return cpuTime(p.cmd.Process.Pid) }
+func (p *process) cpuTime() (time.Duration, error) { return cpuTime(p.pid()) }
 
 // cpuTime reads a process's CPU time from /proc.
 func cpuTime(pid int) (time.Duration, error) {
@@ -206,14 +221,15 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
-// databaseCPU is the CPU time used so far by the PostgreSQL backends
-// serving database name, when PostgreSQL runs on this machine (0 when it
-// does not): their process titles read "postgres: … USER DATABASE HOST…".
-// Backends that exit between two readings take their time with them, so
-// it is read while the server under test keeps its pool open.
-func databaseCPU(name string) time.Duration {
+// backendTimes are the CPU times used so far by the PostgreSQL backends
+// serving a database, by process id, when PostgreSQL runs on this machine
+// (none when it does not): their process titles read "postgres: … USER
+// DATABASE HOST…".
+type backendTimes map[int]time.Duration
+
+func databaseBackends(name string) backendTimes {
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	var total time.Duration
+	out := backendTimes{}
 	for _, dir := range dirs {
 		title, err := os.ReadFile(filepath.Join(dir, "cmdline"))
 		if err != nil || !bytes.HasPrefix(title, []byte("postgres: ")) {
@@ -227,8 +243,21 @@ func databaseCPU(name string) time.Duration {
 			continue
 		}
 		if t, err := cpuTime(pid); err == nil {
-			total += t
+			out[pid] = t
 		}
+	}
+	return out
+}
+
+// since is the CPU time the backends used after the reading before: for
+// a backend in both, the difference; for one that started since, all of
+// its time. A backend that exited in between took its time along, so the
+// figure is a lower bound: it is read while the server under test keeps
+// its pool open.
+func (now backendTimes) since(before backendTimes) time.Duration {
+	var total time.Duration
+	for pid, t := range now {
+		total += t - before[pid]
 	}
 	return total
 }
@@ -236,6 +265,9 @@ func databaseCPU(name string) time.Duration {
 // stop ends the process with SIGTERM, as an orchestrator would, and waits;
 // then the processes it depends on.
 func (p *process) stop() {
+	if p.self {
+		return
+	}
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.done:

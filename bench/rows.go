@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,30 +11,36 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
+	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
+	"github.com/tenant-registry/tenant-registry/persistence"
 )
 
 // Server kinds a row runs against.
 const (
 	serviceWarm = "tenant-registry"                 // KEY_CACHE=on, the default
 	serviceCold = "tenant-registry (KEY_CACHE=off)" // every verification reads the database
-	baseline    = "baseline"
+	ownStack    = "own stack (bench/baseline)"      // the service's stack, constant handlers
+	bare        = "bare connect-go (bench/bare)"    // nothing of the project: the outside baseline
 	productSDK  = "product (Go SDK) on tenant-registry"
+	inHarness   = "in the harness, on PostgreSQL" // the audit log's code and a plain INSERT, called in-process
 )
 
 // rowSpec is one row of the benchmark.
 type rowSpec struct {
-	key, group, name, protocol string
-	server                     string
+	key, name, protocol string
+	// groups are the --only groups that run the row: a baseline row runs
+	// with every group whose rows are compared with it.
+	groups []string
+	server string
 	// process names the server process serving the row; rows naming the
 	// same one share it (and its peak RSS).
 	process string
@@ -42,7 +49,7 @@ type rowSpec struct {
 	eventsPerRequest int // audit rows: events each request appends
 	// load builds the load for a started server; want is a fragment the
 	// body of a single probing request must hold (HTTP rows only).
-	load func(p *process) (l load, want string)
+	load func(ctx context.Context, p *process) (l load, want string, err error)
 	// note, when set, says something of the server after the row.
 	note func(p *process) string
 }
@@ -52,7 +59,9 @@ type harness struct {
 	o      options
 	bins   binaries
 	db     *database
+	pdb    *persistence.DB // the run's database, for seeding and in-process rows
 	logDir string
+	tmp    string // scripts and request bodies of the load generators
 	fx     *fixtures
 	out    io.Writer
 }
@@ -69,6 +78,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	h.tmp = tmp
 	h.logDir = filepath.Join(o.Out, "logs")
 	if err := os.MkdirAll(h.logDir, 0o755); err != nil {
 		return err
@@ -78,7 +88,10 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	fmt.Fprintf(h.out, "building the service and the baseline server…\n")
+	if err := checkGenerators(); err != nil {
+		return err
+	}
+	fmt.Fprintf(h.out, "building the service and the baseline servers…\n")
 	if h.bins, err = build(ctx, tmp); err != nil {
 		return err
 	}
@@ -100,18 +113,37 @@ func run(ctx context.Context, o options) error {
 		}
 	}()
 
-	fmt.Fprintf(h.out, "preparing database %s (fixtures, audit chains of 1000 and %d events)…\n", name, o.AuditEvents)
+	bigLog := o.AuditEvents
+	if !o.wants("chains") && !o.wants("proofs") {
+		bigLog = 0
+	}
+	fmt.Fprintf(h.out, "preparing database %s (fixtures, audit logs of 1000 and %d events)…\n", name, bigLog)
 	setup, err := start(ctx, "setup", h.bins.service, h.serviceEnv(true), h.logDir, false)
 	if err != nil {
 		return err
 	}
-	bigChain := o.AuditEvents
-	if !o.wants("chains") {
-		bigChain = 0
+	// The service migrated the database as it started.
+	if h.pdb, err = persistence.Open(ctx, h.db.url); err != nil {
+		setup.stop()
+		return err
 	}
-	h.fx, err = prepare(ctx, newClients(setup.url), h.db.url, bigChain, h.out)
+	defer h.pdb.Close()
+	// Beside the default results, whatever --out says: a kept database
+	// is used from runs with different outputs.
+	if err := os.MkdirAll("bench-results", 0o755); err != nil {
+		return err
+	}
+	tokens := loadTokenCache(filepath.Join("bench-results", "page-tokens.json"))
+	h.fx, err = prepare(ctx, newClients(setup.url), h.pdb, h.db.url, tokens, bigLog, h.out)
 	setup.stop()
 	if err != nil {
+		return err
+	}
+	// Fresh statistics for every run, as autovacuum would keep them (it
+	// may be off on a benchmark's server): on a kept database the logs
+	// have grown since, and a plan chosen on stale statistics measures the
+	// planner's luck (see ReadHashes in the README).
+	if err := analyze(ctx, h.db.url, "audit_events", "audit_tree_hashes", "audit_external_ids", "audit_chain_heads"); err != nil {
 		return err
 	}
 
@@ -124,7 +156,7 @@ func run(ctx context.Context, o options) error {
 	for phase := range phases {
 		var group []rowSpec
 		for _, spec := range specs {
-			if spec.phase == phase && o.wants(spec.group) {
+			if spec.phase == phase && o.wantsAny(spec.groups) {
 				group = append(group, spec)
 			}
 		}
@@ -136,6 +168,13 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		rows = append(rows, measured...)
+	}
+	if o.wants("retention") {
+		r, err := h.dropMonth(ctx)
+		if err != nil {
+			return fmt.Errorf("dropping a month: %w", err)
+		}
+		rows = append(rows, r...)
 	}
 	if o.wants("propagation") {
 		fmt.Fprintf(h.out, "%-44s ", "revocation propagation (2 replicas)")
@@ -153,14 +192,23 @@ func run(ctx context.Context, o options) error {
 		fmt.Fprintf(h.out, "median %.1f ms, max %.1f ms over %d trials\n", r.P50ms, r.MaxMs, o.Trials)
 		rows = append(rows, r)
 	}
-	judge(rows)
 	s := summary{
 		Date: started.UTC().Format(time.RFC3339), Machine: machine(), GoVersion: runtime.Version(),
 		LoadAverageBefore: loadBefore, LoadAverageAfter: loadAverage(),
 		Duration: o.Duration.String(), Warmup: o.Warmup.String(), Concurrency: o.Concurrency,
-		AuditEvents: o.AuditEvents, Rows: rows,
+		AuditEvents: o.AuditEvents, Rows: rows, Targets: judge(rows),
 	}
 	return s.write(h.out, o.Out)
+}
+
+// checkGenerators fails early when wrk or h2load is not installed.
+func checkGenerators() error {
+	for _, g := range []struct{ bin, pkg string }{{"wrk", "wrk"}, {"h2load", "nghttp2-client"}} {
+		if _, err := exec.LookPath(g.bin); err != nil {
+			return fmt.Errorf("the load generator %s is not installed (Debian: apt-get install %s)", g.bin, g.pkg)
+		}
+	}
+	return nil
 }
 
 // serviceEnv is the service's environment: dev mode without an issuer
@@ -176,16 +224,20 @@ func (h *harness) serviceEnv(cache bool) []string {
 		"LOG_LEVEL=info", "LOG_FORMAT=text", "KEYCLOAK_ISSUER=", "OIDC_AUDIENCE=",
 		"CORS_ALLOWED_ORIGINS=", "TRUSTED_PROXIES=", "MAX_MESSAGE_BYTES=", "PPROF_ADDR=", "METRICS_ADDR=",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=",
-		"REQUEST_TIMEOUT=", "READ_HEADER_TIMEOUT=", "DB_MAX_CONNS=", "SHUTDOWN_DELAY=0s",
+		"REQUEST_TIMEOUT=", "READ_HEADER_TIMEOUT=", "DB_MAX_CONNS=", "SHUTDOWN_DELAY=0s", "AUDIT_RETENTION_DAYS=",
 	}
 }
 
-func (h *harness) baselineEnv() []string {
-	return []string{"DATABASE_URL=" + h.db.url, "LOG_LEVEL=info"}
+// constants are the baselines' constant answers.
+func (h *harness) constants() []string {
+	return []string{
+		"VERIFY_RESPONSE=" + base64.StdEncoding.EncodeToString(h.fx.VerifyResponse),
+		"CHECK_RESPONSE=" + base64.StdEncoding.EncodeToString(h.fx.CheckResponse),
+	}
 }
 
 func (h *harness) startFor(ctx context.Context, spec rowSpec) (*process, error) {
-	profile := h.o.ProfileDir != "" && spec.server != baseline
+	profile := h.o.ProfileDir != "" && spec.server != ownStack && spec.server != bare
 	switch spec.server {
 	case serviceWarm:
 		return start(ctx, spec.process, h.bins.service, h.serviceEnv(true), h.logDir, profile)
@@ -193,8 +245,12 @@ func (h *harness) startFor(ctx context.Context, spec rowSpec) (*process, error) 
 		return start(ctx, spec.process, h.bins.service, h.serviceEnv(false), h.logDir, profile)
 	case productSDK:
 		return h.startProduct(ctx, spec.process)
+	case inHarness:
+		return self(), nil
+	case bare:
+		return start(ctx, spec.process, h.bins.bare, append(h.constants(), "DATABASE_URL="+h.db.url), h.logDir, false)
 	default:
-		return start(ctx, spec.process, h.bins.baseline, h.baselineEnv(), h.logDir, false)
+		return start(ctx, spec.process, h.bins.baseline, append(h.constants(), "DATABASE_URL="+h.db.url, "LOG_LEVEL=info"), h.logDir, false)
 	}
 }
 
@@ -223,15 +279,18 @@ func (h *harness) measure(ctx context.Context, group []rowSpec) ([]*row, error) 
 			}
 			procs[spec.process] = p
 		}
-		l, want := spec.load(p)
-		if hl, ok := l.(httpLoad); ok {
-			if err := hl.probe(want); err != nil {
-				return nil, fmt.Errorf("%s: %w", spec.name, err)
+		l, want, err := spec.load(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", spec.name, spec.protocol, err)
+		}
+		if pr, ok := l.(prober); ok {
+			if err := pr.probe(want); err != nil {
+				return nil, fmt.Errorf("%s (%s): %w", spec.name, spec.protocol, err)
 			}
 		}
 		if h.o.Warmup > 0 {
 			if _, err := l.run(h.o.Warmup); err != nil {
-				return nil, fmt.Errorf("%s: warm-up: %w", spec.name, err)
+				return nil, fmt.Errorf("%s (%s): warm-up: %w", spec.name, spec.protocol, err)
 			}
 		}
 		loads[i] = l
@@ -254,16 +313,19 @@ func (h *harness) measure(ctx context.Context, group []rowSpec) ([]*row, error) 
 			}
 			s, err := loads[i].run(sliceDur)
 			if err != nil {
-				return nil, fmt.Errorf("%s, round %d: %w", spec.name, round+1, err)
+				return nil, fmt.Errorf("%s (%s), round %d: %w", spec.name, spec.protocol, round+1, err)
 			}
 			after, err := h.usage(p)
 			if err != nil {
 				return nil, err
 			}
 			ms[i].add(s)
-			used[i].server += after[0] - before[0]
-			used[i].generator += after[1] - before[1]
-			used[i].database += after[2] - before[2]
+			used[i].server += after.server - before.server
+			used[i].database += after.database.since(before.database)
+			used[i].generator += s.generatorCPU
+			if !p.self {
+				used[i].generator += after.harness - before.harness
+			}
 		}
 	}
 	if err := profiles(); err != nil {
@@ -293,7 +355,7 @@ func (h *harness) measure(ctx context.Context, group []rowSpec) ([]*row, error) 
 			r.GeneratorCPUPerRequestUs = float64(used[i].generator.Microseconds()) / n
 			r.DatabaseCPUPerRequestUs = float64(used[i].database.Microseconds()) / n
 		}
-		fmt.Fprintf(h.out, "%-46s %8.0f req/s  p50 %7.2f ms  p99 %7.2f ms  CPU µs/req: server %5.0f, database %5.0f, load generator %5.0f  RSS %5.1f MB\n",
+		fmt.Fprintf(h.out, "%-52s %8.0f req/s  p50 %7.2f ms  p99 %7.2f ms  CPU µs/req: server %5.0f, database %5.0f, load generator %5.0f  RSS %5.1f MB\n",
 			spec.name+" ("+spec.protocol+")", r.RPS, r.P50ms, r.P99ms, r.CPUPerRequestUs, r.DatabaseCPUPerRequestUs, r.GeneratorCPUPerRequestUs, r.PeakRSSMB)
 		rows = append(rows, r)
 	}
@@ -301,18 +363,24 @@ func (h *harness) measure(ctx context.Context, group []rowSpec) ([]*row, error) 
 	return rows, nil
 }
 
-// usage reads the CPU time used so far by the server p, by the load
-// generator (this process) and by the database's backends.
-func (h *harness) usage(p *process) ([3]time.Duration, error) {
+// cpuReading is the CPU time used so far by a row's server, by the
+// harness (this process: the load generator of the vegeta rows) and by
+// the database's backends.
+type cpuReading struct {
+	server, harness time.Duration
+	database        backendTimes
+}
+
+func (h *harness) usage(p *process) (cpuReading, error) {
 	server, err := p.cpuTime()
 	if err != nil {
-		return [3]time.Duration{}, err
+		return cpuReading{}, err
 	}
-	generator, err := cpuTime(os.Getpid())
+	harness, err := cpuTime(os.Getpid())
 	if err != nil {
-		return [3]time.Duration{}, err
+		return cpuReading{}, err
 	}
-	return [3]time.Duration{server, generator, databaseCPU(h.db.name)}, nil
+	return cpuReading{server, harness, databaseBackends(h.db.name)}, nil
 }
 
 // startProfiles, with --profile, records a CPU profile of each service
@@ -375,6 +443,9 @@ func fetch(url, path string) error {
 	return f.Close()
 }
 
+// prober is a load that can send one of its requests and check the answer.
+type prober interface{ probe(want string) error }
+
 // probe sends one request of the load and checks its answer, so a row
 // never measures how fast the server says no.
 func (l httpLoad) probe(want string) error {
@@ -386,6 +457,18 @@ func (l httpLoad) probe(want string) error {
 	if err != nil {
 		return err
 	}
+	return probeRequest(req, want)
+}
+
+func (l wrkLoad) probe(want string) error {
+	req, err := l.request()
+	if err != nil {
+		return err
+	}
+	return probeRequest(req, want)
+}
+
+func probeRequest(req *http.Request, want string) error {
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
@@ -393,107 +476,146 @@ func (l httpLoad) probe(want string) error {
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
 	if res.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(want)) {
-		return fmt.Errorf("probe %s %s: %s, want %q in %.300s", t.Method, t.URL, res.Status, want, body)
+		return fmt.Errorf("probe %s %s: %s, want %q in %.300s", req.Method, req.URL, res.Status, want, body)
 	}
 	return nil
 }
 
+// loadFunc builds a row's load once its server runs.
+type loadFunc = func(ctx context.Context, p *process) (load, string, error)
+
 // specs are the rows, in the order they run and print.
 func (h *harness) specs() []rowSpec {
 	c, fx := h.o.Concurrency, h.fx
-	post := func(procedure string, body func(uint64) []byte) func(*process) func(*vegeta.Target) error {
-		return func(p *process) func(*vegeta.Target) error { return connectPost(p.url, procedure, body) }
-	}
-	jsonLoad := func(target func(*process) func(*vegeta.Target) error, want string) func(*process) (load, string) {
-		return func(p *process) (load, string) {
-			return httpLoad{concurrency: c, client: newHTTPClient(c), next: target(p)}, want
+	jsonHeader := http.Header{"Content-Type": {"application/json"}}
+	// wrk, for one request sent again and again.
+	wrkPost := func(procedure, body, want string) loadFunc {
+		return func(_ context.Context, p *process) (load, string, error) {
+			l, err := newWrkLoad(h.tmp, c, http.MethodPost, p.url+procedure, jsonHeader, []byte(body))
+			return l, want, err
 		}
 	}
-	grpc := func(call, data string) func(*process) (load, string) {
-		return func(p *process) (load, string) {
-			return grpcLoad{concurrency: c, addr: p.addr, call: call, data: data}, ""
+	wrkGet := func(path func(p *process) string, header http.Header, want string) loadFunc {
+		return func(_ context.Context, p *process) (load, string, error) {
+			l, err := newWrkLoad(h.tmp, c, http.MethodGet, path(p), header, nil)
+			return l, want, err
 		}
 	}
+	// vegeta, for requests whose bodies differ.
+	vegetaPost := func(concurrency int, procedure string, body func(uint64) []byte, want string) loadFunc {
+		return func(_ context.Context, p *process) (load, string, error) {
+			return httpLoad{concurrency: concurrency, client: newHTTPClient(concurrency), next: connectPost(p.url, procedure, body)}, want, nil
+		}
+	}
+	verifyReq := &v1.VerifyApiKeyRequest{Key: fx.Key, Product: benchProduct, RequiredScopes: []string{benchScope}}
 	verify := mustJSON(map[string]any{"key": fx.Key, "product": benchProduct, "requiredScopes": []string{benchScope}})
+	verifyGRPC := func(ctx context.Context, p *process) (load, string, error) {
+		l, err := newH2loadLoad(ctx, h.tmp, c, p.url, tenantregistryv1connect.ApiKeyServiceVerifyApiKeyProcedure, verifyReq,
+			func(r *v1.VerifyApiKeyResponse) error {
+				if !r.GetValid() {
+					return fmt.Errorf("want a valid key, got %v", r.GetCode())
+				}
+				return nil
+			})
+		return l, "", err
+	}
+	verifyJSON := wrkPost(tenantregistryv1connect.ApiKeyServiceVerifyApiKeyProcedure, verify, `"valid":true`)
+	checkJSON := wrkPost(tenantregistryv1connect.EntitlementServiceCheckEntitlementProcedure,
+		mustJSON(map[string]any{"tenantId": fx.VerifyTenant.GetId(), "product": benchProduct}), `"entitled":true`)
+	pkSelect := wrkPost(tenantregistryv1connect.TenantServiceGetTenantProcedure, mustJSON(map[string]any{"id": fx.VerifyTenant.GetId()}), `"slug"`)
 	bySlug := mustJSON(map[string]any{"slug": fx.VerifyTenant.GetSlug()})
-	getURL := func(p *process) func(*vegeta.Target) error {
+	getURL := func(p *process) string {
 		q := url.Values{"encoding": {"json"}, "message": {bySlug}}
-		return connectGet(p.url + "/tenantregistry.v1.TenantService/GetTenantBySlug?" + q.Encode())
+		return p.url + tenantregistryv1connect.TenantServiceGetTenantBySlugProcedure + "?" + q.Encode()
 	}
-	list := func(t *v1.Tenant, token string) string {
-		m := map[string]any{"tenantId": t.GetId()}
-		if token != "" {
-			m["pageToken"] = token
-		}
-		return mustJSON(m)
-	}
+	recordOne, recordMany := tenantregistryv1connect.AuditServiceRecordAuditEventProcedure, tenantregistryv1connect.AuditServiceRecordAuditEventsProcedure
+	g := func(groups ...string) []string { return groups }
 	specs := []rowSpec{
-		{key: "limit-json", process: "baseline", phase: 0, group: "limit", name: "limit: constant handler", protocol: "connect-json", server: baseline,
-			load: jsonLoad(post("/grpc.health.v1.Health/Check", constant(`{}`)), "SERVING")},
-		{key: "verify-warm-json", process: "service-verify-json", phase: 0, group: "verify", name: "VerifyApiKey warm", protocol: "connect-json", server: serviceWarm,
-			load: jsonLoad(post("/tenantregistry.v1.ApiKeyService/VerifyApiKey", constant(verify)), `"valid":true`)},
-		{key: "limit-grpc", process: "baseline", phase: 0, group: "limit", name: "limit: constant handler", protocol: "grpc", server: baseline,
-			load: grpc("grpc.health.v1.Health.Check", `{}`)},
-		{key: "verify-warm-grpc", process: "service-verify-grpc", phase: 0, group: "verify", name: "VerifyApiKey warm", protocol: "grpc", server: serviceWarm,
-			load: grpc("tenantregistry.v1.ApiKeyService.VerifyApiKey", verify)},
-		{key: "pk-select-json", process: "baseline", phase: 0, group: "cold", name: "baseline: one PK SELECT via Bun", protocol: "connect-json", server: baseline,
-			load: jsonLoad(post("/tenantregistry.v1.TenantService/GetTenant", constant(mustJSON(map[string]any{"id": fx.VerifyTenant.GetId()}))), `"slug"`)},
-		{key: "verify-cold-json", process: "service-cold", phase: 0, group: "cold", name: "VerifyApiKey cold", protocol: "connect-json", server: serviceCold,
-			load: jsonLoad(post("/tenantregistry.v1.ApiKeyService/VerifyApiKey", constant(verify)), `"valid":true`)},
-		{key: "check-entitlement-json", process: "service-reads", phase: 0, group: "reads", name: "CheckEntitlement", protocol: "connect-json", server: serviceWarm,
-			load: jsonLoad(post("/tenantregistry.v1.EntitlementService/CheckEntitlement",
-				constant(mustJSON(map[string]any{"tenantId": fx.VerifyTenant.GetId(), "product": benchProduct}))), `"entitled":true`)},
-		{key: "tenant-by-slug-json", process: "service-reads", phase: 0, group: "reads", name: "GetTenantBySlug", protocol: "connect-json", server: serviceWarm,
-			load: jsonLoad(post("/tenantregistry.v1.TenantService/GetTenantBySlug", constant(bySlug)), `"slug"`)},
-		{key: "tenant-by-slug-get", process: "service-reads", phase: 0, group: "reads", name: "GetTenantBySlug", protocol: "connect-get", server: serviceWarm,
-			load: jsonLoad(getURL, `"slug"`)},
-		{key: "audit-single-json", process: "service-audit", phase: 0, group: "audit", name: "RecordAuditEvent", protocol: "connect-json", server: serviceWarm, eventsPerRequest: 1,
-			load: jsonLoad(post("/tenantregistry.v1.AuditService/RecordAuditEvent", auditBodies(fx.AppendTenants, 1)), `"seq"`)},
-		{key: "audit-batch100-json", process: "service-audit", phase: 0, group: "audit", name: "RecordAuditEvents ×100", protocol: "connect-json", server: serviceWarm, eventsPerRequest: 100,
-			load: jsonLoad(post("/tenantregistry.v1.AuditService/RecordAuditEvents", auditBodies(fx.AppendTenants, 100)), `"seq"`)},
+		// The outside baseline and the own stack, both answering constants.
+		{key: "bare-verify-json", process: "bare", groups: g("bare", "verify", "limit"), name: "bare connect-go: VerifyApiKey constant", protocol: "connect-json", server: bare, load: verifyJSON},
+		{key: "limit-json", process: "baseline", groups: g("limit"), name: "own stack: VerifyApiKey constant", protocol: "connect-json", server: ownStack, load: verifyJSON},
+		{key: "verify-warm-json", process: "service-verify-json", groups: g("verify"), name: "VerifyApiKey warm", protocol: "connect-json", server: serviceWarm, load: verifyJSON},
+		{key: "bare-verify-grpc", process: "bare", groups: g("bare", "verify", "limit"), name: "bare connect-go: VerifyApiKey constant", protocol: "grpc", server: bare, load: verifyGRPC},
+		{key: "limit-grpc", process: "baseline", groups: g("limit"), name: "own stack: VerifyApiKey constant", protocol: "grpc", server: ownStack, load: verifyGRPC},
+		{key: "verify-warm-grpc", process: "service-verify-grpc", groups: g("verify"), name: "VerifyApiKey warm", protocol: "grpc", server: serviceWarm, load: verifyGRPC},
+		{key: "bare-check-json", process: "bare", groups: g("bare", "reads", "limit"), name: "bare connect-go: CheckEntitlement constant", protocol: "connect-json", server: bare, load: checkJSON},
+		{key: "limit-check-json", process: "baseline", groups: g("limit"), name: "own stack: CheckEntitlement constant", protocol: "connect-json", server: ownStack, load: checkJSON},
+		{key: "check-entitlement-json", process: "service-reads", groups: g("reads"), name: "CheckEntitlement", protocol: "connect-json", server: serviceWarm, load: checkJSON},
+		// The floor under a read of the database.
+		{key: "bare-pk-select-json", process: "bare", groups: g("bare", "limit", "cold", "reads"), name: "bare: one PK SELECT via database/sql", protocol: "connect-json", server: bare, load: pkSelect},
+		{key: "pk-select-json", process: "baseline", groups: g("limit", "cold"), name: "own stack: one PK SELECT via Bun", protocol: "connect-json", server: ownStack, load: pkSelect},
+		{key: "verify-cold-json", process: "service-cold", groups: g("cold"), name: "VerifyApiKey cold", protocol: "connect-json", server: serviceCold, load: verifyJSON},
+		{key: "tenant-by-slug-json", process: "service-reads", groups: g("reads"), name: "GetTenantBySlug", protocol: "connect-json", server: serviceWarm,
+			load: wrkPost(tenantregistryv1connect.TenantServiceGetTenantBySlugProcedure, bySlug, `"slug"`)},
+		{key: "tenant-by-slug-get", process: "service-reads", groups: g("reads"), name: "GetTenantBySlug", protocol: "connect-get", server: serviceWarm,
+			load: wrkGet(getURL, nil, `"slug"`)},
+		{key: "audit-single-json", process: "service-audit", groups: g("audit"), name: "RecordAuditEvent", protocol: "connect-json", server: serviceWarm, eventsPerRequest: 1,
+			load: vegetaPost(c, recordOne, auditBodies(fx.AppendTenants, 1), `"seq"`)},
+		{key: "audit-batch100-json", process: "service-audit", groups: g("audit"), name: "RecordAuditEvents ×100", protocol: "connect-json", server: serviceWarm, eventsPerRequest: 100,
+			load: vegetaPost(c, recordMany, auditBodies(fx.AppendTenants, 100), `"seq"`)},
 	}
 	// A product's own requests, behind the SDK's middleware and without
 	// authentication, over the same keep-alive connections.
-	whoami := func(noAuth bool) func(*process) func(*vegeta.Target) error {
-		return func(p *process) func(*vegeta.Target) error {
-			u := p.url
+	whoami := func(noAuth bool) func(*process) string {
+		return func(p *process) string {
 			if noAuth {
-				u = p.noAuthURL
+				return p.noAuthURL + "/v1/whoami"
 			}
-			return getWithKey(u+"/v1/whoami", fx.Key)
+			return p.url + "/v1/whoami"
 		}
 	}
+	withKey := http.Header{"Authorization": {"Bearer " + fx.Key}}
 	specs = append(specs,
-		rowSpec{key: "product-noauth", process: "product", phase: 3, group: "product", name: "product without authentication", protocol: "http", server: productSDK,
-			load: jsonLoad(whoami(true), `"tenantId"`)},
-		rowSpec{key: "product-sdk", process: "product", phase: 3, group: "product", name: "product with the SDK's middleware", protocol: "http", server: productSDK,
-			load: jsonLoad(whoami(false), `"bench-verify"`), note: productStats},
+		rowSpec{key: "product-noauth", process: "product", phase: 3, groups: g("product"), name: "product without authentication", protocol: "http", server: productSDK,
+			load: wrkGet(whoami(true), withKey, `"tenantId"`)},
+		rowSpec{key: "product-sdk", process: "product", phase: 3, groups: g("product"), name: "product with the SDK's middleware", protocol: "http", server: productSDK,
+			load: wrkGet(whoami(false), withKey, `"bench-verify"`), note: productStats},
 	)
+	// The audit log's append code against a plain INSERT of the same rows.
+	specs = append(specs, h.treeSpecs()...)
 	if h.o.wants("chains") {
-		procedure := "/tenantregistry.v1.AuditService/ListAuditEvents"
-		big := "1M"
-		if h.o.AuditEvents != 1_000_000 {
-			big = strconv.Itoa(h.o.AuditEvents)
+		procedure := tenantregistryv1connect.AuditServiceListAuditEventsProcedure
+		big := eventCount(h.o.AuditEvents)
+		list := func(t *v1.Tenant, token string) string {
+			m := map[string]any{"tenantId": t.GetId()}
+			if token != "" {
+				m["pageToken"] = token
+			}
+			return mustJSON(m)
 		}
 		specs = append(specs,
-			rowSpec{key: "list-first-1k", process: "service-list", phase: 1, group: "chains", name: "ListAuditEvents first page, 1k", protocol: "connect-json", server: serviceWarm,
-				load: jsonLoad(post(procedure, constant(list(fx.SmallAudit, ""))), `"events"`)},
-			rowSpec{key: "list-deep-1k", process: "service-list", phase: 1, group: "chains", name: "ListAuditEvents deep page, 1k", protocol: "connect-json", server: serviceWarm,
-				load: jsonLoad(post(procedure, constant(list(fx.SmallAudit, fx.SmallDeepToken))), `"events"`)},
-			rowSpec{key: "list-first-big", process: "service-list", phase: 1, group: "chains", name: "ListAuditEvents first page, " + big, protocol: "connect-json", server: serviceWarm,
-				load: jsonLoad(post(procedure, constant(list(fx.BigAudit, ""))), `"events"`)},
-			rowSpec{key: "list-deep-big", process: "service-list", phase: 1, group: "chains", name: "ListAuditEvents deep page, " + big, protocol: "connect-json", server: serviceWarm,
-				load: jsonLoad(post(procedure, constant(list(fx.BigAudit, fx.BigDeepToken))), `"events"`)},
-			// Appends to one long chain against appends to one short one:
-			// the cost of an append must not grow with its chain. These run
-			// after the list rows, whose chains they would lengthen.
-			rowSpec{key: "append-chain-1k", process: "service-append", phase: 2, group: "chains", name: "RecordAuditEvent, one chain of 1k", protocol: "connect-json", server: serviceWarm, eventsPerRequest: 1,
-				load: jsonLoad(post("/tenantregistry.v1.AuditService/RecordAuditEvent", auditBodies([]string{fx.SmallAppend.GetId()}, 1)), `"seq"`)},
-			rowSpec{key: "append-chain-big", process: "service-append", phase: 2, group: "chains", name: "RecordAuditEvent, one chain of " + big, protocol: "connect-json", server: serviceWarm, eventsPerRequest: 1,
-				load: jsonLoad(post("/tenantregistry.v1.AuditService/RecordAuditEvent", auditBodies([]string{fx.BigAudit.GetId()}, 1)), `"seq"`)},
+			rowSpec{key: "list-first-1k", process: "service-list", phase: 1, groups: g("chains"), name: "ListAuditEvents first page, 1k", protocol: "connect-json", server: serviceWarm,
+				load: wrkPost(procedure, list(fx.SmallAudit, ""), `"events"`)},
+			rowSpec{key: "list-deep-1k", process: "service-list", phase: 1, groups: g("chains"), name: "ListAuditEvents deep page, 1k", protocol: "connect-json", server: serviceWarm,
+				load: wrkPost(procedure, list(fx.SmallAudit, fx.SmallDeepToken), `"events"`)},
+			rowSpec{key: "list-first-big", process: "service-list", phase: 1, groups: g("chains"), name: "ListAuditEvents first page, " + big, protocol: "connect-json", server: serviceWarm,
+				load: wrkPost(procedure, list(fx.BigAudit, ""), `"events"`)},
+			rowSpec{key: "list-deep-big", process: "service-list", phase: 1, groups: g("chains"), name: "ListAuditEvents deep page, " + big, protocol: "connect-json", server: serviceWarm,
+				load: wrkPost(procedure, list(fx.BigAudit, fx.BigDeepToken), `"events"`)},
+			// Appends to one long log against appends to one short one:
+			// the cost of an append must not grow with its log. These run
+			// after the list rows, whose logs they would lengthen.
+			rowSpec{key: "append-chain-1k", process: "service-append", phase: 2, groups: g("chains"), name: "RecordAuditEvent, one log of 1k", protocol: "connect-json", server: serviceWarm, eventsPerRequest: 1,
+				load: vegetaPost(c, recordOne, auditBodies([]string{fx.SmallAppend.GetId()}, 1), `"seq"`)},
+			rowSpec{key: "append-chain-big", process: "service-append", phase: 2, groups: g("chains"), name: "RecordAuditEvent, one log of " + big, protocol: "connect-json", server: serviceWarm, eventsPerRequest: 1,
+				load: vegetaPost(c, recordOne, auditBodies([]string{fx.BigAudit.GetId()}, 1), `"seq"`)},
 		)
 	}
+	if h.o.wants("proofs") {
+		specs = append(specs, h.proofSpecs(vegetaPost)...)
+	}
 	return specs
+}
+
+// eventCount names a number of events as the rows do: 1k, 1M, 10M.
+func eventCount(n int) string {
+	switch {
+	case n >= 1_000_000 && n%1_000_000 == 0:
+		return strconv.Itoa(n/1_000_000) + "M"
+	case n >= 1000 && n%1000 == 0:
+		return strconv.Itoa(n/1000) + "k"
+	}
+	return strconv.Itoa(n)
 }
 
 // auditBodies returns request bodies of n events each, for one tenant of
@@ -546,235 +668,4 @@ func mustJSON(v any) string {
 		panic(err)
 	}
 	return string(b)
-}
-
-// propagation measures, over o.Trials trials with two replicas on one
-// database, the time from sending RevokeApiKey to replica A until replica
-// B, which had the key cached, first answers REVOKED.
-func (h *harness) propagation(ctx context.Context) (*row, error) {
-	a, err := start(ctx, "propagation-a", h.bins.service, h.serviceEnv(true), h.logDir, false)
-	if err != nil {
-		return nil, err
-	}
-	defer a.stop()
-	b, err := start(ctx, "propagation-b", h.bins.service, h.serviceEnv(true), h.logDir, false)
-	if err != nil {
-		return nil, err
-	}
-	defer b.stop()
-	ca, cb := newClients(a.url), newClients(b.url)
-	verifyB := func(key string) (v1.ApiKeyVerificationCode, error) {
-		res, err := cb.keys.VerifyApiKey(ctx, &v1.VerifyApiKeyRequest{Key: key})
-		return res.GetCode(), err
-	}
-	// Give B's invalidation listener time to connect: until it has, B
-	// does not trust its cache, and a trial would measure nothing.
-	time.Sleep(time.Second)
-	var times []time.Duration
-	for trial := -1; trial < h.o.Trials; trial++ { // trial -1 is a warm-up
-		created, err := ca.keys.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: h.fx.VerifyTenant.GetId(), Name: "propagation " + strconv.Itoa(trial)})
-		if err != nil {
-			return nil, err
-		}
-		key := created.GetPlaintextKey()
-		for range 2 { // the first reads the database and caches, the second is a hit
-			if code, err := verifyB(key); err != nil || code != v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_VALID {
-				return nil, fmt.Errorf("new key on B: %v %v", code, err)
-			}
-		}
-		t0 := time.Now()
-		if _, err := ca.keys.RevokeApiKey(ctx, &v1.RevokeApiKeyRequest{Id: created.GetApiKey().GetId()}); err != nil {
-			return nil, err
-		}
-		for {
-			code, err := verifyB(key)
-			if err != nil {
-				return nil, err
-			}
-			if code == v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_REVOKED {
-				break
-			}
-			if time.Since(t0) > 2*time.Minute {
-				return nil, fmt.Errorf("B still accepts the key revoked on A 2 minutes ago")
-			}
-		}
-		if trial >= 0 {
-			times = append(times, time.Since(t0))
-		}
-	}
-	slices.Sort(times)
-	rssA, _ := a.peakRSS()
-	rssB, _ := b.peakRSS()
-	return &row{
-		Key: "revocation-propagation", Name: "revocation propagation, 2 replicas", Protocol: "connect", Server: serviceWarm,
-		Requests: uint64(len(times)), P50ms: msOf(times[len(times)/2]), MaxMs: msOf(times[len(times)-1]),
-		PeakRSSMB: float64(max(rssA, rssB)) / (1 << 20),
-		Note:      fmt.Sprintf("%d trials: RevokeApiKey sent to A until B first answers REVOKED; p50 = median", len(times)),
-	}, nil
-}
-
-func machine() string {
-	model := ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "model name"); ok {
-				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%d CPUs (%s), %s/%s, load generator and servers on the same machine", runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH)
-}
-
-// startProduct starts a registry and the benchmark's product on it, and
-// waits until the product's change stream is live.
-func (h *harness) startProduct(ctx context.Context, name string) (*process, error) {
-	registry, err := start(ctx, name+"-registry", h.bins.service, h.serviceEnv(true), h.logDir, false)
-	if err != nil {
-		return nil, err
-	}
-	p, err := h.startProductOn(ctx, name, registry.url)
-	if err != nil {
-		registry.stop()
-		return nil, err
-	}
-	p.deps = append(p.deps, registry)
-	return p, nil
-}
-
-// startProductOn starts the benchmark's product against the registry at
-// registryURL.
-func (h *harness) startProductOn(ctx context.Context, name, registryURL string) (*process, error) {
-	noAuth, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	p, err := start(ctx, name, h.bins.product, []string{
-		"REGISTRY_URL=" + registryURL, "PRODUCT=" + benchProduct, "REQUIRED_SCOPES=" + benchScope, "NOAUTH_ADDR=" + noAuth,
-	}, h.logDir, false)
-	if err != nil {
-		return nil, err
-	}
-	p.noAuthURL = "http://" + noAuth
-	return p, nil
-}
-
-// productPropagation measures, over o.Trials trials, the time from sending
-// RevokeApiKey to replica A until a product using the SDK against replica
-// B, which had the key cached, first refuses it: the guarantee products
-// see, end to end. (The example product this SDK replaced cached answers
-// for a 10 s TTL: up to 10 s, 5 s on average.)
-func (h *harness) productPropagation(ctx context.Context) (*row, error) {
-	a, err := start(ctx, "product-propagation-a", h.bins.service, h.serviceEnv(true), h.logDir, false)
-	if err != nil {
-		return nil, err
-	}
-	defer a.stop()
-	b, err := start(ctx, "product-propagation-b", h.bins.service, h.serviceEnv(true), h.logDir, false)
-	if err != nil {
-		return nil, err
-	}
-	defer b.stop()
-	p, err := h.startProductOn(ctx, "product-propagation", b.url)
-	if err != nil {
-		return nil, err
-	}
-	defer p.stop()
-	ca := newClients(a.url)
-	client := &http.Client{Timeout: 10 * time.Second}
-	status := func(key string) (int, error) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.url+"/v1/whoami", nil)
-		req.Header.Set("Authorization", "Bearer "+key)
-		res, err := client.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		_, _ = io.Copy(io.Discard, res.Body)
-		res.Body.Close()
-		return res.StatusCode, nil
-	}
-	hits := func() (uint64, error) {
-		res, err := client.Get(p.url + "/stats")
-		if err != nil {
-			return 0, err
-		}
-		defer res.Body.Close()
-		var s struct{ Hits uint64 }
-		err = json.NewDecoder(res.Body).Decode(&s)
-		return s.Hits, err
-	}
-	var times []time.Duration
-	for trial := -1; trial < h.o.Trials; trial++ { // trial -1 is a warm-up
-		created, err := ca.keys.CreateApiKey(ctx, &v1.CreateApiKeyRequest{TenantId: h.fx.VerifyTenant.GetId(), Name: "product propagation " + strconv.Itoa(trial),
-			Scopes: []string{benchScope}})
-		if err != nil {
-			return nil, err
-		}
-		key := created.GetPlaintextKey()
-		// Until the product answers the key from its cache.
-		for deadline := time.Now().Add(time.Minute); ; {
-			before, err := hits()
-			if err != nil {
-				return nil, err
-			}
-			code, err := status(key)
-			if err != nil {
-				return nil, err
-			}
-			after, err := hits()
-			if err != nil {
-				return nil, err
-			}
-			if code == http.StatusOK && after > before {
-				break
-			}
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("the product does not answer a new key from its cache (last %d)", code)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		t0 := time.Now()
-		if _, err := ca.keys.RevokeApiKey(ctx, &v1.RevokeApiKeyRequest{Id: created.GetApiKey().GetId()}); err != nil {
-			return nil, err
-		}
-		for {
-			code, err := status(key)
-			if err != nil {
-				return nil, err
-			}
-			if code == http.StatusUnauthorized {
-				break
-			}
-			if time.Since(t0) > 2*time.Minute {
-				return nil, fmt.Errorf("the product still accepts a key revoked on A 2 minutes ago")
-			}
-		}
-		if trial >= 0 {
-			times = append(times, time.Since(t0))
-		}
-	}
-	slices.Sort(times)
-	rss, _ := p.peakRSS()
-	return &row{
-		Key: "revocation-at-product", Name: "revocation at a product (SDK), 2 replicas", Protocol: "http", Server: productSDK,
-		Requests: uint64(len(times)), P50ms: msOf(times[len(times)/2]), MaxMs: msOf(times[len(times)-1]),
-		PeakRSSMB: float64(rss) / (1 << 20),
-		Note: fmt.Sprintf("%d trials: RevokeApiKey sent to A until the product on B first answers 401; p50 = median; "+
-			"the example product's 10 s TTL it replaced: up to 10 000 ms", len(times)),
-	}, nil
-}
-
-// productStats reads the SDK's counters off the product, to tell cached
-// verifications from those that asked the registry.
-func productStats(p *process) string {
-	res, err := http.Get(p.url + "/stats")
-	if err != nil {
-		return "stats: " + err.Error()
-	}
-	defer res.Body.Close()
-	var s struct{ Hits, Misses, Resets, Connects uint64 }
-	if err := json.NewDecoder(res.Body).Decode(&s); err != nil {
-		return "stats: " + err.Error()
-	}
-	return fmt.Sprintf("SDK cache: %d hits, %d misses (asked the registry), %d resets, %d streams opened", s.Hits, s.Misses, s.Resets, s.Connects)
 }

@@ -2,14 +2,20 @@ package main
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/uptrace/bun/driver/pgdriver"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
@@ -42,6 +48,7 @@ const (
 	benchProduct = "analytics"
 	benchScope   = "analytics:read"
 	appendChains = 16 // tenants the append rows spread over
+	treeWorkers  = 4  // logs the in-process append rows write to at once
 )
 
 // fixtures are the data the rows work on.
@@ -54,6 +61,12 @@ type fixtures struct {
 	AppendTenants  []string
 	BigDeepToken   string // a page token about the middle of BigAudit's chain
 	SmallDeepToken string
+	// TreeTenants are the logs the in-process append rows grow, one per worker.
+	TreeTenants []string
+	// VerifyResponse and CheckResponse are the service's answers for Key
+	// and for VerifyTenant's entitlement, as binary protobuf: the
+	// constants the baselines answer with.
+	VerifyResponse, CheckResponse []byte
 }
 
 // tenant returns the tenant with this slug, creating it when missing.
@@ -74,7 +87,7 @@ func (c clients) tenant(ctx context.Context, slug string) (*v1.Tenant, error) {
 
 // prepare creates (or finds) the fixtures through the service's API, and
 // seeds the audit chains directly through its domain and persistence code.
-func prepare(ctx context.Context, c clients, dbURL string, auditEvents int, logw io.Writer) (*fixtures, error) {
+func prepare(ctx context.Context, c clients, db *persistence.DB, dbURL string, tokens *tokenCache, auditEvents int, logw io.Writer) (*fixtures, error) {
 	f := &fixtures{}
 	var err error
 	if f.VerifyTenant, err = c.tenant(ctx, "bench-verify"); err != nil {
@@ -95,6 +108,23 @@ func prepare(ctx context.Context, c clients, dbURL string, auditEvents int, logw
 	if err != nil || !v.GetValid() {
 		return nil, fmt.Errorf("the new key does not verify: %v %v", v, err)
 	}
+	if f.VerifyResponse, err = proto.Marshal(v); err != nil {
+		return nil, err
+	}
+	check, err := c.entitlements.CheckEntitlement(ctx, &v1.CheckEntitlementRequest{TenantId: f.VerifyTenant.GetId(), Product: benchProduct})
+	if err != nil || !check.GetEntitled() {
+		return nil, fmt.Errorf("the benchmark's tenant is not entitled to %s: %v %v", benchProduct, check, err)
+	}
+	if f.CheckResponse, err = proto.Marshal(check); err != nil {
+		return nil, err
+	}
+	for i := range treeWorkers {
+		t, err := c.tenant(ctx, fmt.Sprintf("bench-tree-%02d", i))
+		if err != nil {
+			return nil, err
+		}
+		f.TreeTenants = append(f.TreeTenants, t.GetId())
+	}
 	for i := range appendChains {
 		t, err := c.tenant(ctx, fmt.Sprintf("bench-append-%02d", i))
 		if err != nil {
@@ -111,34 +141,72 @@ func prepare(ctx context.Context, c clients, dbURL string, auditEvents int, logw
 	if f.SmallAppend, err = c.tenant(ctx, "bench-append-small"); err != nil {
 		return nil, err
 	}
+	// The small logs carry idempotency keys, as products' events do; the
+	// large one none, so that seeding millions of events writes no
+	// millions of keys (listing reads no keys either way).
 	for _, chain := range []struct {
-		t *v1.Tenant
-		n int
-	}{{f.SmallAudit, 1000}, {f.SmallAppend, 1000}, {f.BigAudit, auditEvents}} {
-		have, err := chainLength(ctx, dbURL, chain.t.GetId())
+		t    *v1.Tenant
+		n    int
+		keys bool
+	}{{f.SmallAudit, 1000, true}, {f.SmallAppend, 1000, true}, {f.BigAudit, auditEvents, false}} {
+		head, err := db.Store().Audit().Head(ctx, chain.t.GetId())
 		if err != nil {
 			return nil, err
 		}
-		if have >= int64(chain.n) {
-			fmt.Fprintf(logw, "  %s already holds %d events\n", chain.t.GetSlug(), have)
+		if head.Size >= int64(chain.n) {
+			fmt.Fprintf(logw, "  %s already holds %d events\n", chain.t.GetSlug(), head.Size)
 			continue
 		}
+		n := chain.n - int(head.Size)
 		start := time.Now()
-		if err := seedAudit(ctx, dbURL, chain.t.GetId(), chain.n-int(have), logw); err != nil {
+		if err := seedAudit(ctx, db, chain.t.GetId(), n, seedOptions{ExternalIDs: chain.keys, DatabaseURL: dbURL}, logw); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(logw, "  seeded %d events into %s in %s\n", chain.n-int(have), chain.t.GetSlug(), time.Since(start).Round(time.Millisecond))
+		took := time.Since(start)
+		fmt.Fprintf(logw, "  seeded %d events into %s in %s (%.0f events/s)\n", n, chain.t.GetSlug(), took.Round(time.Millisecond), float64(n)/took.Seconds())
 	}
 	if auditEvents == 0 {
 		return f, nil
 	}
-	if f.BigDeepToken, err = middleToken(ctx, c, f.BigAudit.GetId()); err != nil {
+	if f.BigDeepToken, err = tokens.middle(ctx, c, f.BigAudit.GetId(), logw); err != nil {
 		return nil, err
 	}
-	if f.SmallDeepToken, err = middleToken(ctx, c, f.SmallAudit.GetId()); err != nil {
+	if f.SmallDeepToken, err = tokens.middle(ctx, c, f.SmallAudit.GetId(), logw); err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+// tokenCache keeps the deep page tokens found by paging, by tenant, in a
+// file: paging half way down a log of 10M events takes 10 000 pages, and
+// a kept database keeps its logs. A token stays a deep page's as its log
+// grows (it names a position, newest first).
+type tokenCache struct {
+	path   string
+	tokens map[string]string
+}
+
+func loadTokenCache(path string) *tokenCache {
+	c := &tokenCache{path: path, tokens: map[string]string{}}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &c.tokens) // a damaged cache is paged again
+	}
+	return c
+}
+
+func (c *tokenCache) middle(ctx context.Context, cl clients, tenantID string, logw io.Writer) (string, error) {
+	if t, ok := c.tokens[tenantID]; ok {
+		return t, nil
+	}
+	start := time.Now()
+	t, err := middleToken(ctx, cl, tenantID)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(logw, "  paged to the middle of %s's log in %s\n", tenantID, time.Since(start).Round(time.Millisecond))
+	c.tokens[tenantID] = t
+	b, _ := json.MarshalIndent(c.tokens, "", "  ")
+	return t, os.WriteFile(c.path, b, 0o644)
 }
 
 // middleToken pages through a tenant's events, newest first, to about the
@@ -168,45 +236,57 @@ func middleToken(ctx context.Context, c clients, tenantID string) (string, error
 	}
 }
 
-// chainLength returns how many events a tenant's chain holds.
-func chainLength(ctx context.Context, dbURL, tenantID string) (int64, error) {
-	db, err := persistence.Open(ctx, dbURL)
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
-	seq, _, err := db.Store().Audit().Head(ctx, tenantID)
-	return seq, err
+// seedOptions say how seedAudit builds its events.
+type seedOptions struct {
+	// Batch is the events appended per transaction (default seedBatch).
+	Batch int
+	// ExternalIDs gives each event an idempotency key, as products send.
+	ExternalIDs bool
+	// ReceiveTime, when set, is the receive time of the j-th event (else
+	// now): it decides the monthly partition an event lands in.
+	ReceiveTime func(j int) time.Time
+	// Prefix sets the events' external ids apart from other seeds'.
+	Prefix string
+	// DatabaseURL, when set, is where ANALYZE runs after the seed, on
+	// the audit log's tables.
+	DatabaseURL string
 }
 
 // seedBatch is the events appended per transaction when seeding: larger
-// than an API batch (500), since the seed appends to one chain, which
+// than an API batch (500), since the seed appends to one log, which
 // takes one transaction at a time.
 const seedBatch = 5000
 
-// seedAudit appends n events to a tenant's chain through the service's own
-// audit log code, so the chain is exactly what the API would have built
-// (and VerifyAuditChain accepts it), without n/500 round trips of JSON.
-func seedAudit(ctx context.Context, dbURL, tenantID string, n int, logw io.Writer) error {
-	db, err := persistence.Open(ctx, dbURL)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
+// seedAudit appends n events to a tenant's log through the service's own
+// audit log code (persistence.AuditLog.Append in a transaction of
+// Store.Atomically, as the service's RecordAuditEvents does), so the tree
+// is exactly what the API would have built (and VerifyAuditChain accepts
+// it), without n/500 round trips of JSON. One log takes one transaction
+// at a time, so a log is seeded sequentially; the next batch is built
+// while the database writes the last one.
+func seedAudit(ctx context.Context, db *persistence.DB, tenantID string, n int, o seedOptions, logw io.Writer) error {
 	store := db.Store()
 	if _, err := store.Tenants().Get(ctx, tenantID); err != nil {
 		return fmt.Errorf("tenant %s: %w", tenantID, err)
 	}
+	if o.Batch <= 0 {
+		o.Batch = seedBatch
+	}
+	if o.Prefix == "" {
+		o.Prefix = "seed-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	}
 	actions := []string{"document.created", "document.updated", "document.shared", "user.login", "report.exported"}
 	cruds := []string{"c", "u", "u", "r", "r"}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	start := time.Now()
-	for done := 0; done < n; {
-		size := min(seedBatch, n-done)
+	build := func(done, size int) []*domain.AuditEvent {
 		events := make([]*domain.AuditEvent, size)
 		for i := range events {
 			j := done + i
 			a := j % len(actions)
+			receive := now
+			if o.ReceiveTime != nil {
+				receive = o.ReceiveTime(j).UTC().Truncate(time.Microsecond)
+			}
 			events[i] = &domain.AuditEvent{
 				ID: domain.NewID(), TenantID: tenantID, Product: benchProduct, Action: actions[a], CRUD: cruds[a],
 				Actor:       domain.AuditActor{ID: "user-" + strconv.Itoa(j%97), Name: "User " + strconv.Itoa(j%97), Type: "user"},
@@ -214,22 +294,61 @@ func seedAudit(ctx context.Context, dbURL, tenantID string, n int, logw io.Write
 				SourceIP:    "192.0.2." + strconv.Itoa(j%250+1),
 				Description: "benchmark seed event",
 				Fields:      map[string]string{"seed": "bench", "n": strconv.Itoa(j)},
-				OccurTime:   now.Add(time.Duration(j-n) * time.Millisecond),
-				ReceiveTime: now,
-				ExternalID:  "seed-" + strconv.Itoa(j),
+				OccurTime:   receive.Add(-time.Duration(j%1000) * time.Millisecond),
+				ReceiveTime: receive,
+			}
+			if o.ExternalIDs {
+				events[i].ExternalID = o.Prefix + strconv.Itoa(j)
 			}
 		}
+		return events
+	}
+	start := time.Now()
+	next := make(chan []*domain.AuditEvent, 1)
+	go func() {
+		defer close(next)
+		for done := 0; done < n; done += o.Batch {
+			select {
+			case next <- build(done, min(o.Batch, n-done)):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	done, reported := 0, 0
+	for events := range next {
 		err := store.Atomically(ctx, func(r domain.Repositories) error { return r.Audit().Append(ctx, events) })
 		if err != nil {
 			return fmt.Errorf("append events: %w", err)
 		}
-		done += size
-		if done%100_000 == 0 || done == n {
+		done += len(events)
+		if done-reported >= 250_000 || done == n {
+			reported = done
 			fmt.Fprintf(logw, "  seeded %d/%d events (%.0f events/s)\n", done, n, float64(done)/time.Since(start).Seconds())
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if o.DatabaseURL == "" {
+		return nil
+	}
 	// As autovacuum would soon after a bulk load: the planner needs to
-	// know how large the table has grown.
-	_, err = db.Bun().ExecContext(ctx, "ANALYZE audit_events")
-	return err
+	// know how large the tables have grown.
+	return analyze(ctx, o.DatabaseURL, "audit_events", "audit_tree_hashes", "audit_external_ids", "audit_chain_heads")
+}
+
+// analyze runs ANALYZE on tables, on a connection of its own: on a large
+// database it takes longer than the service pool's read timeout.
+func analyze(ctx context.Context, dbURL string, tables ...string) error {
+	db := sql.OpenDB(pgdriver.NewConnector(pgdriver.WithDSN(dbURL), pgdriver.WithReadTimeout(time.Hour)))
+	defer db.Close()
+	start := time.Now()
+	if _, err := db.ExecContext(ctx, "ANALYZE "+strings.Join(tables, ", ")); err != nil {
+		return fmt.Errorf("analyze %s: %w", strings.Join(tables, ", "), err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		fmt.Fprintf(os.Stderr, "  analyzed %s in %s\n", strings.Join(tables, ", "), d.Round(time.Second))
+	}
+	return nil
 }

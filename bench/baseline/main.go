@@ -1,19 +1,28 @@
-// Command baseline is the benchmark's yardstick: a server with exactly the
+// Command baseline is the benchmark's "own stack" server: exactly the
 // settings of tenant-registry's (the same http.Server, protocols, limits,
 // codecs and interceptors, taken from package transport) but handlers that
-// do (nearly) nothing, so that the service's figures can be read as
-// ratios to what the machine, the framework and the load generator allow.
+// do (nearly) nothing, so that what the stack costs and what the handlers
+// cost can be told apart. It is not an outside baseline (bench/bare is):
+// it is the project's own stack, measured beside it.
 //
-//   - grpc.health.v1.Health/Check answers a constant: the limit.
+//   - tenantregistry.v1.ApiKeyService/VerifyApiKey and
+//     EntitlementService/CheckEntitlement answer constants (the service's
+//     own answers for the benchmark's key and tenant, from VERIFY_RESPONSE
+//     and CHECK_RESPONSE): the same procedures, so the access log samples
+//     their successes exactly as the service's (hot-path procedures), and
+//     the same response bytes.
+//   - grpc.health.v1.Health/Check answers a constant too; every one of its
+//     calls is logged, as the service logs calls off the hot path.
 //   - tenantregistry.v1.TenantService/GetTenant (when DATABASE_URL is set)
-//     does one primary-key SELECT through Bun and converts the row: the
-//     floor under any handler that has to read the database.
+//     does one primary-key SELECT through Bun and converts the row.
 //
-// Environment: ADDR (default 127.0.0.1:8091), DATABASE_URL, LOG_LEVEL.
+// Environment: ADDR (default 127.0.0.1:8091), DATABASE_URL, LOG_LEVEL,
+// VERIFY_RESPONSE, CHECK_RESPONSE (base64 of binary protobuf).
 package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +36,7 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tenant-registry/tenant-registry/domain"
@@ -74,6 +84,19 @@ func run(ctx context.Context) error {
 	// interceptors as every RPC it is compared with.
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(), opts))
 	services := []string{grpchealth.HealthV1ServiceName}
+	if os.Getenv("VERIFY_RESPONSE") != "" {
+		keys := constantVerify{res: &v1.VerifyApiKeyResponse{}}
+		if err := constantFrom("VERIFY_RESPONSE", keys.res); err != nil {
+			return err
+		}
+		entitlements := constantCheck{res: &v1.CheckEntitlementResponse{}}
+		if err := constantFrom("CHECK_RESPONSE", entitlements.res); err != nil {
+			return err
+		}
+		mux.Handle(tenantregistryv1connect.NewApiKeyServiceHandler(keys, opts))
+		mux.Handle(tenantregistryv1connect.NewEntitlementServiceHandler(entitlements, opts))
+		services = append(services, tenantregistryv1connect.ApiKeyServiceName, tenantregistryv1connect.EntitlementServiceName)
+	}
 	var db *persistence.DB
 	if url := os.Getenv("DATABASE_URL"); url != "" {
 		var err error
@@ -144,4 +167,37 @@ func (h pkSelect) GetTenant(ctx context.Context, req *v1.GetTenantRequest) (*v1.
 		ExternalId: t.ExternalID, Metadata: t.Metadata,
 		CreateTime: timestamppb.New(t.CreateTime), UpdateTime: timestamppb.New(t.UpdateTime),
 	}}, nil
+}
+
+// constantFrom decodes the base64 binary protobuf in environment variable
+// name into m.
+func constantFrom(name string, m proto.Message) error {
+	b, err := base64.StdEncoding.DecodeString(os.Getenv(name))
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// constantVerify answers every VerifyApiKey with the same response.
+type constantVerify struct {
+	tenantregistryv1connect.UnimplementedApiKeyServiceHandler
+	res *v1.VerifyApiKeyResponse
+}
+
+func (h constantVerify) VerifyApiKey(context.Context, *v1.VerifyApiKeyRequest) (*v1.VerifyApiKeyResponse, error) {
+	return h.res, nil
+}
+
+// constantCheck answers every CheckEntitlement with the same response.
+type constantCheck struct {
+	tenantregistryv1connect.UnimplementedEntitlementServiceHandler
+	res *v1.CheckEntitlementResponse
+}
+
+func (h constantCheck) CheckEntitlement(context.Context, *v1.CheckEntitlementRequest) (*v1.CheckEntitlementResponse, error) {
+	return h.res, nil
 }
