@@ -315,7 +315,7 @@ func (h *harness) dropMonth(ctx context.Context) ([]*row, error) {
 	if err := wait(h.o.Duration); err != nil {
 		return fail(err)
 	}
-	if err := h.pdb.Store().Audit().SetRetention(ctx, t.GetId(), 30); err != nil {
+	if err := h.pdb.Store().Atomically(ctx, func(r domain.Repositories) error { return r.Audit().SetRetention(ctx, t.GetId(), 30) }); err != nil {
 		return fail(err)
 	}
 	m0 := markNow()
@@ -437,7 +437,7 @@ func (h *harness) clearOldMonths(ctx context.Context) error {
 		return nil
 	}
 	for _, id := range ids {
-		if err := h.pdb.Store().Audit().SetRetention(ctx, id, 30); err != nil {
+		if err := h.pdb.Store().Atomically(ctx, func(r domain.Repositories) error { return r.Audit().SetRetention(ctx, id, 30) }); err != nil {
 			return err
 		}
 	}

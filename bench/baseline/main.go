@@ -150,7 +150,7 @@ func run(ctx context.Context) error {
 // conversion; no validation, no authorisation, no cache.
 type pkSelect struct {
 	tenantregistryv1connect.UnimplementedTenantServiceHandler
-	tenants domain.TenantRepository
+	tenants domain.TenantReader
 }
 
 func (h pkSelect) GetTenant(ctx context.Context, req *v1.GetTenantRequest) (*v1.GetTenantResponse, error) {
