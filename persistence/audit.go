@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -242,19 +243,34 @@ func (l AuditLog) rightEdge(ctx context.Context, tenantID string, size int64) (t
 	return tree, nil
 }
 
+// hashLookupsPerQuery bounds the lookups ReadHashes joins into one
+// statement (SQLite allows 500 terms in a compound SELECT).
+const hashLookupsPerQuery = 200
+
 // ReadHashes returns stored tree hashes of a tenant, in the order asked.
 func (l AuditLog) ReadHashes(ctx context.Context, tenantID string, indexes []int64) ([]tlog.Hash, error) {
 	if len(indexes) == 0 {
 		return nil, nil
 	}
-	var rows []treeHashRow
-	err := l.db.NewSelect().Model(&rows).Where("tenant_id = ? AND idx IN (?)", tenantID, bun.In(indexes)).Scan(ctx)
-	if err != nil {
-		return nil, dbError(err)
-	}
-	byIndex := make(map[int64][]byte, len(rows))
-	for _, r := range rows {
-		byIndex[r.Index] = r.Hash
+	// One primary-key lookup per hash, in one statement: a plan for
+	// "idx IN (…)" may scan the tenant's whole tree instead, when the
+	// statistics have not yet seen how large the tree grew (seconds at a
+	// million events).
+	byIndex := make(map[int64][]byte, len(indexes))
+	for chunk := range slices.Chunk(indexes, hashLookupsPerQuery) {
+		lookups := make([]string, len(chunk))
+		args := make([]any, 0, 2*len(chunk))
+		for i, idx := range chunk {
+			lookups[i] = "SELECT idx, hash FROM audit_tree_hashes WHERE tenant_id = ? AND idx = ?"
+			args = append(args, tenantID, idx)
+		}
+		var rows []treeHashRow
+		if err := l.db.NewRaw(strings.Join(lookups, " UNION ALL "), args...).Scan(ctx, &rows); err != nil {
+			return nil, dbError(err)
+		}
+		for _, r := range rows {
+			byIndex[r.Index] = r.Hash
+		}
 	}
 	out := make([]tlog.Hash, len(indexes))
 	for i, idx := range indexes {

@@ -200,13 +200,21 @@ func (postgresDialect) dropExpiredAuditPartitions(ctx context.Context, db *bun.D
 		if !expired {
 			continue
 		}
+		// The month's idempotency keys go first, each log's in a statement
+		// of its own: deleting a million of them takes seconds, and must
+		// not hold the log's head, which every append locks. A replay of
+		// one of these ids from now on appends anew, as after any expiry.
+		for _, l := range logs {
+			if _, err := db.ExecContext(ctx, `DELETE FROM audit_external_ids WHERE tenant_id = ? AND receive_time >= ? AND receive_time < ?`,
+				l.TenantID, start, end); err != nil {
+				return err
+			}
+		}
+		// Then the heads, in one short transaction: from its commit on, the
+		// month's events are expired for proofs and listings alike.
 		err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 			for _, l := range logs {
 				if err := raiseExpired(ctx, tx, l.TenantID, l.Max); err != nil {
-					return err
-				}
-				if _, err := tx.ExecContext(ctx, `DELETE FROM audit_external_ids WHERE tenant_id = ? AND receive_time >= ? AND receive_time < ?`,
-					l.TenantID, start, end); err != nil {
 					return err
 				}
 			}
