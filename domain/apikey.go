@@ -248,8 +248,11 @@ type ApiKeyReader interface {
 	ListLegacyByPrefix(ctx context.Context, prefix string) ([]*ApiKey, error)
 	// List returns up to limit keys of a tenant with ids after afterID, by id.
 	List(ctx context.Context, tenantID, afterID string, limit int) ([]*ApiKey, error)
-	// CreatedBy returns the keys that key id created, not yet revoked.
-	CreatedBy(ctx context.Context, id string) ([]*ApiKey, error)
+	// Descendants returns the keys that key id created, those they
+	// created, and so on, that are not revoked.
+	Descendants(ctx context.Context, id string) ([]*ApiKey, error)
+	// CountLive counts a tenant's keys neither revoked nor expired at now.
+	CountLive(ctx context.Context, tenantID string, now time.Time) (int, error)
 }
 
 // ApiKeyRepository stores API keys, in a transaction (Store.Atomically).
@@ -262,6 +265,8 @@ type ApiKeyRepository interface {
 	// Update writes a key's name, scopes, expire, revoke and disable
 	// times, metadata and update time.
 	Update(ctx context.Context, k *ApiKey) error
+	// RevokeAll revokes, at now, the keys of ids not yet revoked.
+	RevokeAll(ctx context.Context, ids []string, now time.Time) error
 	// Reparent makes the keys that key from created count as created by key to.
 	Reparent(ctx context.Context, from, to string) error
 	// Rehash replaces a key's hash if it still is oldHash.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -231,7 +233,7 @@ func (s *ApiKeyService) Revoke(ctx context.Context, id string) (*ApiKey, error) 
 			// see the key as valid.
 			return r.Invalidations().Repeat(ctx, staleKey(k, ChangeKeyRevoked))
 		}
-		return revokeWithDescendants(ctx, r, k, s.now(), "")
+		return revokeWithDescendants(ctx, r, k, s.now())
 	})
 	if err != nil {
 		return nil, err
@@ -425,34 +427,68 @@ func decodeBase64(s string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(s)
 }
 
-// revokeWithDescendants revokes k and, since a key hands out nothing that
-// outlives it, every key it created, and theirs, each with its event.
-func revokeWithDescendants(ctx context.Context, r Repositories, k *ApiKey, now time.Time, parent string) error {
+// maxRevocationChanges is how many keys one revocation names to the
+// caches one by one; beyond it, they are told to drop everything.
+const maxRevocationChanges = 1000
+
+// revokeWithDescendants revokes k and every key it created, and theirs,
+// with a statement or two however many there are, so that no key can
+// create enough keys to make itself too costly to revoke. Each revoked
+// key gets an event in its tenant's log, appended together.
+func revokeWithDescendants(ctx context.Context, r Repositories, k *ApiKey, now time.Time) error {
 	k.RevokeTime, k.UpdateTime = now, now
 	if err := r.ApiKeys().Update(ctx, k); err != nil {
 		return err
 	}
-	if err := r.Invalidations().Announce(ctx, staleKey(k, ChangeKeyRevoked)); err != nil {
-		return err
-	}
-	c := keyChange(k, "api_key.revoked", "u", "API key revoked")
-	if parent != "" {
-		c.Description = "API key revoked with the key that created it"
-		c.Fields = map[string]string{"created_by_key": parent}
-	}
-	if err := recordChange(ctx, r, now, c); err != nil {
-		return err
-	}
-	children, err := r.ApiKeys().CreatedBy(ctx, k.ID)
+	descendants, err := r.ApiKeys().Descendants(ctx, k.ID)
 	if err != nil {
 		return err
 	}
-	for _, child := range children {
-		if err := revokeWithDescendants(ctx, r, child, now, k.ID); err != nil {
+	ids := make([]string, len(descendants))
+	for i, d := range descendants {
+		ids[i] = d.ID
+	}
+	if err := r.ApiKeys().RevokeAll(ctx, ids, now); err != nil {
+		return err
+	}
+	stale := []Change{staleKey(k, ChangeKeyRevoked)}
+	if len(descendants) > maxRevocationChanges {
+		stale = []Change{{Kind: ChangeReset}}
+	} else {
+		for _, d := range descendants {
+			stale = append(stale, staleKey(d, ChangeKeyRevoked))
+		}
+	}
+	for _, c := range stale {
+		if err := r.Invalidations().Announce(ctx, c); err != nil {
 			return err
 		}
 	}
-	return nil
+	changes := []change{keyChange(k, "api_key.revoked", "u", "API key revoked")}
+	if len(descendants) > 0 {
+		changes[0].Fields = map[string]string{"descendants_revoked": strconv.Itoa(len(descendants))}
+	}
+	if len(descendants) <= maxRevocationChanges {
+		for _, d := range descendants {
+			c := keyChange(d, "api_key.revoked", "u", "API key revoked with the key that created it, or one of its creators")
+			c.Fields = map[string]string{"created_by_key": d.CreatedBy, "revoked_with": k.ID}
+			changes = append(changes, c)
+		}
+		return recordChanges(ctx, r, now, changes)
+	}
+	// So many that an event each would make the revocation as costly as
+	// the keys were cheap to make: one event per tenant, with the count.
+	count := map[string]int{}
+	for _, d := range descendants {
+		count[d.TenantID]++
+	}
+	for _, tenant := range slices.Sorted(maps.Keys(count)) {
+		c := keyChange(k, "api_key.revoked", "u", "API keys revoked with the key that created them, or one of their creators")
+		c.TenantID = tenant
+		c.Fields = map[string]string{"keys_revoked": strconv.Itoa(count[tenant]), "revoked_with": k.ID}
+		changes = append(changes, c)
+	}
+	return recordChanges(ctx, r, now, changes)
 }
 
 // staleKey is the change of kind to key k. A key of the previous format

@@ -300,16 +300,24 @@ type change struct {
 // repositories of the transaction that makes the change, with the actor
 // and source address of the caller in ctx.
 func recordChange(ctx context.Context, r Repositories, now time.Time, c change) error {
+	return recordChanges(ctx, r, now, []change{c})
+}
+
+// recordChanges appends the events of several changes in one go.
+func recordChanges(ctx context.Context, r Repositories, now time.Time, changes []change) error {
 	caller := CallerFrom(ctx)
-	p := caller.Principal
-	if c.Failure {
-		p.Name = "" // a refusal carries no text the caller could have chosen
+	events := make([]*AuditEvent, len(changes))
+	for i, c := range changes {
+		p := caller.Principal
+		if c.Failure {
+			p.Name = "" // a refusal carries no text the caller could have chosen
+		}
+		events[i] = &AuditEvent{
+			ID: NewID(), TenantID: c.TenantID, Product: RegistryProduct, Action: c.Action, CRUD: c.CRUD,
+			Actor: AuditActor{ID: p.ID, Name: p.Name, Type: p.Type}, Target: c.Target,
+			SourceIP: caller.SourceIP, Description: c.Description, Fields: c.Fields, IsFailure: c.Failure,
+			IsAnonymous: p.ID == "", OccurTime: now, ReceiveTime: now,
+		}
 	}
-	e := &AuditEvent{
-		ID: NewID(), TenantID: c.TenantID, Product: RegistryProduct, Action: c.Action, CRUD: c.CRUD,
-		Actor: AuditActor{ID: p.ID, Name: p.Name, Type: p.Type}, Target: c.Target,
-		SourceIP: caller.SourceIP, Description: c.Description, Fields: c.Fields, IsFailure: c.Failure,
-		IsAnonymous: p.ID == "", OccurTime: now, ReceiveTime: now,
-	}
-	return r.Audit().Append(ctx, []*AuditEvent{e})
+	return r.Audit().Append(ctx, events)
 }

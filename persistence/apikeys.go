@@ -2,6 +2,7 @@ package persistence
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -133,13 +134,41 @@ func (r ApiKeyRepository) Update(ctx context.Context, k *domain.ApiKey) error {
 	return nil
 }
 
-// CreatedBy returns the unrevoked keys key id created.
-func (r ApiKeyRepository) CreatedBy(ctx context.Context, id string) ([]*domain.ApiKey, error) {
+// Descendants returns the unrevoked keys key id created, and theirs, in
+// one query however many there are.
+func (r ApiKeyRepository) Descendants(ctx context.Context, id string) ([]*domain.ApiKey, error) {
 	var rows []apiKeyRow
-	if err := r.db.NewSelect().Model(&rows).Where("created_by_key = ? AND revoke_time IS NULL", id).OrderExpr("id").Scan(ctx); err != nil {
+	err := r.db.NewRaw(`WITH RECURSIVE descendants(id) AS (
+			SELECT id FROM api_keys WHERE created_by_key = ?
+			UNION
+			SELECT k.id FROM api_keys AS k JOIN descendants AS d ON k.created_by_key = d.id
+		)
+		SELECT * FROM api_keys WHERE id IN (SELECT id FROM descendants) AND revoke_time IS NULL ORDER BY id`, id).Scan(ctx, &rows)
+	if err != nil {
 		return nil, dbError(err)
 	}
 	return apiKeys(rows), nil
+}
+
+// CountLive counts a tenant's keys neither revoked nor expired at now.
+func (r ApiKeyRepository) CountLive(ctx context.Context, tenantID string, now time.Time) (int, error) {
+	n, err := r.db.NewSelect().Model((*apiKeyRow)(nil)).
+		Where("tenant_id = ? AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > ?)", tenantID, storedTime(now)).Count(ctx)
+	return n, dbError(err)
+}
+
+// RevokeAll revokes the keys of ids not yet revoked, a chunk of them per
+// statement.
+func (r ApiKeyRepository) RevokeAll(ctx context.Context, ids []string, now time.Time) error {
+	for chunk := range slices.Chunk(ids, 1000) {
+		_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).
+			Set("revoke_time = ?, update_time = ?", storedTime(now), storedTime(now)).
+			Where("id IN (?) AND revoke_time IS NULL", bun.In(chunk)).Exec(ctx)
+		if err != nil {
+			return dbError(err)
+		}
+	}
+	return nil
 }
 
 // Reparent moves the keys created by key from to key to.

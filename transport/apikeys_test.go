@@ -29,7 +29,11 @@ type keyClients struct {
 }
 
 func startKeys(t *testing.T, db *persistence.DB) keyClients {
-	c := startAudit(t, db)
+	return keyClientsOn(testserver.Start(t, db))
+}
+
+func keyClientsOn(srv *testserver.Server) keyClients {
+	c := auditClientsOn(srv)
 	return keyClients{auditClients: c, keys: tenantregistryv1connect.NewApiKeyServiceClient(testserver.HTTP1, c.srv.URL)}
 }
 

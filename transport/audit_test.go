@@ -27,7 +27,10 @@ type auditClients struct {
 }
 
 func startAudit(t *testing.T, db *persistence.DB) auditClients {
-	srv := testserver.Start(t, db)
+	return auditClientsOn(testserver.Start(t, db))
+}
+
+func auditClientsOn(srv *testserver.Server) auditClients {
 	return auditClients{
 		srv:     srv,
 		tenants: tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.URL),
