@@ -267,6 +267,12 @@ type ApiKeyRepository interface {
 	Update(ctx context.Context, k *ApiKey) error
 	// RevokeAll revokes, at now, the keys of ids not yet revoked.
 	RevokeAll(ctx context.Context, ids []string, now time.Time) error
+	// DisableAll disables, at now, the keys of ids neither revoked nor
+	// disabled.
+	DisableAll(ctx context.Context, ids []string, now time.Time) error
+	// EnableAll enables, at now, the keys of ids disabled at since: those
+	// disabled with a key, and not on their own before it.
+	EnableAll(ctx context.Context, ids []string, since, now time.Time) error
 	// Reparent makes the keys that key from created count as created by key to.
 	Reparent(ctx context.Context, from, to string) error
 	// Rehash replaces a key's hash if it still is oldHash.

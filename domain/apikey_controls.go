@@ -5,18 +5,22 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// Disable disables key id until Enable: it verifies as DISABLED. A
-// disabled key is returned unchanged, with no event.
+// Disable disables key id, and the keys it created and theirs, until
+// Enable: they verify as DISABLED, so that pausing a key pauses what it
+// made. A disabled key is returned unchanged, with no event.
 func (s *ApiKeyService) Disable(ctx context.Context, id, etag string) (*ApiKey, error) {
 	return s.setDisabled(ctx, id, etag, true)
 }
 
-// Enable enables a disabled key again. Enabling hands the key's powers out
-// again, so the caller must hold its scopes, as for a rotation.
+// Enable enables a disabled key again, with the keys disabled together
+// with it (not those disabled on their own before). Enabling hands their
+// powers out again, so the caller must hold their scopes, as for a
+// rotation.
 func (s *ApiKeyService) Enable(ctx context.Context, id, etag string) (*ApiKey, error) {
 	return s.setDisabled(ctx, id, etag, false)
 }
@@ -34,10 +38,27 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 	if err != nil {
 		return nil, err
 	}
-	if !disable {
-		if err := s.handsOut(ctx, k.TenantID, k.Scopes, k.ExpireTime, tried(action, "u", "api_key", k.ID)); err != nil {
-			return nil, err
+	descendants, err := s.store.ApiKeys().Descendants(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	together := descendants[:0]
+	for _, d := range descendants {
+		if disable && d.DisableTime.IsZero() || !disable && !k.DisableTime.IsZero() && d.DisableTime.Equal(k.DisableTime) {
+			together = append(together, d)
 		}
+	}
+	if !disable {
+		a := tried(action, "u", "api_key", k.ID)
+		for _, d := range append([]*ApiKey{k}, together...) {
+			if err := s.handsOut(ctx, d.TenantID, d.Scopes, d.ExpireTime, a); err != nil {
+				return nil, err
+			}
+		}
+	}
+	ids := make([]string, len(together))
+	for i, d := range together {
+		ids[i] = d.ID
 	}
 	var out *ApiKey
 	err = s.store.Atomically(ctx, func(r Repositories) error {
@@ -52,7 +73,7 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 		if disable == !k.DisableTime.IsZero() {
 			return r.Invalidations().Repeat(ctx, staleKey(k, kind)) // already so: a safe retry
 		}
-		now := s.now()
+		now, since := s.now(), k.DisableTime
 		k.DisableTime, k.UpdateTime = time.Time{}, now
 		description := "API key enabled"
 		if disable {
@@ -61,10 +82,33 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 		if err := r.ApiKeys().Update(ctx, k); err != nil {
 			return err
 		}
-		if err := r.Invalidations().Announce(ctx, staleKey(k, kind)); err != nil {
+		if disable {
+			err = r.ApiKeys().DisableAll(ctx, ids, now)
+		} else {
+			err = r.ApiKeys().EnableAll(ctx, ids, since, now)
+		}
+		if err != nil {
 			return err
 		}
-		return recordChange(ctx, r, now, keyChange(k, action, "u", description))
+		stale := []Change{staleKey(k, kind)}
+		if len(together) > maxRevocationChanges {
+			stale = []Change{{Kind: ChangeReset}}
+		} else {
+			for _, d := range together {
+				stale = append(stale, staleKey(d, kind))
+			}
+		}
+		for _, c := range stale {
+			if err := r.Invalidations().Announce(ctx, c); err != nil {
+				return err
+			}
+		}
+		c := keyChange(k, action, "u", description)
+		if len(together) > 0 {
+			c.Description += fmt.Sprintf(" with %d keys it created, or their keys created", len(together))
+			c.Fields = map[string]string{"descendants": strconv.Itoa(len(together))}
+		}
+		return recordChange(ctx, r, now, c)
 	})
 	if err != nil {
 		return nil, err
@@ -100,11 +144,12 @@ type UpdateApiKey struct {
 // apiKeyPaths are the fields UpdateApiKey may change.
 var apiKeyPaths = []string{"name", "scopes", "expire_time", "metadata"}
 
-// Update changes the fields of a key its mask names. New scopes follow the
-// rules of Create: nothing the caller does not hold, nothing of another
-// kind of key; a new expiry is in the future and, when a key calls, not
-// later than its own. A change of anything verification answers (scopes,
-// expiry, metadata) is felt everywhere as a revocation is.
+// Update changes the fields of an active or disabled key its mask names.
+// The key that results follows the rules of Create, whatever changes: no
+// scope the caller does not hold, none of another kind of key, and, when a
+// key calls, no expiry later than its own; a new expiry is in the future.
+// A change of anything verification answers (scopes, expiry, metadata) is
+// felt everywhere as a revocation is.
 func (s *ApiKeyService) Update(ctx context.Context, in UpdateApiKey) (*ApiKey, error) {
 	var v Violations
 	id := checkID(&v, "id", in.ID)
@@ -127,30 +172,36 @@ func (s *ApiKeyService) Update(ctx context.Context, in UpdateApiKey) (*ApiKey, e
 	if err != nil {
 		return nil, err
 	}
+	// The key after the update is handed out again: the caller must hold
+	// every scope it will carry and not be outlived by it, whichever
+	// fields change, as for a rotation.
 	a := tried("api_key.updated", "u", "api_key", k.ID)
-	var scopes []string
+	scopes, expireAfter := k.Scopes, k.ExpireTime
 	if paths["scopes"] {
 		var v Violations
 		if scopes = checkKeyScopes(&v, "scopes", k.TenantID, in.Scopes); v.Err() != nil {
 			return nil, v.Err()
 		}
-		if err := s.grantable(ctx, k.TenantID, scopes, a); err != nil {
-			return nil, err
-		}
 	}
 	if paths["expire_time"] {
-		if err := s.outlives(ctx, k.TenantID, expire, a); err != nil {
-			return nil, err
-		}
+		expireAfter = expire
 	}
+	if err := s.handsOut(ctx, k.TenantID, scopes, expireAfter, a); err != nil {
+		return nil, err
+	}
+	checked := k
 	var out *ApiKey
 	err = s.store.Atomically(ctx, func(r Repositories) error {
 		k, err := keyToChange(ctx, r, id, in.Etag)
 		if err != nil {
 			return err
 		}
-		if !k.RevokeTime.IsZero() {
-			return Errorf(KindFailedPrecondition, "API key %s is revoked and cannot change", k.ID)
+		switch st := k.StatusAt(s.now()); {
+		case st != ApiKeyActive && st != ApiKeyDisabled:
+			return Errorf(KindFailedPrecondition, "API key %s is %s and cannot change", k.ID, st)
+		case !slices.Equal(k.Scopes, checked.Scopes) || !k.ExpireTime.Equal(checked.ExpireTime):
+			// What the caller was checked against changed meanwhile.
+			return Errorf(KindAborted, "API key %s changed during the update; read it again and retry", k.ID)
 		}
 		before := *k
 		if paths["name"] {
@@ -175,8 +226,8 @@ func (s *ApiKeyService) Update(ctx context.Context, in UpdateApiKey) (*ApiKey, e
 				changed = append(changed, p)
 			}
 		}
-		if len(changed) == 0 {
-			return nil // nothing changes: no write, no event
+		if len(changed) == 0 { // nothing changes: no write, no event
+			return r.Invalidations().Repeat(ctx, staleKey(k, ChangeKeyUpdated)) // a retry is felt here before it answers
 		}
 		k.UpdateTime = s.now()
 		if err := r.ApiKeys().Update(ctx, k); err != nil {

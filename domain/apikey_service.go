@@ -284,7 +284,7 @@ func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Durati
 		fresh = &ApiKey{
 			ID: NewID(), TenantID: k.TenantID, Name: k.Name, Prefix: displayPrefix(plaintext),
 			Hash: storedHash(keyDigest(plaintext)), Scopes: k.Scopes, CreateTime: now, UpdateTime: now, ExpireTime: k.ExpireTime,
-			CreatedBy: parent,
+			Metadata: k.Metadata, CreatedBy: parent,
 		}
 		if err := s.issue(ctx, r, fresh, keyDigest(plaintext)); err != nil {
 			return err

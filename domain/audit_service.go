@@ -173,10 +173,10 @@ func (s *AuditService) authorizeRecord(ctx context.Context, events []*AuditEvent
 		}
 		switch {
 		case p.IsPlatformAdmin():
-		case e.TenantID == "":
-			// The platform's own log holds the registry's events, refusals
-			// included: no product writes there.
-			return s.refuse(ctx, PermAuditWrite, e.TenantID, a, "events of no tenant belong to the platform's own log, which products do not write")
+		case e.TenantID == "" || e.TenantID == PlatformTenantID:
+			// The platform's own logs hold the registry's events, refusals
+			// included, and those of its platform keys: no product writes there.
+			return s.refuse(ctx, PermAuditWrite, e.TenantID, a, "events of no tenant and of the platform tenant belong to the platform's own logs, which products do not write")
 		case !bound || e.Product != product:
 			return s.refuse(ctx, PermAuditWrite, e.TenantID, a, "a platform key records events of the product its product:<key> scope names only")
 		}

@@ -167,8 +167,11 @@ func (s *CatalogService) UpdateProduct(ctx context.Context, in UpdateProduct) (*
 		if in.TrialLimits != nil && !maps.Equal(in.TrialLimits, p.TrialLimits) {
 			p.TrialLimits, changed, limitsChanged = in.TrialLimits, append(changed, "trial_limits"), true
 		}
-		if len(changed) == 0 {
-			return nil // nothing changes: no write, no event, so retries are safe
+		if len(changed) == 0 { // nothing changes: no write, no event, so retries are safe
+			if in.DefaultLimits != nil || in.TrialLimits != nil { // a retried change of limits is felt here before it answers
+				return r.Invalidations().Repeat(ctx, Change{Kind: ChangeProductChanged, Product: p.Key})
+			}
+			return nil
 		}
 		p.UpdateTime = s.now()
 		if err := r.Products().Update(ctx, p); err != nil {

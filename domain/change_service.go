@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -51,7 +52,10 @@ func NewChangeService(store Store, now Clock, feed *ChangeFeed) *ChangeService {
 // heartbeat every WatchHeartbeat. A watcher that falls behind is sent a
 // reset instead of what it missed, and so is a change from a replica of an
 // earlier version, which names no key id. A watch opened with an API key
-// ends with Unauthenticated when that key is revoked or rotated.
+// ends with Unauthenticated when that key is revoked, rotated, disabled or
+// updated (its scopes may no longer allow watching; the watcher
+// reconnects with what the key is now), when it expires, and at a reset
+// that finds it no longer valid.
 func (s *ChangeService) Watch(ctx context.Context, stop <-chan struct{}, w Watcher) error {
 	if err := s.allow(ctx, PermChangesWatch, "", nil); err != nil {
 		return err
@@ -67,7 +71,13 @@ func (s *ChangeService) Watch(ctx context.Context, stop <-chan struct{}, w Watch
 	}
 	beat := time.NewTicker(WatchHeartbeat)
 	defer beat.Stop()
-	if err := s.heartbeat(q, w, self); err != nil { // at once, so the watcher trusts at once
+	var expired <-chan time.Time
+	if self.isKey() && !self.ExpireTime.IsZero() {
+		t := time.NewTimer(self.ExpireTime.Sub(s.now()))
+		defer t.Stop()
+		expired = t.C
+	}
+	if err := s.heartbeat(ctx, q, w, self); err != nil { // at once, so the watcher trusts at once
 		return err
 	}
 	for {
@@ -76,12 +86,14 @@ func (s *ChangeService) Watch(ctx context.Context, stop <-chan struct{}, w Watch
 			return nil
 		case <-stop:
 			return nil
+		case <-expired:
+			return Errorf(KindUnauthenticated, "the API key this watch was opened with expired")
 		case c := <-q.ch:
-			if err := s.tell(q, w, self, c); err != nil {
+			if err := s.tell(ctx, q, w, self, c); err != nil {
 				return err
 			}
 		case <-beat.C:
-			if err := s.heartbeat(q, w, self); err != nil {
+			if err := s.heartbeat(ctx, q, w, self); err != nil {
 				return err
 			}
 		}
@@ -91,19 +103,19 @@ func (s *ChangeService) Watch(ctx context.Context, stop <-chan struct{}, w Watch
 // heartbeat sends what is queued, then a heartbeat vouching for the feed's
 // mark taken before: every change before the mark was queued (or made the
 // queue overflow) by the time the mark was taken.
-func (s *ChangeService) heartbeat(q *changeQueue, w Watcher, self Principal) error {
+func (s *ChangeService) heartbeat(ctx context.Context, q *changeQueue, w Watcher, self Principal) error {
 	mark := s.feed.Mark()
 	for {
 		select {
 		case c := <-q.ch:
-			if err := s.tell(q, w, self, c); err != nil {
+			if err := s.tell(ctx, q, w, self, c); err != nil {
 				return err
 			}
 			continue
 		default:
 		}
 		if q.overflow.Load() {
-			if err := s.tell(q, w, self, Change{Kind: ChangeReset}); err != nil {
+			if err := s.tell(ctx, q, w, self, Change{Kind: ChangeReset}); err != nil {
 				return err
 			}
 		}
@@ -112,16 +124,40 @@ func (s *ChangeService) heartbeat(q *changeQueue, w Watcher, self Principal) err
 	}
 }
 
-// tell sends c, or a reset when the queue overflowed before it.
-func (s *ChangeService) tell(q *changeQueue, w Watcher, self Principal, c Change) error {
+// tell sends c, or a reset when the queue overflowed before it, unless
+// it ends the watch.
+func (s *ChangeService) tell(ctx context.Context, q *changeQueue, w Watcher, self Principal, c Change) error {
 	if q.overflow.Swap(false) || c.Kind == ChangeUnknown {
 		q.discard() // what is queued is older than the reset
 		c = Change{Kind: ChangeReset}
 	}
-	if self.isKey() && c.KeyID == self.ID && (c.Kind == ChangeKeyRevoked || c.Kind == ChangeKeyRotated) {
-		return Errorf(KindUnauthenticated, "the API key this watch was opened with was revoked or rotated")
+	if err := s.endsWatch(ctx, self, c); err != nil {
+		return err
 	}
 	return w.Change(c)
+}
+
+// endsWatch is the error that ends a watch opened by self when c makes
+// its key no longer what authenticated it. A reset may hide such a change
+// (a revocation of more keys than are told one by one, a change missed):
+// the key is then read again.
+func (s *ChangeService) endsWatch(ctx context.Context, self Principal, c Change) error {
+	if !self.isKey() {
+		return nil
+	}
+	switch {
+	case c.KeyID == self.ID && c.Kind != ChangeKeyCreated && c.Kind != ChangeKeyEnabled:
+		return Errorf(KindUnauthenticated, "the API key this watch was opened with was %s; reconnect with a valid key", strings.TrimPrefix(string(c.Kind), "api_key."))
+	case c.Kind == ChangeReset:
+		k, err := s.store.ApiKeys().Get(ctx, self.ID)
+		if err != nil {
+			return err
+		}
+		if st := k.StatusAt(s.now()); st != ApiKeyActive {
+			return Errorf(KindUnauthenticated, "the API key this watch was opened with is %s", st)
+		}
+	}
+	return nil
 }
 
 // changeQueue holds the changes delivered to one watch until they are sent.

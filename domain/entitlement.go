@@ -50,9 +50,17 @@ type Entitlement struct {
 func (e *Entitlement) EffectiveLimits() Limits { return e.Limits.Over(e.Base) }
 
 // Etag is the entitlement's version (AIP-154).
+// It is the same for the stored entitlement and a copy made by ReadAt,
+// which may say EXPIRED where the store says TRIAL or ACTIVE: the status
+// adds only whether it is revoked, the rest follows from the source and
+// the expire time.
 func (e *Entitlement) Etag() string {
 	var t etag
-	return t.str(e.TenantID).str(e.Product).str(string(e.Status)).str(string(e.Source)).time(e.StartTime).time(e.ExpireTime).limits(e.Limits).String()
+	revoked := "live"
+	if e.Status == EntitlementRevoked {
+		revoked = "revoked"
+	}
+	return t.str(e.TenantID).str(e.Product).str(revoked).str(string(e.Source)).time(e.StartTime).time(e.ExpireTime).limits(e.Limits).String()
 }
 
 // baseLimits are the limits of p an entitlement of source src starts from.

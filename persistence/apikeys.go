@@ -160,10 +160,29 @@ func (r ApiKeyRepository) CountLive(ctx context.Context, tenantID string, now ti
 // RevokeAll revokes the keys of ids not yet revoked, a chunk of them per
 // statement.
 func (r ApiKeyRepository) RevokeAll(ctx context.Context, ids []string, now time.Time) error {
+	return r.updateAll(ctx, ids, "revoke_time = ?, update_time = ?", []any{storedTime(now), storedTime(now)}, "revoke_time IS NULL")
+}
+
+// DisableAll disables the keys of ids neither revoked nor disabled, a
+// chunk of them per statement.
+func (r ApiKeyRepository) DisableAll(ctx context.Context, ids []string, now time.Time) error {
+	return r.updateAll(ctx, ids, "disable_time = ?, update_time = ?", []any{storedTime(now), storedTime(now)},
+		"disable_time IS NULL AND revoke_time IS NULL")
+}
+
+// EnableAll enables the keys of ids disabled at since, a chunk of them per
+// statement.
+func (r ApiKeyRepository) EnableAll(ctx context.Context, ids []string, since, now time.Time) error {
+	return r.updateAll(ctx, ids, "disable_time = NULL, update_time = ?", []any{storedTime(now)},
+		"disable_time = ? AND revoke_time IS NULL", storedTime(since))
+}
+
+// updateAll sets set on the keys of ids that match where, a chunk of ids
+// per statement.
+func (r ApiKeyRepository) updateAll(ctx context.Context, ids []string, set string, setArgs []any, where string, whereArgs ...any) error {
 	for chunk := range slices.Chunk(ids, 1000) {
-		_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).
-			Set("revoke_time = ?, update_time = ?", storedTime(now), storedTime(now)).
-			Where("id IN (?) AND revoke_time IS NULL", bun.In(chunk)).Exec(ctx)
+		_, err := r.db.NewUpdate().Model((*apiKeyRow)(nil)).Set(set, setArgs...).
+			Where("id IN (?)", bun.In(chunk)).Where(where, whereArgs...).Exec(ctx)
 		if err != nil {
 			return dbError(err)
 		}

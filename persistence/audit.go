@@ -332,15 +332,18 @@ func (l AuditLog) storedByExternalID(ctx context.Context, tenantID string, event
 		var keys []externalIDRow
 		err := l.db.NewSelect().Model(&keys).
 			Where("tenant_id = ? AND product = ? AND external_id IN (?)", tenantID, product, bun.In(idsByProduct[product])).Scan(ctx)
-		if err != nil || len(keys) == 0 {
-			return out, err
+		if err != nil {
+			return nil, dbError(err)
+		}
+		if len(keys) == 0 {
+			continue // none of this product's ids recorded yet; another product's may be
 		}
 		var rows []auditEventRow
 		err = l.db.NewRaw(`SELECT a.* FROM audit_external_ids AS x
 			JOIN audit_events AS a ON a.tenant_id = x.tenant_id AND a.seq = x.seq AND a.receive_time = x.receive_time
 			WHERE x.tenant_id = ? AND x.product = ? AND x.external_id IN (?)`, tenantID, product, bun.In(idsByProduct[product])).Scan(ctx, &rows)
 		if err != nil {
-			return nil, err
+			return nil, dbError(err)
 		}
 		for i := range rows {
 			out[rows[i].Product+"\x00"+rows[i].ExternalID] = rows[i].domain()

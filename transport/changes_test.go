@@ -328,7 +328,8 @@ func TestWatchChangesEndsCleanlyOnShutdown(t *testing.T) {
 }
 
 // TestWatchEndsWhenItsKeyIsRevoked: a product's stream opened with its
-// service key ends, Unauthenticated, when that key is revoked; another
+// service key ends, Unauthenticated, when that key is revoked, disabled,
+// updated (its scopes may no longer allow watching) or expires; another
 // tenant's admin may not open one.
 func TestWatchEndsWhenItsKeyIsRevoked(t *testing.T) {
 	db := testdb.MustOpen(t, "sqlite")
@@ -337,24 +338,47 @@ func TestWatchEndsWhenItsKeyIsRevoked(t *testing.T) {
 	c := newClients(srv.URL)
 	as := func(tok string) context.Context { return context.WithValue(context.Background(), tokenKey{}, tok) }
 	admin := as(iss.token(t, "admin-1", "", "tenant-registry", time.Now().Add(time.Hour), "platform-admin"))
-	created, err := c.keys.CreateApiKey(admin, &v1.CreateApiKeyRequest{
-		TenantId: domain.PlatformTenantID, Name: "reports product", Scopes: []string{"registry:verify"},
-	})
-	if err != nil {
-		t.Fatal(err)
+	endings := []struct {
+		name   string
+		expire time.Duration
+		end    func(id string) error
+	}{
+		{"revoked", 0, func(id string) error {
+			_, err := c.keys.RevokeApiKey(admin, &v1.RevokeApiKeyRequest{Id: id})
+			return err
+		}},
+		{"disabled", 0, func(id string) error {
+			_, err := c.keys.DisableApiKey(admin, &v1.DisableApiKeyRequest{Id: id})
+			return err
+		}},
+		{"updated", 0, func(id string) error {
+			_, err := c.keys.UpdateApiKey(admin, &v1.UpdateApiKeyRequest{Id: id, Scopes: []string{"registry:audit.write"}, UpdateMask: mask("scopes")})
+			return err
+		}},
+		{"expired", 500 * time.Millisecond, func(string) error { return nil }},
 	}
-	w := startWatch(t, as(created.GetPlaintextKey()), c.changes)
-	w.waitFor(t, "the product's stream", func(m []*v1.WatchChangesResponse) bool { return len(m) >= 2 })
-	if _, err := c.keys.RevokeApiKey(admin, &v1.RevokeApiKeyRequest{Id: created.GetApiKey().GetId()}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-w.ended:
-	case <-time.After(3 * time.Second):
-		t.Fatal("the stream of a revoked key goes on")
-	}
-	if connect.CodeOf(w.err) != connect.CodeUnauthenticated {
-		t.Errorf("the stream of a revoked key ended with %v, want Unauthenticated", w.err)
+	for _, e := range endings {
+		req := &v1.CreateApiKeyRequest{TenantId: domain.PlatformTenantID, Name: "reports product", Scopes: []string{"registry:verify"}}
+		if e.expire > 0 {
+			req.ExpireTime = timestamppb.New(srv.Clock.Now().Add(e.expire))
+		}
+		created, err := c.keys.CreateApiKey(admin, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := startWatch(t, as(created.GetPlaintextKey()), c.changes)
+		w.waitFor(t, "the product's stream", func(m []*v1.WatchChangesResponse) bool { return len(m) >= 2 })
+		if err := e.end(created.GetApiKey().GetId()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-w.ended:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("the stream of a key %s goes on", e.name)
+		}
+		if connect.CodeOf(w.err) != connect.CodeUnauthenticated {
+			t.Errorf("the stream of a key %s ended with %v, want Unauthenticated", e.name, w.err)
+		}
 	}
 	tn, err := c.tenants.CreateTenant(admin, &v1.CreateTenantRequest{Slug: "watcher", DisplayName: "Watcher"})
 	if err != nil {

@@ -1,22 +1,28 @@
 package transport
 
 import (
-	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"time"
 
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 )
 
 // timeIn converts an optional timestamp from a request: nil is the zero
-// time; an out-of-range one is a violation naming field.
+// time; an out-of-range one is a violation naming field. So is one before
+// 1970, which no field here means: near year 1 it would also be taken for
+// the zero time ("never") once stored at microsecond precision.
 func timeIn(v *domain.Violations, field string, ts *timestamppb.Timestamp) time.Time {
 	if ts == nil {
 		return time.Time{}
 	}
 	if err := ts.CheckValid(); err != nil {
 		v.Add(field, "is not a valid timestamp")
+		return time.Time{}
+	}
+	if ts.GetSeconds() < 0 {
+		v.Add(field, "must not be before 1970-01-01T00:00:00Z")
 		return time.Time{}
 	}
 	return ts.AsTime()

@@ -921,11 +921,13 @@ func TestProductsDoNotWriteThePlatformLog(t *testing.T) {
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
 		w := newTrustWorld(t, db)
 		_, product := w.key(t, w.admin, domain.PlatformTenantID, "analytics", domain.ScopeAuditWrite, "product:analytics")
-		_, err := w.c.audit.RecordAuditEvent(w.as(product), &v1.RecordAuditEventRequest{Event: &v1.AuditEvent{
-			Product: "analytics", Action: "api_key.created", Crud: "c", Actor: &v1.AuditActor{Id: "root"}, IsFailure: true,
-		}})
-		if connect.CodeOf(err) != connect.CodePermissionDenied {
-			t.Errorf("a product's key appending to the platform log: %v, want PermissionDenied", err)
+		for _, tenant := range []string{"", domain.PlatformTenantID} {
+			_, err := w.c.audit.RecordAuditEvent(w.as(product), &v1.RecordAuditEventRequest{Event: &v1.AuditEvent{
+				TenantId: tenant, Product: "analytics", Action: "api_key.created", Crud: "c", Actor: &v1.AuditActor{Id: "root"}, IsFailure: true,
+			}})
+			if connect.CodeOf(err) != connect.CodePermissionDenied {
+				t.Errorf("a product's key appending to the platform log of tenant %q: %v, want PermissionDenied", tenant, err)
+			}
 		}
 		if _, err := w.c.audit.RecordAuditEvent(w.as(product), &v1.RecordAuditEventRequest{Event: productEvent(w.b.tenantID, "report.viewed")}); err != nil {
 			t.Errorf("a product's key appending to a tenant's log: %v", err)

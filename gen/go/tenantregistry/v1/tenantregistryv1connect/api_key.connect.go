@@ -131,35 +131,40 @@ type ApiKeyServiceClient interface {
 	// naming a platform scope on a tenant key.
 	ImportApiKeys(context.Context, *v1.ImportApiKeysRequest) (*v1.ImportApiKeysResponse, error)
 	// Disables a key: until EnableApiKey, it verifies as DISABLED and is listed
-	// DISABLED. Unlike a revocation it can be undone. Felt everywhere within the
-	// same bound as a revocation. Disabling a disabled key returns it unchanged,
-	// with no audit event.
+	// DISABLED, and so do the keys it created and theirs (pausing a key pauses
+	// what it made). Unlike a revocation it can be undone. Felt everywhere
+	// within the same bound as a revocation. Disabling a disabled key returns
+	// it unchanged, with no audit event.
 	//
 	// Callers: as RevokeApiKey.
 	// Errors: NotFound, also for a key of a tenant the caller may not see;
 	// FailedPrecondition for a revoked key; Aborted for a stale etag.
 	DisableApiKey(context.Context, *v1.DisableApiKeyRequest) (*v1.DisableApiKeyResponse, error)
-	// Enables a disabled key again. Enabling an enabled key returns it
-	// unchanged, with no audit event.
+	// Enables a disabled key again, with the keys disabled together with it
+	// (not those disabled on their own before). Enabling an enabled key returns
+	// it unchanged, with no audit event.
 	//
-	// Callers: as RotateApiKey: enabling hands the key's powers out again, so
-	// the caller must hold every one of its scopes.
+	// Callers: as RotateApiKey: enabling hands the keys' powers out again, so
+	// the caller must hold every one of their scopes and, when a key calls,
+	// outlive them.
 	// Errors: NotFound, also for a key of a tenant the caller may not see;
 	// FailedPrecondition for a revoked key; PermissionDenied naming a scope the
 	// caller does not hold; Aborted for a stale etag.
 	EnableApiKey(context.Context, *v1.EnableApiKeyRequest) (*v1.EnableApiKeyResponse, error)
-	// Changes a key's name, scopes, expiry or metadata: exactly the fields
-	// update_mask names (AIP-134). New scopes follow CreateApiKey's rules: never
-	// more than the caller holds, nor of another kind of key. A new expiry must
-	// be in the future (and, when a key calls, not later than its own). Changed
-	// scopes, expiry or metadata are felt everywhere within the same bound as a
-	// revocation.
+	// Changes an active or disabled key's name, scopes, expiry or metadata:
+	// exactly the fields update_mask names (AIP-134). The key that results
+	// follows CreateApiKey's rules whichever fields change, as a rotation does:
+	// no scope the caller does not hold, none of another kind of key, and, when
+	// a key calls, no expiry later than its own. A new expiry must be in the
+	// future. Changed scopes, expiry or metadata are felt everywhere within the
+	// same bound as a revocation.
 	//
 	// Callers: as RotateApiKey.
 	// Errors: NotFound, also for a key of a tenant the caller may not see;
 	// InvalidArgument naming a bad field or an unknown update_mask path;
-	// PermissionDenied naming a scope; FailedPrecondition for a revoked key;
-	// Aborted for a stale etag.
+	// PermissionDenied naming a scope, or an expiry the calling key would not
+	// outlive; FailedPrecondition for a revoked or expired key; Aborted for a
+	// stale etag, or a key whose scopes or expiry changed during the update.
 	UpdateApiKey(context.Context, *v1.UpdateApiKeyRequest) (*v1.UpdateApiKeyResponse, error)
 }
 
@@ -410,35 +415,40 @@ type ApiKeyServiceHandler interface {
 	// naming a platform scope on a tenant key.
 	ImportApiKeys(context.Context, *v1.ImportApiKeysRequest) (*v1.ImportApiKeysResponse, error)
 	// Disables a key: until EnableApiKey, it verifies as DISABLED and is listed
-	// DISABLED. Unlike a revocation it can be undone. Felt everywhere within the
-	// same bound as a revocation. Disabling a disabled key returns it unchanged,
-	// with no audit event.
+	// DISABLED, and so do the keys it created and theirs (pausing a key pauses
+	// what it made). Unlike a revocation it can be undone. Felt everywhere
+	// within the same bound as a revocation. Disabling a disabled key returns
+	// it unchanged, with no audit event.
 	//
 	// Callers: as RevokeApiKey.
 	// Errors: NotFound, also for a key of a tenant the caller may not see;
 	// FailedPrecondition for a revoked key; Aborted for a stale etag.
 	DisableApiKey(context.Context, *v1.DisableApiKeyRequest) (*v1.DisableApiKeyResponse, error)
-	// Enables a disabled key again. Enabling an enabled key returns it
-	// unchanged, with no audit event.
+	// Enables a disabled key again, with the keys disabled together with it
+	// (not those disabled on their own before). Enabling an enabled key returns
+	// it unchanged, with no audit event.
 	//
-	// Callers: as RotateApiKey: enabling hands the key's powers out again, so
-	// the caller must hold every one of its scopes.
+	// Callers: as RotateApiKey: enabling hands the keys' powers out again, so
+	// the caller must hold every one of their scopes and, when a key calls,
+	// outlive them.
 	// Errors: NotFound, also for a key of a tenant the caller may not see;
 	// FailedPrecondition for a revoked key; PermissionDenied naming a scope the
 	// caller does not hold; Aborted for a stale etag.
 	EnableApiKey(context.Context, *v1.EnableApiKeyRequest) (*v1.EnableApiKeyResponse, error)
-	// Changes a key's name, scopes, expiry or metadata: exactly the fields
-	// update_mask names (AIP-134). New scopes follow CreateApiKey's rules: never
-	// more than the caller holds, nor of another kind of key. A new expiry must
-	// be in the future (and, when a key calls, not later than its own). Changed
-	// scopes, expiry or metadata are felt everywhere within the same bound as a
-	// revocation.
+	// Changes an active or disabled key's name, scopes, expiry or metadata:
+	// exactly the fields update_mask names (AIP-134). The key that results
+	// follows CreateApiKey's rules whichever fields change, as a rotation does:
+	// no scope the caller does not hold, none of another kind of key, and, when
+	// a key calls, no expiry later than its own. A new expiry must be in the
+	// future. Changed scopes, expiry or metadata are felt everywhere within the
+	// same bound as a revocation.
 	//
 	// Callers: as RotateApiKey.
 	// Errors: NotFound, also for a key of a tenant the caller may not see;
 	// InvalidArgument naming a bad field or an unknown update_mask path;
-	// PermissionDenied naming a scope; FailedPrecondition for a revoked key;
-	// Aborted for a stale etag.
+	// PermissionDenied naming a scope, or an expiry the calling key would not
+	// outlive; FailedPrecondition for a revoked or expired key; Aborted for a
+	// stale etag, or a key whose scopes or expiry changed during the update.
 	UpdateApiKey(context.Context, *v1.UpdateApiKeyRequest) (*v1.UpdateApiKeyResponse, error)
 }
 
