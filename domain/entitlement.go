@@ -44,10 +44,29 @@ type Entitlement struct {
 	// trial, when it has any, else its defaults), read with the product.
 	Limits Limits
 	Base   Limits
+
+	// What EffectiveLimits and Etag answer, kept by seal for entitlements
+	// that no longer change (those the key cache holds), so that a warm
+	// verification does not build them again on every call.
+	sealedLimits Limits
+	sealedEtag   string
 }
 
-// EffectiveLimits are the limits in force: Limits over Base.
-func (e *Entitlement) EffectiveLimits() Limits { return e.Limits.Over(e.Base) }
+// EffectiveLimits are the limits in force: Limits over Base. The map of a
+// sealed entitlement is shared: read it, do not change it.
+func (e *Entitlement) EffectiveLimits() Limits {
+	if e.sealedLimits != nil {
+		return e.sealedLimits
+	}
+	return e.Limits.Over(e.Base)
+}
+
+// seal computes what EffectiveLimits and Etag answer once, for an
+// entitlement that will not change again.
+func (e *Entitlement) seal() {
+	e.sealedLimits, e.sealedEtag = nil, ""
+	e.sealedLimits, e.sealedEtag = e.EffectiveLimits(), e.Etag()
+}
 
 // Etag is the entitlement's version (AIP-154).
 // It is the same for the stored entitlement and a copy made by ReadAt,
@@ -55,6 +74,9 @@ func (e *Entitlement) EffectiveLimits() Limits { return e.Limits.Over(e.Base) }
 // adds only whether it is revoked, the rest follows from the source and
 // the expire time.
 func (e *Entitlement) Etag() string {
+	if e.sealedEtag != "" {
+		return e.sealedEtag
+	}
 	var t etag
 	revoked := "live"
 	if e.Status == EntitlementRevoked {

@@ -148,6 +148,7 @@ func (c *KeyCache) storeIfCurrent(gen uint64, store func()) {
 
 // put caches rec under digest unless an invalidation happened since gen.
 func (c *KeyCache) put(digest string, rec *KeyRecord, gen uint64, now time.Time) {
+	sealAll(rec.Entitlements)
 	c.storeIfCurrent(gen, func() {
 		if len(c.keys) >= c.maxKeys {
 			c.evictLocked()
@@ -159,6 +160,15 @@ func (c *KeyCache) put(digest string, rec *KeyRecord, gen uint64, now time.Time)
 		}
 		c.byTenant[tenant][digest] = struct{}{}
 	})
+}
+
+// sealAll seals the entitlements of a record about to be cached: from
+// here on they are shared by every answer from the cache, and never
+// change.
+func sealAll(ents []*Entitlement) {
+	for _, e := range ents {
+		e.seal()
+	}
 }
 
 // putUnknown remembers briefly that digest matches no key.
@@ -193,6 +203,7 @@ func (c *KeyCache) lookupTenant(id string, now time.Time) (rec *TenantRecord, ge
 
 // putTenant caches rec unless an invalidation happened since gen.
 func (c *KeyCache) putTenant(rec *TenantRecord, gen uint64, now time.Time) {
+	sealAll(rec.Entitlements)
 	c.storeIfCurrent(gen, func() {
 		if len(c.tenants) >= c.maxKeys {
 			n := max(1, c.maxKeys/10)

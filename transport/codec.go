@@ -36,6 +36,16 @@ func (c strictJSON) Marshal(message any) ([]byte, error) {
 	return protojson.Marshal(m)
 }
 
+// MarshalAppend lets Connect marshal into its pooled buffers, as its own
+// JSON codec does, instead of growing a fresh slice for every response.
+func (c strictJSON) MarshalAppend(dst []byte, message any) ([]byte, error) {
+	m, ok := message.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a proto message", message)
+	}
+	return protojson.MarshalOptions{}.MarshalAppend(dst, m)
+}
+
 func (c strictJSON) Unmarshal(data []byte, message any) error {
 	m, ok := message.(proto.Message)
 	if !ok {
