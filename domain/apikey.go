@@ -146,14 +146,17 @@ type ApiKey struct {
 	// CreatedBy is the key that created this one, when a key did: revoking
 	// that key revokes this one too.
 	CreatedBy   string
-	DisableTime time.Time         // zero: not disabled
-	Metadata    map[string]string // for the products that verify it; returned by VerifyApiKey
+	DisableTime time.Time // zero: not disabled
+	// DisabledWith is the key whose disabling disabled this one (one it
+	// descends from); empty when it was disabled on its own.
+	DisabledWith string
+	Metadata     map[string]string // for the products that verify it; returned by VerifyApiKey
 }
 
 // Etag is the key's version (AIP-154).
 func (k *ApiKey) Etag() string {
 	var e etag
-	return e.str(k.ID).str(k.Name).list(k.Scopes).time(k.ExpireTime).time(k.RevokeTime).time(k.DisableTime).strings(k.Metadata).String()
+	return e.str(k.ID).str(k.Name).list(k.Scopes).time(k.ExpireTime).time(k.RevokeTime).time(k.DisableTime).str(k.DisabledWith).strings(k.Metadata).String()
 }
 
 // IsPlatform reports whether k is a platform key: a key of the platform
@@ -267,12 +270,14 @@ type ApiKeyRepository interface {
 	Update(ctx context.Context, k *ApiKey) error
 	// RevokeAll revokes, at now, the keys of ids not yet revoked.
 	RevokeAll(ctx context.Context, ids []string, now time.Time) error
-	// DisableAll disables, at now, the keys of ids neither revoked nor
-	// disabled.
-	DisableAll(ctx context.Context, ids []string, now time.Time) error
-	// EnableAll enables, at now, the keys of ids disabled at since: those
-	// disabled with a key, and not on their own before it.
-	EnableAll(ctx context.Context, ids []string, since, now time.Time) error
+	// DisableAll disables, at now and with key with, the keys of ids
+	// neither revoked nor disabled.
+	DisableAll(ctx context.Context, ids []string, with string, now time.Time) error
+	// EnableAll enables, at now, the keys of ids disabled with key with.
+	EnableAll(ctx context.Context, ids []string, with string, now time.Time) error
+	// MoveDisabled makes the keys of ids disabled with key from count as
+	// disabled with key to.
+	MoveDisabled(ctx context.Context, ids []string, from, to string) error
 	// Reparent makes the keys that key from created count as created by key to.
 	Reparent(ctx context.Context, from, to string) error
 	// Rehash replaces a key's hash if it still is oldHash.

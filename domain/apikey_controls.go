@@ -12,14 +12,16 @@ import (
 
 // Disable disables key id, and the keys it created and theirs, until
 // Enable: they verify as DISABLED, so that pausing a key pauses what it
-// made. A disabled key is returned unchanged, with no event.
+// made. A key disabled on its own is returned unchanged, with no event;
+// one disabled with a key it descends from is now disabled on its own as
+// well, so that enabling that key leaves it disabled.
 func (s *ApiKeyService) Disable(ctx context.Context, id, etag string) (*ApiKey, error) {
 	return s.setDisabled(ctx, id, etag, true)
 }
 
-// Enable enables a disabled key again, with the keys disabled together
-// with it (not those disabled on their own before). Enabling hands their
-// powers out again, so the caller must hold their scopes, as for a
+// Enable enables a disabled key again, with the keys disabled with it
+// (not those disabled on their own, before or since). Enabling hands
+// their powers out again, so the caller must hold their scopes, as for a
 // rotation.
 func (s *ApiKeyService) Enable(ctx context.Context, id, etag string) (*ApiKey, error) {
 	return s.setDisabled(ctx, id, etag, false)
@@ -38,28 +40,7 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 	if err != nil {
 		return nil, err
 	}
-	descendants, err := s.store.ApiKeys().Descendants(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	together := descendants[:0]
-	for _, d := range descendants {
-		if disable && d.DisableTime.IsZero() || !disable && !k.DisableTime.IsZero() && d.DisableTime.Equal(k.DisableTime) {
-			together = append(together, d)
-		}
-	}
-	if !disable {
-		a := tried(action, "u", "api_key", k.ID)
-		for _, d := range append([]*ApiKey{k}, together...) {
-			if err := s.handsOut(ctx, d.TenantID, d.Scopes, d.ExpireTime, a); err != nil {
-				return nil, err
-			}
-		}
-	}
-	ids := make([]string, len(together))
-	for i, d := range together {
-		ids[i] = d.ID
-	}
+	a := tried(action, "u", "api_key", k.ID)
 	var out *ApiKey
 	err = s.store.Atomically(ctx, func(r Repositories) error {
 		k, err := keyToChange(ctx, r, id, etag)
@@ -70,11 +51,42 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 			return Errorf(KindFailedPrecondition, "API key %s is revoked; a revocation cannot be undone", k.ID)
 		}
 		out = k
-		if disable == !k.DisableTime.IsZero() {
+		now := s.now()
+		switch {
+		case disable && !k.DisableTime.IsZero() && k.DisabledWith != "":
+			// Disabled with a key it descends from, now disabled on its
+			// own as well: enabling that key leaves it disabled.
+			// So are the keys it made that were disabled with that key.
+			with := k.DisabledWith
+			k.DisabledWith, k.UpdateTime = "", now
+			if err := r.ApiKeys().Update(ctx, k); err != nil {
+				return err
+			}
+			descendants, err := r.ApiKeys().Descendants(ctx, k.ID)
+			if err != nil {
+				return err
+			}
+			ids := make([]string, len(descendants))
+			for i, d := range descendants {
+				ids[i] = d.ID
+			}
+			if err := r.ApiKeys().MoveDisabled(ctx, ids, with, k.ID); err != nil {
+				return err
+			}
+			c := keyChange(k, action, "u", "API key disabled on its own; it was disabled with the key that created it, or one of its creators")
+			c.Fields = map[string]string{"disabled_with": with}
+			return recordChange(ctx, r, now, c)
+		case disable == !k.DisableTime.IsZero():
 			return r.Invalidations().Repeat(ctx, staleKey(k, kind)) // already so: a safe retry
 		}
-		now, since := s.now(), k.DisableTime
-		k.DisableTime, k.UpdateTime = time.Time{}, now
+		if !disable {
+			// Enabling hands the key out again: check it as it is now, in
+			// this transaction, and record a refusal once it rolled back.
+			if why := handOutRefusal(CallerFrom(ctx).Principal, k.TenantID, k.Scopes, k.ExpireTime); why != "" {
+				return &handOutRefused{k.TenantID, why}
+			}
+		}
+		k.DisableTime, k.DisabledWith, k.UpdateTime = time.Time{}, "", now
 		description := "API key enabled"
 		if disable {
 			k.DisableTime, description = now, "API key disabled"
@@ -82,11 +94,7 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 		if err := r.ApiKeys().Update(ctx, k); err != nil {
 			return err
 		}
-		if disable {
-			err = r.ApiKeys().DisableAll(ctx, ids, now)
-		} else {
-			err = r.ApiKeys().EnableAll(ctx, ids, since, now)
-		}
+		together, err := s.reachDescendants(ctx, r, k, disable, now)
 		if err != nil {
 			return err
 		}
@@ -111,9 +119,54 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 		return recordChange(ctx, r, now, c)
 	})
 	if err != nil {
-		return nil, err
+		return nil, s.refusedAfter(ctx, err, a)
 	}
 	return out, nil
+}
+
+// reachDescendants disables (or enables) with k the keys k created, and
+// theirs: on disabling, those not disabled; on enabling, those disabled
+// with k, each of which the caller must be able to hand out. It walks
+// again until a walk finds nothing new, so that a key whose creation
+// committed while this ran (its creator locked, then read as active) is
+// reached too; after k is written no key it descends from can create
+// one.
+func (s *ApiKeyService) reachDescendants(ctx context.Context, r Repositories, k *ApiKey, disable bool, now time.Time) ([]*ApiKey, error) {
+	p := CallerFrom(ctx).Principal
+	seen := map[string]bool{}
+	var reached []*ApiKey
+	for {
+		descendants, err := r.ApiKeys().Descendants(ctx, k.ID)
+		if err != nil {
+			return nil, err
+		}
+		var next []*ApiKey
+		var ids []string
+		for _, d := range descendants {
+			if seen[d.ID] || disable && !d.DisableTime.IsZero() || !disable && d.DisabledWith != k.ID {
+				continue
+			}
+			if !disable {
+				if why := handOutRefusal(p, d.TenantID, d.Scopes, d.ExpireTime); why != "" {
+					return nil, &handOutRefused{d.TenantID, why}
+				}
+			}
+			seen[d.ID] = true
+			next, ids = append(next, d), append(ids, d.ID)
+		}
+		if len(next) == 0 {
+			return reached, nil
+		}
+		if disable {
+			err = r.ApiKeys().DisableAll(ctx, ids, k.ID, now)
+		} else {
+			err = r.ApiKeys().EnableAll(ctx, ids, k.ID, now)
+		}
+		if err != nil {
+			return nil, err
+		}
+		reached = append(reached, next...)
+	}
 }
 
 // keyToChange locks key id in r, refusing it with Aborted when it changed

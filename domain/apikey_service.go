@@ -3,6 +3,7 @@ package domain
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -63,21 +64,21 @@ func (s *ApiKeyService) loadKey(ctx context.Context, id, action string) (*ApiKey
 // outlives refuses a key of expiry expire (zero: never) from a key
 // principal that expires sooner: a key hands out nothing that outlives it.
 func (s *ApiKeyService) outlives(ctx context.Context, tenantID string, expire time.Time, a *attempt) error {
-	p := CallerFrom(ctx).Principal
-	if p.Type != PrincipalTenantKey && p.Type != PrincipalPlatformKey || p.ExpireTime.IsZero() {
-		return nil
+	return s.refuseFor(ctx, tenantID, a, outlived(CallerFrom(ctx).Principal, expire))
+}
+
+// outlived is why principal p may not hand out a key of expiry expire, or "".
+func outlived(p Principal, expire time.Time) string {
+	if !p.isKey() || p.ExpireTime.IsZero() || !expire.IsZero() && !expire.After(p.ExpireTime) {
+		return ""
 	}
-	if expire.IsZero() || expire.After(p.ExpireTime) {
-		return s.refuse(ctx, PermKeysManage, tenantID, a, fmt.Sprintf(
-			"the calling key expires at %s and cannot create a key that outlives it: set expire_time at or before then",
-			p.ExpireTime.Format(time.RFC3339)))
-	}
-	return nil
+	return fmt.Sprintf("the calling key expires at %s and cannot create a key that outlives it: set expire_time at or before then",
+		p.ExpireTime.Format(time.RFC3339))
 }
 
 // createdBy is the key a new key is created by: the calling key, if a key calls.
 func createdBy(ctx context.Context) string {
-	if p := CallerFrom(ctx).Principal; p.Type == PrincipalTenantKey || p.Type == PrincipalPlatformKey {
+	if p := CallerFrom(ctx).Principal; p.isKey() {
 		return p.ID
 	}
 	return ""
@@ -86,10 +87,41 @@ func createdBy(ctx context.Context) string {
 // handsOut refuses a credential of tenantID with scopes and expiry expire
 // that the caller may not hand out: see grantable and outlives.
 func (s *ApiKeyService) handsOut(ctx context.Context, tenantID string, scopes []string, expire time.Time, a *attempt) error {
-	if err := s.grantable(ctx, tenantID, scopes, a); err != nil {
-		return err
+	return s.refuseFor(ctx, tenantID, a, handOutRefusal(CallerFrom(ctx).Principal, tenantID, scopes, expire))
+}
+
+// handOutRefusal is why principal p may not hand out a credential of
+// tenantID with scopes and expiry expire, or "": for checks made inside a
+// transaction, which carry it out as a handOutRefused.
+func handOutRefusal(p Principal, tenantID string, scopes []string, expire time.Time) string {
+	if why := ungrantable(p, tenantID, scopes); why != "" {
+		return why
 	}
-	return s.outlives(ctx, tenantID, expire, a)
+	return outlived(p, expire)
+}
+
+// handOutRefused ends a transaction that found the caller may not hand a
+// key out; the refusal is recorded once the transaction has rolled back.
+type handOutRefused struct{ tenantID, why string }
+
+func (r *handOutRefused) Error() string { return r.why }
+
+// refusedAfter records and answers a handOutRefused that ended a
+// transaction; any other error is returned as it is.
+func (s *ApiKeyService) refusedAfter(ctx context.Context, err error, a *attempt) error {
+	var r *handOutRefused
+	if errors.As(err, &r) {
+		return s.refuse(ctx, PermKeysManage, r.tenantID, a, r.why)
+	}
+	return err
+}
+
+// refuseFor refuses, recording it, when why is not empty.
+func (s *ApiKeyService) refuseFor(ctx context.Context, tenantID string, a *attempt, why string) error {
+	if why == "" {
+		return nil
+	}
+	return s.refuse(ctx, PermKeysManage, tenantID, a, why)
 }
 
 // grantable refuses, with PermissionDenied naming the scope, a credential
@@ -97,18 +129,21 @@ func (s *ApiKeyService) handsOut(ctx context.Context, tenantID string, scopes []
 // one the caller does not hold itself: a principal hands out only what it
 // holds, where it holds it.
 func (s *ApiKeyService) grantable(ctx context.Context, tenantID string, scopes []string, a *attempt) error {
-	p := CallerFrom(ctx).Principal
+	return s.refuseFor(ctx, tenantID, a, ungrantable(CallerFrom(ctx).Principal, tenantID, scopes))
+}
+
+// ungrantable is why principal p may not grant scopes on a key of
+// tenantID, or "".
+func ungrantable(p Principal, tenantID string, scopes []string) string {
 	for _, scope := range scopes {
 		switch {
 		case tenantID != PlatformTenantID && IsPlatformScope(scope):
-			return s.refuse(ctx, PermKeysManage, tenantID, a,
-				fmt.Sprintf("scope %s is carried by platform keys only (keys of tenant %s)", scope, PlatformTenantID))
+			return fmt.Sprintf("scope %s is carried by platform keys only (keys of tenant %s)", scope, PlatformTenantID)
 		case !p.Holds(scope):
-			return s.refuse(ctx, PermKeysManage, tenantID, a,
-				fmt.Sprintf("the caller does not hold scope %s and so cannot grant it", scope))
+			return fmt.Sprintf("the caller does not hold scope %s and so cannot grant it", scope)
 		}
 	}
-	return nil
+	return ""
 }
 
 // CreateApiKey is the input of ApiKeyService.Create.
@@ -167,6 +202,18 @@ func (s *ApiKeyService) issue(ctx context.Context, r Repositories, k *ApiKey, di
 	}
 	if t.Status == TenantFrozen {
 		return Errorf(KindFailedPrecondition, "tenant %s is FROZEN: activate it before issuing keys", t.ID)
+	}
+	// A key creating a key is locked and must still be active: otherwise
+	// a key made while its creator is revoked or disabled would be missed
+	// by the walk over the creator's descendants and outlast it.
+	if caller := createdBy(ctx); caller != "" {
+		creator, err := r.ApiKeys().GetForUpdate(ctx, caller)
+		if err != nil {
+			return err
+		}
+		if st := creator.StatusAt(s.now()); st != ApiKeyActive {
+			return Errorf(KindUnauthenticated, "the calling API key is %s", st)
+		}
 	}
 	if err := productScopesExist(ctx, r, "scopes", k.Scopes); err != nil {
 		return err
@@ -263,7 +310,7 @@ func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Durati
 	if err := s.handsOut(ctx, k.TenantID, k.Scopes, k.ExpireTime, a); err != nil {
 		return nil, "", nil, err
 	}
-	plaintext := NewPlaintextKey()
+	plaintext, checked := NewPlaintextKey(), k
 	var fresh, old *ApiKey
 	err = s.store.Atomically(ctx, func(r Repositories) error {
 		k, err := r.ApiKeys().GetForUpdate(ctx, id)
@@ -273,6 +320,10 @@ func (s *ApiKeyService) Rotate(ctx context.Context, id string, grace time.Durati
 		now := s.now()
 		if st := k.StatusAt(now); st != ApiKeyActive {
 			return Errorf(KindFailedPrecondition, "API key %s is %s and cannot be rotated", k.ID, st)
+		}
+		if !slices.Equal(k.Scopes, checked.Scopes) || !k.ExpireTime.Equal(checked.ExpireTime) {
+			// What the caller was checked against changed meanwhile.
+			return Errorf(KindAborted, "API key %s changed during the rotation; read it again and retry", k.ID)
 		}
 		// The successor takes the old key's place in the lineage (a key
 		// rotating another becomes its creator), and the keys the old one
@@ -440,16 +491,27 @@ func revokeWithDescendants(ctx context.Context, r Repositories, k *ApiKey, now t
 	if err := r.ApiKeys().Update(ctx, k); err != nil {
 		return err
 	}
-	descendants, err := r.ApiKeys().Descendants(ctx, k.ID)
-	if err != nil {
-		return err
-	}
-	ids := make([]string, len(descendants))
-	for i, d := range descendants {
-		ids[i] = d.ID
-	}
-	if err := r.ApiKeys().RevokeAll(ctx, ids, now); err != nil {
-		return err
+	// Walked again until a walk finds nothing: a key whose creation
+	// committed while this ran (its creator locked, then read as active)
+	// is revoked too; after k is written, no key it descends from can
+	// create one.
+	var descendants []*ApiKey
+	for {
+		found, err := r.ApiKeys().Descendants(ctx, k.ID)
+		if err != nil {
+			return err
+		}
+		if len(found) == 0 {
+			break
+		}
+		ids := make([]string, len(found))
+		for i, d := range found {
+			ids[i] = d.ID
+		}
+		if err := r.ApiKeys().RevokeAll(ctx, ids, now); err != nil {
+			return err
+		}
+		descendants = append(descendants, found...)
 	}
 	stale := []Change{staleKey(k, ChangeKeyRevoked)}
 	if len(descendants) > maxRevocationChanges {

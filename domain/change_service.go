@@ -53,9 +53,9 @@ func NewChangeService(store Store, now Clock, feed *ChangeFeed) *ChangeService {
 // reset instead of what it missed, and so is a change from a replica of an
 // earlier version, which names no key id. A watch opened with an API key
 // ends with Unauthenticated when that key is revoked, rotated, disabled or
-// updated (its scopes may no longer allow watching; the watcher
-// reconnects with what the key is now), when it expires, and at a reset
-// that finds it no longer valid.
+// updated in what verification answers (its scopes may no longer allow
+// watching; the watcher reconnects with what the key is now), when it
+// expires, and at a reset that finds it no longer valid.
 func (s *ChangeService) Watch(ctx context.Context, stop <-chan struct{}, w Watcher) error {
 	if err := s.allow(ctx, PermChangesWatch, "", nil); err != nil {
 		return err
@@ -65,8 +65,9 @@ func (s *ChangeService) Watch(ctx context.Context, stop <-chan struct{}, w Watch
 	unsubscribe := s.feed.SubscribeOrdered(q.offer)
 	defer unsubscribe()
 	// Subscribed first: a change committed from here on is told after the
-	// reset; one committed before is covered by it.
-	if err := w.Change(Change{Kind: ChangeReset}); err != nil {
+	// reset; one committed before is covered by it, and its key is read
+	// again, for a change between its authentication and the subscription.
+	if err := s.tell(ctx, q, w, self, Change{Kind: ChangeReset}); err != nil {
 		return err
 	}
 	beat := time.NewTicker(WatchHeartbeat)

@@ -27,6 +27,7 @@ type apiKeyRow struct {
 	LastUsedTime time.Time         `bun:"last_used_time,nullzero"`
 	CreatedBy    string            `bun:"created_by_key,nullzero"`
 	DisableTime  time.Time         `bun:"disable_time,nullzero"`
+	DisabledWith string            `bun:"disabled_with_key,nullzero"`
 	Metadata     map[string]string `bun:"metadata,notnull"`
 }
 
@@ -39,7 +40,7 @@ func newApiKeyRow(k *domain.ApiKey) *apiKeyRow {
 		ID: k.ID, TenantID: k.TenantID, Name: k.Name, Prefix: k.Prefix, Hash: k.Hash, Scopes: scopes,
 		CreateTime: storedTime(k.CreateTime), UpdateTime: storedTime(k.UpdateTime), ExpireTime: storedTime(k.ExpireTime),
 		RevokeTime: storedTime(k.RevokeTime), LastUsedTime: storedTime(k.LastUsedTime), CreatedBy: k.CreatedBy,
-		DisableTime: storedTime(k.DisableTime), Metadata: metadataRow(k.Metadata),
+		DisableTime: storedTime(k.DisableTime), DisabledWith: k.DisabledWith, Metadata: metadataRow(k.Metadata),
 	}
 }
 
@@ -56,7 +57,7 @@ func (r *apiKeyRow) domain() *domain.ApiKey {
 		ID: r.ID, TenantID: r.TenantID, Name: r.Name, Prefix: r.Prefix, Hash: r.Hash, Scopes: r.Scopes,
 		CreateTime: utc(r.CreateTime), UpdateTime: utc(r.UpdateTime), ExpireTime: utc(r.ExpireTime),
 		RevokeTime: utc(r.RevokeTime), LastUsedTime: utc(r.LastUsedTime), CreatedBy: r.CreatedBy,
-		DisableTime: utc(r.DisableTime), Metadata: metadataRow(r.Metadata),
+		DisableTime: utc(r.DisableTime), DisabledWith: r.DisabledWith, Metadata: metadataRow(r.Metadata),
 	}
 }
 
@@ -124,7 +125,7 @@ func (r ApiKeyRepository) List(ctx context.Context, tenantID, afterID string, li
 // Update writes a key's expire, revoke and update times.
 func (r ApiKeyRepository) Update(ctx context.Context, k *domain.ApiKey) error {
 	res, err := r.db.NewUpdate().Model(newApiKeyRow(k)).
-		Column("name", "scopes", "expire_time", "revoke_time", "disable_time", "metadata", "update_time").WherePK().Exec(ctx)
+		Column("name", "scopes", "expire_time", "revoke_time", "disable_time", "disabled_with_key", "metadata", "update_time").WherePK().Exec(ctx)
 	if err != nil {
 		return dbError(err)
 	}
@@ -163,18 +164,24 @@ func (r ApiKeyRepository) RevokeAll(ctx context.Context, ids []string, now time.
 	return r.updateAll(ctx, ids, "revoke_time = ?, update_time = ?", []any{storedTime(now), storedTime(now)}, "revoke_time IS NULL")
 }
 
-// DisableAll disables the keys of ids neither revoked nor disabled, a
-// chunk of them per statement.
-func (r ApiKeyRepository) DisableAll(ctx context.Context, ids []string, now time.Time) error {
-	return r.updateAll(ctx, ids, "disable_time = ?, update_time = ?", []any{storedTime(now), storedTime(now)},
+// DisableAll disables the keys of ids neither revoked nor disabled, with
+// key with, a chunk of them per statement.
+func (r ApiKeyRepository) DisableAll(ctx context.Context, ids []string, with string, now time.Time) error {
+	return r.updateAll(ctx, ids, "disable_time = ?, disabled_with_key = ?, update_time = ?", []any{storedTime(now), with, storedTime(now)},
 		"disable_time IS NULL AND revoke_time IS NULL")
 }
 
-// EnableAll enables the keys of ids disabled at since, a chunk of them per
-// statement.
-func (r ApiKeyRepository) EnableAll(ctx context.Context, ids []string, since, now time.Time) error {
-	return r.updateAll(ctx, ids, "disable_time = NULL, update_time = ?", []any{storedTime(now)},
-		"disable_time = ? AND revoke_time IS NULL", storedTime(since))
+// EnableAll enables the keys of ids disabled with key with, a chunk of
+// them per statement.
+func (r ApiKeyRepository) EnableAll(ctx context.Context, ids []string, with string, now time.Time) error {
+	return r.updateAll(ctx, ids, "disable_time = NULL, disabled_with_key = NULL, update_time = ?", []any{storedTime(now)},
+		"disabled_with_key = ? AND revoke_time IS NULL", with)
+}
+
+// MoveDisabled makes the keys of ids disabled with key from count as
+// disabled with key to, a chunk of them per statement.
+func (r ApiKeyRepository) MoveDisabled(ctx context.Context, ids []string, from, to string) error {
+	return r.updateAll(ctx, ids, "disabled_with_key = ?", []any{to}, "disabled_with_key = ?", from)
 }
 
 // updateAll sets set on the keys of ids that match where, a chunk of ids
@@ -240,6 +247,7 @@ type verificationRow struct {
 	RevokeTime   time.Time         `bun:"revoke_time,nullzero"`
 	LastUsedTime time.Time         `bun:"last_used_time,nullzero"`
 	DisableTime  time.Time         `bun:"disable_time,nullzero"`
+	DisabledWith string            `bun:"disabled_with_key,nullzero"`
 	Metadata     map[string]string `bun:"metadata"`
 	TenantSlug   string            `bun:"tenant_slug"`
 	TenantStatus string            `bun:"tenant_status"`

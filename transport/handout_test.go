@@ -3,7 +3,9 @@ package transport_test
 import (
 	"context"
 	"maps"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,13 +129,13 @@ func TestRotationKeepsMetadata(t *testing.T) {
 
 // TestDisablingAKeyDisablesWhatItMade: the keys a disabled key created,
 // and theirs, verify as DISABLED with it and come back with it; a key
-// disabled on its own before stays disabled.
+// disabled on its own, before or after, stays disabled.
 func TestDisablingAKeyDisablesWhatItMade(t *testing.T) {
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
 		w := newTrustWorld(t, db)
 		adminA := w.user(t, "alice", w.tenantA, domain.RoleTenantAdmin)
 		parentID, parent := w.key(t, adminA, w.tenantA, "automation", domain.ScopeKeysManage, "analytics:read")
-		_, child := w.key(t, parent, w.tenantA, "child", domain.ScopeKeysManage, "analytics:read")
+		childID, child := w.key(t, parent, w.tenantA, "child", domain.ScopeKeysManage, "analytics:read")
 		_, grandchild := w.key(t, child, w.tenantA, "grandchild", "analytics:read")
 		pausedID, paused := w.key(t, parent, w.tenantA, "paused before", "analytics:read")
 		if _, err := w.c.keys.DisableApiKey(w.as(adminA), &v1.DisableApiKeyRequest{Id: pausedID}); err != nil {
@@ -161,6 +163,21 @@ func TestDisablingAKeyDisablesWhatItMade(t *testing.T) {
 			verify(what+" once the parent is enabled", key, v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_VALID)
 		}
 		verify("the key paused before", paused, v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_DISABLED)
+
+		// A key disabled with its creator, then disabled by name (the
+		// one that leaked), stays disabled when the creator comes back.
+		if _, err := w.c.keys.DisableApiKey(w.as(adminA), &v1.DisableApiKeyRequest{Id: parentID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.c.keys.DisableApiKey(w.as(adminA), &v1.DisableApiKeyRequest{Id: childID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.c.keys.EnableApiKey(w.as(adminA), &v1.EnableApiKeyRequest{Id: parentID}); err != nil {
+			t.Fatal(err)
+		}
+		verify("the parent enabled again", parent, v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_VALID)
+		verify("the child disabled by name meanwhile", child, v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_DISABLED)
+		verify("the grandchild, disabled with the child", grandchild, v1.ApiKeyVerificationCode_API_KEY_VERIFICATION_CODE_DISABLED)
 	})
 }
 
@@ -224,6 +241,98 @@ func TestExpiredEntitlementsKeepTheirEtag(t *testing.T) {
 		})
 		if err != nil {
 			t.Errorf("renewing with the etag of the expired entitlement: %v", err)
+		}
+	})
+}
+
+// TestKeysMadeWhileTheirCreatorIsStoppedDoNotOutliveIt: a key creating a
+// key at the moment it is revoked or disabled either is refused or has its
+// new key revoked or disabled with it; no new key is left valid under a
+// stopped creator, whichever commits first.
+func TestKeysMadeWhileTheirCreatorIsStoppedDoNotOutliveIt(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		w := newTrustWorld(t, db)
+		adminA := w.user(t, "alice", w.tenantA, domain.RoleTenantAdmin)
+		stops := map[string]func(id string) error{
+			"revoked": func(id string) error {
+				_, err := w.c.keys.RevokeApiKey(w.as(adminA), &v1.RevokeApiKeyRequest{Id: id})
+				return err
+			},
+			"disabled": func(id string) error {
+				_, err := w.c.keys.DisableApiKey(w.as(adminA), &v1.DisableApiKeyRequest{Id: id})
+				return err
+			},
+		}
+		for name, stop := range stops {
+			left := 0
+			for i := range 30 {
+				creatorID, creator := w.key(t, adminA, w.tenantA, "automation", domain.ScopeKeysManage, "analytics:read")
+				var made *v1.CreateApiKeyResponse
+				var wg sync.WaitGroup
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					made, _ = w.c.keys.CreateApiKey(w.as(creator), &v1.CreateApiKeyRequest{TenantId: w.tenantA, Name: "child", Scopes: []string{"analytics:read"}})
+				}()
+				go func() {
+					defer wg.Done()
+					time.Sleep(time.Duration(i%6) * 200 * time.Microsecond) // land on either side of the creation
+					if err := stop(creatorID); err != nil {
+						t.Error(err)
+					}
+				}()
+				wg.Wait()
+				if made == nil {
+					continue // refused: the creator was stopped first
+				}
+				v, err := w.c.keys.VerifyApiKey(w.as(w.admin), &v1.VerifyApiKeyRequest{Key: made.GetPlaintextKey()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v.GetValid() {
+					left++
+				}
+			}
+			if left > 0 {
+				t.Errorf("%d of 30 keys made as their creator was %s are still valid", left, name)
+			}
+		}
+	})
+}
+
+// TestRotationRacingAnUpdateHandsOutNoMore: a key rotating a key while an
+// admin widens that key's scopes gets either the old scopes or Aborted,
+// never the plaintext of a key carrying a scope it does not hold.
+func TestRotationRacingAnUpdateHandsOutNoMore(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		w := newTrustWorld(t, db)
+		adminA := w.user(t, "alice", w.tenantA, domain.RoleTenantAdmin)
+		_, automation := w.key(t, adminA, w.tenantA, "automation", domain.ScopeKeysManage, "analytics:read")
+		gained := 0
+		for i := range 30 {
+			target, _ := w.key(t, adminA, w.tenantA, "target", "analytics:read")
+			var rotated *v1.RotateApiKeyResponse
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				rotated, _ = w.c.keys.RotateApiKey(w.as(automation), &v1.RotateApiKeyRequest{Id: target})
+			}()
+			go func() {
+				defer wg.Done()
+				time.Sleep(time.Duration(i%6) * 200 * time.Microsecond)
+				_, err := w.c.keys.UpdateApiKey(w.as(adminA), &v1.UpdateApiKeyRequest{Id: target, Scopes: []string{"analytics:read", "analytics:write"}, UpdateMask: mask("scopes")})
+				if err != nil && connect.CodeOf(err) != connect.CodeFailedPrecondition { // rotated first: the old key may be expired
+					t.Error(err)
+				}
+			}()
+			wg.Wait()
+			if rotated != nil && slices.Contains(rotated.GetApiKey().GetScopes(), "analytics:write") {
+				gained++
+			}
+		}
+		if gained > 0 {
+			t.Errorf("a key without analytics:write received a key with it %d times of 30", gained)
 		}
 	})
 }

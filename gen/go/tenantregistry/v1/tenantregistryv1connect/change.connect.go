@@ -49,7 +49,8 @@ type ChangeServiceClient interface {
 	// behind is sent a reset instead of what it missed: reconnect at once, to
 	// any replica, and start again from the reset. A stream opened with an API
 	// key ends with Unauthenticated when that key is revoked, rotated, disabled,
-	// updated or expires: reconnect with a valid key.
+	// expires, or has its scopes, expiry or metadata updated: reconnect with a
+	// valid key.
 	//
 	// Callers: platform admins; product service keys with scope
 	// `registry:verify`. Tenant admins may not watch: tenant keys cannot call
@@ -100,7 +101,8 @@ type ChangeServiceHandler interface {
 	// behind is sent a reset instead of what it missed: reconnect at once, to
 	// any replica, and start again from the reset. A stream opened with an API
 	// key ends with Unauthenticated when that key is revoked, rotated, disabled,
-	// updated or expires: reconnect with a valid key.
+	// expires, or has its scopes, expiry or metadata updated: reconnect with a
+	// valid key.
 	//
 	// Callers: platform admins; product service keys with scope
 	// `registry:verify`. Tenant admins may not watch: tenant keys cannot call

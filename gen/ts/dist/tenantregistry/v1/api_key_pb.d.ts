@@ -1148,8 +1148,8 @@ export declare const ApiKeyService: GenService<{
    * Disables a key: until EnableApiKey, it verifies as DISABLED and is listed
    * DISABLED, and so do the keys it created and theirs (pausing a key pauses
    * what it made). Unlike a revocation it can be undone. Felt everywhere
-   * within the same bound as a revocation. Disabling a disabled key returns
-   * it unchanged, with no audit event.
+   * within the same bound as a revocation. Disabling a key disabled on its own
+   * returns it unchanged, with no audit event.
    *
    * Callers: as RevokeApiKey.
    * Errors: NotFound, also for a key of a tenant the caller may not see;
@@ -1163,9 +1163,10 @@ export declare const ApiKeyService: GenService<{
     output: typeof DisableApiKeyResponseSchema;
   },
   /**
-   * Enables a disabled key again, with the keys disabled together with it
-   * (not those disabled on their own before). Enabling an enabled key returns
-   * it unchanged, with no audit event.
+   * Enables a disabled key again, with the keys disabled with it (not those
+   * disabled on their own, before or since: disabling a key that was disabled
+   * with its creator makes it disabled on its own). Enabling an enabled key
+   * returns it unchanged, with no audit event.
    *
    * Callers: as RotateApiKey: enabling hands the keys' powers out again, so
    * the caller must hold every one of their scopes and, when a key calls,

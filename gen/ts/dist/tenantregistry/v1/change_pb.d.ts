@@ -289,7 +289,8 @@ export declare const ChangeService: GenService<{
    * behind is sent a reset instead of what it missed: reconnect at once, to
    * any replica, and start again from the reset. A stream opened with an API
    * key ends with Unauthenticated when that key is revoked, rotated, disabled,
-   * updated or expires: reconnect with a valid key.
+   * expires, or has its scopes, expiry or metadata updated: reconnect with a
+   * valid key.
    *
    * Callers: platform admins; product service keys with scope
    * `registry:verify`. Tenant admins may not watch: tenant keys cannot call
