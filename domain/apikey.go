@@ -50,8 +50,19 @@ func encodeBase62(n *big.Int, width int) string {
 	return string(out)
 }
 
+// keyChecksum is the base62 CRC32 that ends a key of body s.
 func keyChecksum(s string) string {
-	return encodeBase62(new(big.Int).SetUint64(uint64(crc32.ChecksumIEEE([]byte(s)))), keyChecksumLen)
+	sum := checksumOf(s)
+	return string(sum[:])
+}
+
+func checksumOf(s string) (out [keyChecksumLen]byte) {
+	n := crc32.ChecksumIEEE([]byte(s))
+	for i := keyChecksumLen - 1; i >= 0; i-- {
+		out[i] = base62[n%62]
+		n /= 62
+	}
+	return out
 }
 
 // NewPlaintextKey returns a new random API key.
@@ -96,7 +107,7 @@ func parseKey(key string) keyShape {
 	case !strings.HasPrefix(key, KeyPrefix):
 		return keyMalformed
 	case len(key) == keyLen && isBase62(key[len(KeyPrefix):]):
-		if keyChecksum(key[:keyLen-keyChecksumLen]) == key[keyLen-keyChecksumLen:] {
+		if sum := checksumOf(key[:keyLen-keyChecksumLen]); string(sum[:]) == key[keyLen-keyChecksumLen:] { // no allocation on the hot path
 			return keyCurrent
 		}
 	case len(key) == legacyKeyLen && isBase64(key[len(KeyPrefix):]):
