@@ -247,7 +247,6 @@ type verificationRow struct {
 	RevokeTime   time.Time         `bun:"revoke_time,nullzero"`
 	LastUsedTime time.Time         `bun:"last_used_time,nullzero"`
 	DisableTime  time.Time         `bun:"disable_time,nullzero"`
-	DisabledWith string            `bun:"disabled_with_key,nullzero"`
 	Metadata     map[string]string `bun:"metadata"`
 	TenantSlug   string            `bun:"tenant_slug"`
 	TenantStatus string            `bun:"tenant_status"`
