@@ -8,11 +8,12 @@ import (
 
 // auditGroup combines concurrent single appends into shared transactions
 // (group commit): while one transaction commits, the events that arrive
-// wait, and go together in the next. Each caller still hears of its own
-// event only once the transaction holding it committed. When a shared
-// transaction fails (one event's tenant is unknown, say), each of its
-// events is appended again in a transaction of its own, so an error
-// belongs to the event that caused it and no other event is lost to it.
+// wait, and go together in the next, whichever logs they belong to (the
+// audit log appends to many logs in about the statements of one). Each
+// caller still hears of its own event only once the transaction holding
+// it committed. When a shared transaction fails, each of its events is
+// appended again in a transaction of its own, so an error belongs to the
+// event that caused it and no other event is lost to it.
 //
 // At most one goroutine commits at a time, started by the first event to
 // find none running; batches are at most MaxAuditBatch events.
@@ -22,6 +23,31 @@ type auditGroup struct {
 	mu      sync.Mutex
 	pending []*pendingAppend
 	running bool
+	// known are tenants found to exist, which stay so (tenants are never
+	// deleted): appends to them need not look them up again. Bounded:
+	// past maxKnownTenants it starts again empty.
+	known map[string]struct{}
+}
+
+// maxKnownTenants bounds auditGroup.known.
+const maxKnownTenants = 100_000
+
+// tenantKnown reports whether tenant id was found to exist before.
+func (g *auditGroup) tenantKnown(id string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.known[id]
+	return ok
+}
+
+// knowTenant remembers that tenant id exists.
+func (g *auditGroup) knowTenant(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.known == nil || len(g.known) >= maxKnownTenants {
+		g.known = map[string]struct{}{}
+	}
+	g.known[id] = struct{}{}
 }
 
 type pendingAppend struct {
@@ -87,7 +113,9 @@ func (g *auditGroup) commit(batch []*pendingAppend) {
 		for i, p := range live {
 			events[i] = p.event
 		}
-		err := g.store.Atomically(ctx, func(r Repositories) error { return appendEvents(ctx, r, events) })
+		// Record found each tenant before the event joined, and tenants
+		// are never deleted: no need to read them again here.
+		err := g.store.Atomically(ctx, func(r Repositories) error { return r.Audit().Append(ctx, events) })
 		cancel()
 		if err == nil {
 			for _, p := range live {
@@ -100,7 +128,7 @@ func (g *auditGroup) commit(batch []*pendingAppend) {
 		}
 	}
 	for _, p := range live {
-		p.done <- g.store.Atomically(p.ctx, func(r Repositories) error { return appendEvents(p.ctx, r, []*AuditEvent{p.event}) })
+		p.done <- g.store.Atomically(p.ctx, func(r Repositories) error { return r.Audit().Append(p.ctx, []*AuditEvent{p.event}) })
 	}
 }
 
@@ -120,12 +148,4 @@ func groupContext(batch []*pendingAppend) (context.Context, context.CancelFunc) 
 		}
 	}
 	return context.WithDeadline(context.WithoutCancel(batch[0].ctx), latest)
-}
-
-// appendEvents appends events, whose tenants must exist, in r.
-func appendEvents(ctx context.Context, r Repositories, events []*AuditEvent) error {
-	if err := tenantsExist(ctx, r.Tenants(), events); err != nil {
-		return err
-	}
-	return r.Audit().Append(ctx, events)
 }

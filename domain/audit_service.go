@@ -113,9 +113,13 @@ func (s *AuditService) Record(ctx context.Context, e *AuditEvent) (*AuditEvent, 
 		return nil, err
 	}
 	// Tenants are never deleted: one that exists now still does at the
-	// commit, and an unknown one does not fail a shared transaction.
-	if err := tenantsExist(ctx, s.store.Tenants(), []*AuditEvent{e}); err != nil {
-		return nil, err
+	// commit, and an unknown one does not fail a shared transaction. One
+	// found once is known to exist from then on.
+	if !s.singles.tenantKnown(e.TenantID) {
+		if err := tenantsExist(ctx, s.store.Tenants(), []*AuditEvent{e}); err != nil {
+			return nil, err
+		}
+		s.singles.knowTenant(e.TenantID)
 	}
 	if err := s.singles.append(ctx, e); err != nil {
 		return nil, err
@@ -182,6 +186,14 @@ func (s *AuditService) authorizeRecord(ctx context.Context, events []*AuditEvent
 		}
 	}
 	return nil
+}
+
+// appendEvents appends events, whose tenants must exist, in r.
+func appendEvents(ctx context.Context, r Repositories, events []*AuditEvent) error {
+	if err := tenantsExist(ctx, r.Tenants(), events); err != nil {
+		return err
+	}
+	return r.Audit().Append(ctx, events)
 }
 
 // tenantsExist reports NotFound for the first event whose tenant is unknown.

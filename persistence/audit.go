@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -82,6 +83,9 @@ type auditChainHeadRow struct {
 	Seq            int64  `bun:"seq,notnull"`
 	Hash           string `bun:"hash,notnull"` // hex root of the tree of Seq leaves; "" for none
 	ExpiredThrough int64  `bun:"expired_through,notnull"`
+	// Edge is the tree's right edge: the hex roots of the perfect subtrees
+	// of auditlog.EdgeIndexes(Seq), concatenated; "" when not yet kept.
+	Edge string `bun:"edge,notnull"`
 }
 
 // treeHashRow is the audit_tree_hashes table: every stored hash of every
@@ -108,90 +112,81 @@ var _ domain.AuditLog = AuditLog{}
 // insertChunk bounds the rows of one INSERT statement.
 const insertChunk = 100
 
-// Append adds events to their chains. Chains are locked in tenant id order,
-// so two transactions appending to the same chains cannot deadlock.
+// Append adds events to their logs. However many logs they belong to,
+// each step is a statement or two for all of them (create and lock the
+// heads, find replays, read the trees' right edges, insert the events,
+// their tree hashes and external ids, write the heads), so a shared
+// transaction of single appends to many logs costs about what one log's
+// batch does. Heads are locked in tenant id order, so two transactions
+// appending to the same logs cannot deadlock.
 func (l AuditLog) Append(ctx context.Context, events []*domain.AuditEvent) error {
 	byTenant := map[string][]*domain.AuditEvent{}
 	for _, e := range events {
 		byTenant[e.TenantID] = append(byTenant[e.TenantID], e)
 	}
-	tenants := make([]string, 0, len(byTenant))
-	for t := range byTenant {
-		tenants = append(tenants, t)
-	}
-	slices.Sort(tenants)
-	for _, t := range tenants {
-		if err := l.appendChain(ctx, t, byTenant[t]); err != nil {
-			return duplicateError(err, "audit event already exists")
-		}
-	}
-	return nil
-}
-
-func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*domain.AuditEvent) error {
-	head := &auditChainHeadRow{TenantID: tenantID}
-	if _, err := l.db.NewInsert().Model(head).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
-		return err
-	}
-	if err := l.dialect.forUpdate(l.db.NewSelect().Model(head).WherePK()).Scan(ctx); err != nil {
-		return err
-	}
-	stored, err := l.storedByExternalID(ctx, tenantID, events)
+	tenants := slices.Sorted(maps.Keys(byTenant))
+	heads, err := l.lockHeads(ctx, tenants)
 	if err != nil {
 		return err
 	}
-	// Every earlier hash the new leaves need is on the tree's right edge
-	// as it stands: read it once, then grow the tree in memory.
-	tree, err := l.rightEdge(ctx, tenantID, head.Seq)
+	stored, err := l.storedByExternalID(ctx, events)
 	if err != nil {
 		return err
 	}
-	rows := make([]auditEventRow, 0, len(events))
+	// Every earlier hash the new leaves need is on each tree's right
+	// edge as it stands: read them once, then grow the trees in memory.
+	edges, err := l.rightEdges(ctx, heads)
+	if err != nil {
+		return err
+	}
+	var rows []auditEventRow
 	var hashes []treeHashRow
-	for _, e := range events {
-		key := e.Product + "\x00" + e.ExternalID
-		if e.ExternalID != "" {
-			if prev, ok := stored[key]; ok {
-				*e = *prev // idempotent append: the stored event stands
-				continue
+	var changed []*auditChainHeadRow
+	for _, tenantID := range tenants {
+		head, tree := heads[tenantID], edges[tenantID]
+		before := head.Seq
+		for _, e := range byTenant[tenantID] {
+			key := externalKey(e.TenantID, e.Product, e.ExternalID)
+			if e.ExternalID != "" {
+				if prev, ok := stored[key]; ok {
+					*e = *prev // idempotent append: the stored event stands
+					continue
+				}
+			}
+			head.Seq++
+			e.Seq = head.Seq
+			leaf := e.LeafHash()
+			e.Hash = hex.EncodeToString(leaf[:])
+			added, err := tlog.StoredHashesForRecordHash(head.Seq-1, leaf, tree)
+			if err != nil {
+				return err
+			}
+			first := tlog.StoredHashIndex(0, head.Seq-1)
+			for i, h := range added {
+				tree[first+int64(i)] = h
+				hashes = append(hashes, treeHashRow{TenantID: tenantID, Index: first + int64(i), Hash: slices.Clone(h[:])})
+			}
+			rows = append(rows, newAuditEventRow(e))
+			if e.ExternalID != "" {
+				copied := *e
+				stored[key] = &copied
 			}
 		}
-		head.Seq++
-		e.Seq = head.Seq
-		leaf := e.LeafHash()
-		e.Hash = hex.EncodeToString(leaf[:])
-		added, err := tlog.StoredHashesForRecordHash(head.Seq-1, leaf, tree)
+		if head.Seq == before {
+			continue
+		}
+		root, err := tlog.TreeHash(head.Seq, tree)
 		if err != nil {
 			return err
 		}
-		first := tlog.StoredHashIndex(0, head.Seq-1)
-		for i, h := range added {
-			tree[first+int64(i)] = h
-			hashes = append(hashes, treeHashRow{TenantID: tenantID, Index: first + int64(i), Hash: slices.Clone(h[:])})
+		head.Hash = hex.EncodeToString(root[:])
+		if head.Edge, err = edgeText(head.Seq, tree); err != nil {
+			return err
 		}
-		rows = append(rows, newAuditEventRow(e))
-		if e.ExternalID != "" {
-			copied := *e
-			stored[key] = &copied
-		}
+		changed = append(changed, head)
 	}
 	if len(rows) == 0 {
 		return nil
-	}
-	root, err := tlog.TreeHash(head.Seq, tree)
-	if err != nil {
-		return err
-	}
-	head.Hash = hex.EncodeToString(root[:])
-	for chunk := range slices.Chunk(rows, insertChunk) {
-		if _, err := l.db.NewInsert().Model(&chunk).Exec(ctx); err != nil {
-			return err
-		}
-	}
-	for chunk := range slices.Chunk(hashes, 4*insertChunk) {
-		if _, err := l.db.NewInsert().Model(&chunk).Exec(ctx); err != nil {
-			return err
-		}
 	}
 	var keys []externalIDRow
 	for _, r := range rows {
@@ -199,16 +194,85 @@ func (l AuditLog) appendChain(ctx context.Context, tenantID string, events []*do
 			keys = append(keys, externalIDRow{TenantID: r.TenantID, Product: r.Product, ExternalID: r.ExternalID, Seq: r.Seq, ReceiveTime: r.ReceiveTime})
 		}
 	}
-	for chunk := range slices.Chunk(keys, insertChunk) {
-		if _, err := l.db.NewInsert().Model(&chunk).Exec(ctx); err != nil {
-			return err
-		}
+	if err := insertChunks(ctx, l.db, rows, insertChunk); err != nil {
+		return err
 	}
-	if _, err = l.db.NewUpdate().Model(head).Column("seq", "hash").WherePK().Exec(ctx); err != nil {
+	if err := insertChunks(ctx, l.db, hashes, 4*insertChunk); err != nil {
+		return err
+	}
+	if err := insertChunks(ctx, l.db, keys, insertChunk); err != nil {
+		return err
+	}
+	if err := l.writeHeads(ctx, changed); err != nil {
 		return err
 	}
 	if l.appended != nil {
 		l.appended(len(rows)) // idempotent repeats wrote nothing and are not counted
+	}
+	return nil
+}
+
+// insertChunks inserts rows, a chunk of them per statement.
+func insertChunks[T any](ctx context.Context, db bun.IDB, rows []T, chunk int) error {
+	for part := range slices.Chunk(rows, chunk) {
+		if _, err := db.NewInsert().Model(&part).Exec(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockHeads creates the heads of the logs of tenants that have none and
+// locks them all, in tenant id order, until the transaction ends.
+func (l AuditLog) lockHeads(ctx context.Context, tenants []string) (map[string]*auditChainHeadRow, error) {
+	out := make(map[string]*auditChainHeadRow, len(tenants))
+	for chunk := range slices.Chunk(tenants, insertChunk) {
+		fresh := make([]auditChainHeadRow, len(chunk))
+		for i, t := range chunk {
+			fresh[i] = auditChainHeadRow{TenantID: t}
+		}
+		if _, err := l.db.NewInsert().Model(&fresh).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
+			return nil, err
+		}
+		var heads []auditChainHeadRow
+		q := l.db.NewSelect().Model(&heads).Where("tenant_id IN (?)", bun.In(chunk)).OrderExpr("tenant_id")
+		if err := l.dialect.forUpdate(q).Scan(ctx); err != nil {
+			return nil, err
+		}
+		for i := range heads {
+			out[heads[i].TenantID] = &heads[i]
+		}
+	}
+	for _, t := range tenants {
+		if out[t] == nil {
+			return nil, fmt.Errorf("the audit log head of %q was not found after it was created", t)
+		}
+	}
+	return out, nil
+}
+
+// writeHeads writes the new size, root and edge of each head, in one
+// statement for up to a chunk of them.
+func (l AuditLog) writeHeads(ctx context.Context, heads []*auditChainHeadRow) error {
+	for chunk := range slices.Chunk(heads, insertChunk) {
+		var seq, hash, edge strings.Builder
+		var seqArgs, hashArgs, edgeArgs []any
+		ids := make([]string, len(chunk))
+		for i, h := range chunk {
+			seq.WriteString(" WHEN ? THEN ?")
+			hash.WriteString(" WHEN ? THEN ?")
+			edge.WriteString(" WHEN ? THEN ?")
+			seqArgs = append(seqArgs, h.TenantID, h.Seq)
+			hashArgs = append(hashArgs, h.TenantID, h.Hash)
+			edgeArgs = append(edgeArgs, h.TenantID, h.Edge)
+			ids[i] = h.TenantID
+		}
+		args := slices.Concat(seqArgs, hashArgs, edgeArgs, []any{bun.In(ids)})
+		_, err := l.db.NewRaw("UPDATE audit_chain_heads SET seq = CASE tenant_id"+seq.String()+" END, hash = CASE tenant_id"+hash.String()+
+			" END, edge = CASE tenant_id"+edge.String()+" END WHERE tenant_id IN (?)", args...).Exec(ctx)
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -228,19 +292,66 @@ func (t treeHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-// rightEdge loads the hashes of the perfect subtrees a tree of size
-// leaves is made of: all that appending to it, and its root, need.
-func (l AuditLog) rightEdge(ctx context.Context, tenantID string, size int64) (treeHashes, error) {
-	indexes := auditlog.EdgeIndexes(size)
-	hashes, err := l.ReadHashes(ctx, tenantID, indexes)
+// rightEdges returns, for every head, the hashes of the perfect subtrees
+// its tree is made of: all that appending to it, and its root, need. The
+// head keeps them; those of a head written before it did are read.
+func (l AuditLog) rightEdges(ctx context.Context, heads map[string]*auditChainHeadRow) (map[string]treeHashes, error) {
+	out := make(map[string]treeHashes, len(heads))
+	var lookups []hashKey
+	for t, h := range heads {
+		indexes := auditlog.EdgeIndexes(h.Seq)
+		if tree, ok := edgeOf(h.Edge, indexes); ok {
+			out[t] = tree
+			continue
+		}
+		out[t] = treeHashes{}
+		for _, idx := range indexes {
+			lookups = append(lookups, hashKey{t, idx})
+		}
+	}
+	found, err := l.readHashes(ctx, lookups)
 	if err != nil {
 		return nil, err
 	}
+	for _, k := range lookups {
+		h, ok := found[k]
+		if !ok {
+			return nil, domain.Errorf(domain.KindNotFound, "the audit log's tree hash %d is missing", k.index)
+		}
+		out[k.tenantID][k.index] = h
+	}
+	return out, nil
+}
+
+// edgeOf decodes a head's kept edge for the indexes of its size; false
+// when it keeps none, or not one of that size.
+func edgeOf(edge string, indexes []int64) (treeHashes, bool) {
+	if len(edge) != len(indexes)*2*tlog.HashSize || len(indexes) == 0 {
+		return nil, false
+	}
 	tree := treeHashes{}
 	for i, idx := range indexes {
-		tree[idx] = hashes[i]
+		var h tlog.Hash
+		if _, err := hex.Decode(h[:], []byte(edge[i*2*tlog.HashSize:(i+1)*2*tlog.HashSize])); err != nil {
+			return nil, false
+		}
+		tree[idx] = h
 	}
-	return tree, nil
+	return tree, true
+}
+
+// edgeText encodes the edge of a tree of size leaves from tree, which
+// holds it.
+func edgeText(size int64, tree treeHashes) (string, error) {
+	var b strings.Builder
+	for _, idx := range auditlog.EdgeIndexes(size) {
+		h, ok := tree[idx]
+		if !ok {
+			return "", fmt.Errorf("tree hash %d of the new edge is not loaded", idx)
+		}
+		b.WriteString(hex.EncodeToString(h[:]))
+	}
+	return b.String(), nil
 }
 
 // hashLookupsPerQuery bounds the lookups ReadHashes joins into one
@@ -249,38 +360,55 @@ const hashLookupsPerQuery = 200
 
 // ReadHashes returns stored tree hashes of a tenant, in the order asked.
 func (l AuditLog) ReadHashes(ctx context.Context, tenantID string, indexes []int64) ([]tlog.Hash, error) {
-	if len(indexes) == 0 {
-		return nil, nil
+	lookups := make([]hashKey, len(indexes))
+	for i, idx := range indexes {
+		lookups[i] = hashKey{tenantID, idx}
 	}
-	// One primary-key lookup per hash, in one statement: a plan for
-	// "idx IN (…)" may scan the tenant's whole tree instead, when the
-	// statistics have not yet seen how large the tree grew (seconds at a
-	// million events).
-	byIndex := make(map[int64][]byte, len(indexes))
-	for chunk := range slices.Chunk(indexes, hashLookupsPerQuery) {
-		lookups := make([]string, len(chunk))
+	found, err := l.readHashes(ctx, lookups)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, k := range lookups {
+		h, ok := found[k]
+		if !ok {
+			return nil, domain.Errorf(domain.KindNotFound, "the audit log's tree hash %d is missing", k.index)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// hashKey names one stored tree hash.
+type hashKey struct {
+	tenantID string
+	index    int64
+}
+
+// readHashes reads the stored hashes of lookups that exist. Each is one
+// primary-key lookup, joined into one statement: a plan for "idx IN (…)"
+// may scan the tenant's whole tree instead, when the statistics have not
+// yet seen how large the tree grew (seconds at a million events).
+func (l AuditLog) readHashes(ctx context.Context, lookups []hashKey) (map[hashKey]tlog.Hash, error) {
+	found := make(map[hashKey]tlog.Hash, len(lookups))
+	for chunk := range slices.Chunk(lookups, hashLookupsPerQuery) {
+		selects := make([]string, len(chunk))
 		args := make([]any, 0, 2*len(chunk))
-		for i, idx := range chunk {
-			lookups[i] = "SELECT idx, hash FROM audit_tree_hashes WHERE tenant_id = ? AND idx = ?"
-			args = append(args, tenantID, idx)
+		for i, k := range chunk {
+			selects[i] = "SELECT tenant_id, idx, hash FROM audit_tree_hashes WHERE tenant_id = ? AND idx = ?"
+			args = append(args, k.tenantID, k.index)
 		}
 		var rows []treeHashRow
-		if err := l.db.NewRaw(strings.Join(lookups, " UNION ALL "), args...).Scan(ctx, &rows); err != nil {
+		if err := l.db.NewRaw(strings.Join(selects, " UNION ALL "), args...).Scan(ctx, &rows); err != nil {
 			return nil, dbError(err)
 		}
 		for _, r := range rows {
-			byIndex[r.Index] = r.Hash
+			if len(r.Hash) == tlog.HashSize {
+				found[hashKey{r.TenantID, r.Index}] = tlog.Hash(r.Hash)
+			}
 		}
 	}
-	out := make([]tlog.Hash, len(indexes))
-	for i, idx := range indexes {
-		h, ok := byIndex[idx]
-		if !ok || len(h) != tlog.HashSize {
-			return nil, domain.Errorf(domain.KindNotFound, "the audit log's tree hash %d is missing", idx)
-		}
-		copy(out[i][:], h)
-	}
-	return out, nil
+	return found, nil
 }
 
 // StoredHashes returns a tenant's stored tree hashes from index from on.
@@ -311,54 +439,70 @@ type externalIDRow struct {
 	ReceiveTime time.Time `bun:"receive_time,notnull"`
 }
 
-// storedByExternalID returns the stored events of the log that share an
-// external id with events, keyed by product and external id.
-func (l AuditLog) storedByExternalID(ctx context.Context, tenantID string, events []*domain.AuditEvent) (map[string]*domain.AuditEvent, error) {
+// storedByExternalID returns the stored events that share an external id
+// with one of events, by externalKey. It looks the ids up in the keys'
+// table by its primary key, one statement for all of them (a lookup per
+// log and product, ORed), and only when some are found reads the events
+// they name by theirs, receive time included, so that PostgreSQL reads
+// one partition each. An id whose event was dropped with its month is
+// refused: its event cannot be answered again, nor recorded a second time
+// under the same id.
+func (l AuditLog) storedByExternalID(ctx context.Context, events []*domain.AuditEvent) (map[string]*domain.AuditEvent, error) {
 	out := map[string]*domain.AuditEvent{}
-	idsByProduct := map[string][]string{}
-	var products []string
+	type logProduct struct{ tenantID, product string }
+	ids := map[logProduct][]string{}
+	var groups []logProduct
 	for _, e := range events {
-		if e.ExternalID != "" {
-			if idsByProduct[e.Product] == nil {
-				products = append(products, e.Product)
-			}
-			idsByProduct[e.Product] = append(idsByProduct[e.Product], e.ExternalID)
+		if e.ExternalID == "" {
+			continue
 		}
+		g := logProduct{e.TenantID, e.Product}
+		if ids[g] == nil {
+			groups = append(groups, g)
+		}
+		ids[g] = append(ids[g], e.ExternalID)
 	}
-	// One query per product (a batch usually has one): primary-key
-	// lookups in the keys' table, and the events they name by theirs,
-	// receive time included, so that PostgreSQL reads one partition each.
-	for _, product := range products {
-		var keys []externalIDRow
-		err := l.db.NewSelect().Model(&keys).
-			Where("tenant_id = ? AND product = ? AND external_id IN (?)", tenantID, product, bun.In(idsByProduct[product])).Scan(ctx)
-		if err != nil {
-			return nil, dbError(err)
-		}
-		if len(keys) == 0 {
-			continue // none of this product's ids recorded yet; another product's may be
-		}
-		var rows []auditEventRow
-		err = l.db.NewRaw(`SELECT a.* FROM audit_external_ids AS x
-			JOIN audit_events AS a ON a.tenant_id = x.tenant_id AND a.seq = x.seq AND a.receive_time = x.receive_time
-			WHERE x.tenant_id = ? AND x.product = ? AND x.external_id IN (?)`, tenantID, product, bun.In(idsByProduct[product])).Scan(ctx, &rows)
-		if err != nil {
-			return nil, dbError(err)
-		}
-		for i := range rows {
-			out[rows[i].Product+"\x00"+rows[i].ExternalID] = rows[i].domain()
-		}
-		for _, k := range keys {
-			if _, ok := out[k.Product+"\x00"+k.ExternalID]; !ok {
-				return nil, domain.Errorf(domain.KindFailedPrecondition,
-					"the event with external_id %q of product %s is no longer stored; record it under another external id", k.ExternalID, k.Product)
-			}
+	if len(groups) == 0 {
+		return out, nil
+	}
+	where := make([]string, len(groups))
+	var args []any
+	for i, g := range groups {
+		where[i] = "(x.tenant_id = ? AND x.product = ? AND x.external_id IN (?))"
+		args = append(args, g.tenantID, g.product, bun.In(ids[g]))
+	}
+	lookup := strings.Join(where, " OR ")
+	var keys []externalIDRow
+	if err := l.db.NewRaw("SELECT x.* FROM audit_external_ids AS x WHERE "+lookup, args...).Scan(ctx, &keys); err != nil {
+		return nil, dbError(err)
+	}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	var rows []auditEventRow
+	err := l.db.NewRaw(`SELECT a.* FROM audit_external_ids AS x
+		JOIN audit_events AS a ON a.tenant_id = x.tenant_id AND a.seq = x.seq AND a.receive_time = x.receive_time
+		WHERE `+lookup, args...).Scan(ctx, &rows)
+	if err != nil {
+		return nil, dbError(err)
+	}
+	for i := range rows {
+		out[externalKey(rows[i].TenantID, rows[i].Product, rows[i].ExternalID)] = rows[i].domain()
+	}
+	for _, k := range keys {
+		if _, ok := out[externalKey(k.TenantID, k.Product, k.ExternalID)]; !ok {
+			return nil, domain.Errorf(domain.KindFailedPrecondition,
+				"the event with external_id %q of product %s is no longer stored; record it under another external id", k.ExternalID, k.Product)
 		}
 	}
 	return out, nil
 }
 
-// List returns events matching f below beforeSeq, newest first.
+// externalKey is the key of an external id: unique per log and product.
+func externalKey(tenantID, product, externalID string) string {
+	return tenantID + "\x00" + product + "\x00" + externalID
+}
+
 func (l AuditLog) List(ctx context.Context, f domain.AuditFilter, beforeSeq int64, limit int) ([]*domain.AuditEvent, error) {
 	var rows []auditEventRow
 	q := l.db.NewSelect().Model(&rows).Where("tenant_id = ?", f.TenantID).OrderExpr("seq DESC").Limit(limit)

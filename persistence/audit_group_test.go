@@ -15,34 +15,55 @@ import (
 )
 
 // gatedStore is a real store whose first transaction waits for open, and
-// which counts its transactions; it rolls back transaction number fail
-// (from 1; 0: none) after its work, as a failed commit would.
+// which counts its transactions; with failShared it rolls back the first
+// transaction that appends more than one event, after its work, as a
+// failed commit would.
 type gatedStore struct {
 	domain.Store
-	open    chan struct{}
-	entered chan struct{}
-	first   sync.Once
-	txs     atomic.Int64
-	fail    int64
+	open       chan struct{}
+	entered    chan struct{}
+	first      sync.Once
+	txs        atomic.Int64
+	failShared bool
+	failed     atomic.Bool
 }
 
 var errInjected = errors.New("injected failure")
 
 func (s *gatedStore) Atomically(ctx context.Context, fn func(domain.Repositories) error) error {
-	n := s.txs.Add(1)
+	s.txs.Add(1)
 	s.first.Do(func() {
 		close(s.entered)
 		<-s.open
 	})
-	if n == s.fail {
-		return s.Store.Atomically(ctx, func(r domain.Repositories) error {
-			if err := fn(r); err != nil {
-				return err
-			}
+	return s.Store.Atomically(ctx, func(r domain.Repositories) error {
+		counted := &countingRepositories{Repositories: r}
+		if err := fn(counted); err != nil {
+			return err
+		}
+		if s.failShared && counted.appended > 1 && s.failed.CompareAndSwap(false, true) {
 			return errInjected
-		})
-	}
-	return s.Store.Atomically(ctx, fn)
+		}
+		return nil
+	})
+}
+
+// countingRepositories counts the events appended through it.
+type countingRepositories struct {
+	domain.Repositories
+	appended int
+}
+
+func (r *countingRepositories) Audit() domain.AuditLog { return countingLog{r.Repositories.Audit(), r} }
+
+type countingLog struct {
+	domain.AuditLog
+	r *countingRepositories
+}
+
+func (l countingLog) Append(ctx context.Context, events []*domain.AuditEvent) error {
+	l.r.appended += len(events)
+	return l.AuditLog.Append(ctx, events)
 }
 
 // TestConcurrentSingleAppendsShareTransactions holds the first single
@@ -70,10 +91,7 @@ func groupCommit(t *testing.T, failShared bool) {
 			}
 			ids[i] = tn.ID
 		}
-		store := &gatedStore{Store: db.Store(), open: make(chan struct{}), entered: make(chan struct{})}
-		if failShared {
-			store.fail = 2 // the first shared one: the first is held alone
-		}
+		store := &gatedStore{Store: db.Store(), open: make(chan struct{}), entered: make(chan struct{}), failShared: failShared}
 		audit := domain.NewAuditService(store, domain.SystemClock, domain.AuditSettings{})
 		now := time.Now().UTC().Truncate(time.Microsecond)
 
@@ -131,6 +149,9 @@ func groupCommit(t *testing.T, failShared bool) {
 		if len(byID) != n-2-3 || byID[results[20].event.ID] != 4 {
 			t.Errorf("%d distinct events for %d appends with one external id used four times", len(byID), n-2)
 		}
+		if failShared && !store.failed.Load() {
+			t.Error("no shared transaction was made to fail")
+		}
 		if got := store.txs.Load(); got > n/4 && !failShared {
 			t.Errorf("%d transactions for %d concurrent single appends, want them shared", got, n)
 		}
@@ -148,6 +169,36 @@ func groupCommit(t *testing.T, failShared bool) {
 				if want := int64(len(page.Items) - i); e.Seq != want {
 					t.Fatalf("chain of %s: seq %d at %d, want %d", id, e.Seq, i, want)
 				}
+			}
+		}
+	})
+}
+
+// TestAppendsToHeadsThatKeepNoEdge: a head written before heads kept their
+// tree's right edge (or whose edge does not fit its size) has its edge read
+// from the stored hashes at its next append, and the log goes on verifying.
+func TestAppendsToHeadsThatKeepNoEdge(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		ctx := domain.WithCaller(context.Background(), bootstrapCaller)
+		tn, err := domain.NewTenantService(db.Store(), domain.SystemClock).Create(ctx, domain.CreateTenant{Slug: "edgeless", DisplayName: "e"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		audit := domain.NewAuditService(db.Store(), domain.SystemClock, domain.AuditSettings{})
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		for round, edge := range []string{"", "00"} {
+			if _, err := audit.RecordBatch(ctx, benchEvents(tn.ID, 7, now)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Bun().ExecContext(ctx, "UPDATE audit_chain_heads SET edge = ? WHERE tenant_id = ?", edge, tn.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := audit.RecordBatch(ctx, benchEvents(tn.ID, 5, now)); err != nil {
+				t.Fatalf("round %d: appending to a head with edge %q: %v", round, edge, err)
+			}
+			report, err := audit.VerifyChain(ctx, tn.ID, nil)
+			if err != nil || !report.OK {
+				t.Fatalf("round %d: the log after appending to a head with edge %q: %+v, %v", round, edge, report, err)
 			}
 		}
 	})
