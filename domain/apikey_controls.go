@@ -98,18 +98,8 @@ func (s *ApiKeyService) setDisabled(ctx context.Context, id, etag string, disabl
 		if err != nil {
 			return err
 		}
-		stale := []Change{staleKey(k, kind)}
-		if len(together) > maxRevocationChanges {
-			stale = []Change{{Kind: ChangeReset}}
-		} else {
-			for _, d := range together {
-				stale = append(stale, staleKey(d, kind))
-			}
-		}
-		for _, c := range stale {
-			if err := r.Invalidations().Announce(ctx, c); err != nil {
-				return err
-			}
+		if err := announceWith(ctx, r, k, together, kind); err != nil {
+			return err
 		}
 		c := keyChange(k, action, "u", description)
 		if len(together) > 0 {

@@ -513,18 +513,8 @@ func revokeWithDescendants(ctx context.Context, r Repositories, k *ApiKey, now t
 		}
 		descendants = append(descendants, found...)
 	}
-	stale := []Change{staleKey(k, ChangeKeyRevoked)}
-	if len(descendants) > maxRevocationChanges {
-		stale = []Change{{Kind: ChangeReset}}
-	} else {
-		for _, d := range descendants {
-			stale = append(stale, staleKey(d, ChangeKeyRevoked))
-		}
-	}
-	for _, c := range stale {
-		if err := r.Invalidations().Announce(ctx, c); err != nil {
-			return err
-		}
+	if err := announceWith(ctx, r, k, descendants, ChangeKeyRevoked); err != nil {
+		return err
 	}
 	changes := []change{keyChange(k, "api_key.revoked", "u", "API key revoked")}
 	if len(descendants) > 0 {
@@ -551,6 +541,27 @@ func revokeWithDescendants(ctx context.Context, r Repositories, k *ApiKey, now t
 		changes = append(changes, c)
 	}
 	return recordChanges(ctx, r, now, changes)
+}
+
+// announceWith announces the change of kind to key k and to the keys
+// changed with it: each by name up to maxRevocationChanges of them, and
+// beyond, a reset, so that the announcement costs no more than the
+// change.
+func announceWith(ctx context.Context, r Repositories, k *ApiKey, with []*ApiKey, kind ChangeKind) error {
+	stale := []Change{staleKey(k, kind)}
+	if len(with) > maxRevocationChanges {
+		stale = []Change{{Kind: ChangeReset}}
+	} else {
+		for _, d := range with {
+			stale = append(stale, staleKey(d, kind))
+		}
+	}
+	for _, c := range stale {
+		if err := r.Invalidations().Announce(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // staleKey is the change of kind to key k. A key of the previous format
