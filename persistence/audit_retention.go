@@ -159,6 +159,57 @@ func raiseExpired(ctx context.Context, db bun.IDB, tenantID string, seq int64) e
 	return err
 }
 
+// keysPerDelete bounds the idempotency keys one statement of
+// deleteMonthsKeys deletes (a variable for the tests).
+var keysPerDelete = 10_000
+
+// deleteMonthsKeys deletes a log's idempotency keys received in [start,
+// end), a range of keys per statement, walking the keys' primary key,
+// and after each statement pauses as long as it took: a month may hold
+// millions of keys, and deleting them at once would take the database's
+// CPU from the appends running meanwhile, for seconds.
+func deleteMonthsKeys(ctx context.Context, db *bun.DB, tenantID string, start, end time.Time) error {
+	var after struct {
+		Product    string `bun:"product"`
+		ExternalID string `bun:"external_id"`
+	}
+	first := true
+	for {
+		began := time.Now()
+		var upTo []struct {
+			Product    string `bun:"product"`
+			ExternalID string `bun:"external_id"`
+		}
+		err := db.NewRaw(`SELECT product, external_id FROM audit_external_ids
+			WHERE tenant_id = ? AND (? OR (product, external_id) > (?, ?))
+			ORDER BY product, external_id LIMIT 1 OFFSET ?`,
+			tenantID, first, after.Product, after.ExternalID, keysPerDelete-1).Scan(ctx, &upTo)
+		if err != nil {
+			return err
+		}
+		last := len(upTo) == 0 // fewer keys than a range left: the rest
+		q := `DELETE FROM audit_external_ids WHERE tenant_id = ? AND receive_time >= ? AND receive_time < ?
+			AND (? OR (product, external_id) > (?, ?))`
+		args := []any{tenantID, start, end, first, after.Product, after.ExternalID}
+		if !last {
+			q += " AND (product, external_id) <= (?, ?)"
+			args = append(args, upTo[0].Product, upTo[0].ExternalID)
+		}
+		if _, err := db.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+		after.Product, after.ExternalID, first = upTo[0].Product, upTo[0].ExternalID, false
+		select {
+		case <-time.After(time.Since(began)):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // dropExpiredAuditPartitions drops each past monthly partition whose
 // every event has expired: it records each log's highest seq there first,
 // then detaches the partition without blocking appends and drops it.
@@ -205,8 +256,7 @@ func (postgresDialect) dropExpiredAuditPartitions(ctx context.Context, db *bun.D
 		// not hold the log's head, which every append locks. A replay of
 		// one of these ids from now on appends anew, as after any expiry.
 		for _, l := range logs {
-			if _, err := db.ExecContext(ctx, `DELETE FROM audit_external_ids WHERE tenant_id = ? AND receive_time >= ? AND receive_time < ?`,
-				l.TenantID, start, end); err != nil {
+			if err := deleteMonthsKeys(ctx, db, l.TenantID, start, end); err != nil {
 				return err
 			}
 		}

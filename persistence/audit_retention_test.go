@@ -51,6 +51,9 @@ func TestAuditRetention(t *testing.T) {
 			t.Helper()
 			events := benchEvents(tenant, n, at)
 			if externalID != "" {
+				for i, e := range events[1:] { // keys enough for the drop to delete in several statements
+					e.ExternalID = fmt.Sprint(externalID, ".", i+1)
+				}
 				events[0].ExternalID = externalID
 			}
 			if err := store.Atomically(ctx, func(r domain.Repositories) error { return r.Audit().Append(ctx, events) }); err != nil {
@@ -93,11 +96,26 @@ func TestAuditRetention(t *testing.T) {
 				appendAt(usual, months[4], 3, "")
 			}
 		})
+		defer persistence.SetKeysPerDelete(3)()
 		expiry, err := db.ExpireAudit(ctx, now, 400)
 		close(stop)
 		appends.Wait()
 		if err != nil {
 			t.Fatal(err)
+		}
+		// Keys go with their events, a month's in several statements on
+		// PostgreSQL: short keeps February's and March's, 10 each.
+		var keys struct {
+			Expired int `bun:"expired"`
+			Kept    int `bun:"kept"`
+		}
+		err = db.Bun().NewRaw(`SELECT count(*) FILTER (WHERE receive_time < ?) AS expired, count(*) FILTER (WHERE receive_time >= ?) AS kept
+			FROM audit_external_ids WHERE tenant_id = ?`, months[3], months[3], short).Scan(ctx, &keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keys.Expired != 0 || keys.Kept != 20 {
+			t.Errorf("short's idempotency keys after retention: %d expired, %d kept; want 0 and 20", keys.Expired, keys.Kept)
 		}
 		// 45 days before 10 March: November, December and January's events of short.
 		if expiry.Events != 30 {
@@ -149,6 +167,46 @@ func TestAuditRetention(t *testing.T) {
 		}
 		if tree.Root() != head.Root {
 			t.Error("the tree's leaves no longer hash to its root after retention")
+		}
+	})
+}
+
+// TestAMonthsKeysGoInRanges: a month's idempotency keys are deleted a range
+// of keys at a time, every one of them, and no key of another month or log.
+func TestAMonthsKeysGoInRanges(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		ctx := context.Background()
+		march, april := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 4, 1, 0, 0, 0, 0, time.UTC)
+		insert := func(tenant, product string, n int, at time.Time) {
+			for i := range n {
+				_, err := db.Bun().ExecContext(ctx, "INSERT INTO audit_external_ids (tenant_id, product, external_id, seq, receive_time) VALUES (?, ?, ?, ?, ?)",
+					tenant, product, fmt.Sprintf("%s-%s-%02d", product, at.Month(), i), i+1, at.Add(time.Duration(i)*time.Hour))
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		log, other := domain.NewID(), domain.NewID()
+		insert(log, "analytics", 10, march)
+		insert(log, "helpdesk", 4, march)
+		insert(log, "analytics", 3, april)
+		insert(other, "analytics", 5, march)
+		defer persistence.SetKeysPerDelete(3)()
+		if err := persistence.DeleteMonthsKeys(ctx, db, log, march, april); err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		if err := db.Bun().NewRaw("SELECT tenant_id || ' ' || external_id FROM audit_external_ids").Scan(ctx, &left); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(left)
+		want := []string{log + " analytics-April-00", log + " analytics-April-01", log + " analytics-April-02"}
+		for i := range 5 {
+			want = append(want, fmt.Sprintf("%s analytics-March-%02d", other, i))
+		}
+		slices.Sort(want)
+		if !slices.Equal(left, want) {
+			t.Errorf("keys left: %v\nwant %v", left, want)
 		}
 	})
 }

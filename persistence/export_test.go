@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // VerificationRows returns the rows of the verification query for hash,
@@ -27,4 +28,17 @@ func VerificationRows(ctx context.Context, db *DB, hash string, function bool) (
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// SetKeysPerDelete makes a month's drop delete n idempotency keys per
+// statement until restore is called.
+func SetKeysPerDelete(n int) (restore func()) {
+	old := keysPerDelete
+	keysPerDelete = n
+	return func() { keysPerDelete = old }
+}
+
+// DeleteMonthsKeys deletes a log's idempotency keys received in [start, end).
+func DeleteMonthsKeys(ctx context.Context, db *DB, tenantID string, start, end time.Time) error {
+	return deleteMonthsKeys(ctx, db.bun, tenantID, start, end)
 }
