@@ -120,6 +120,10 @@ const insertChunk = 100
 // batch does. Heads are locked in tenant id order, so two transactions
 // appending to the same logs cannot deadlock.
 func (l AuditLog) Append(ctx context.Context, events []*domain.AuditEvent) error {
+	return duplicateError(l.appendAll(ctx, events), "audit event already exists")
+}
+
+func (l AuditLog) appendAll(ctx context.Context, events []*domain.AuditEvent) error {
 	byTenant := map[string][]*domain.AuditEvent{}
 	for _, e := range events {
 		byTenant[e.TenantID] = append(byTenant[e.TenantID], e)

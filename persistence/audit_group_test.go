@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 	"github.com/tenant-registry/tenant-registry/internal/testdb"
@@ -200,6 +203,36 @@ func TestAppendsToHeadsThatKeepNoEdge(t *testing.T) {
 			if err != nil || !report.OK {
 				t.Fatalf("round %d: the log after appending to a head with edge %q: %+v, %v", round, edge, report, err)
 			}
+		}
+	})
+}
+
+// TestAppendsThatCollideAreAlreadyExists: an append whose rows collide
+// with stored ones (here a stored tree hash where the next leaf goes) is
+// refused as AlreadyExists, whichever of its statements collides, and
+// writes nothing.
+func TestAppendsThatCollideAreAlreadyExists(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		ctx := domain.WithCaller(context.Background(), bootstrapCaller)
+		tn, err := domain.NewTenantService(db.Store(), domain.SystemClock).Create(ctx, domain.CreateTenant{Slug: "colliding", DisplayName: "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		head, err := db.Store().Audit().Head(ctx, tn.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := tlog.StoredHashIndex(0, head.Size)
+		if _, err := db.Bun().ExecContext(ctx, "INSERT INTO audit_tree_hashes (tenant_id, idx, hash) VALUES (?, ?, ?)", tn.ID, next, make([]byte, tlog.HashSize)); err != nil {
+			t.Fatal(err)
+		}
+		err = db.Store().Atomically(ctx, func(r domain.Repositories) error { return r.Audit().Append(ctx, benchEvents(tn.ID, 1, now)) })
+		if domain.ErrorKind(err) != domain.KindAlreadyExists || !strings.Contains(err.Error(), "audit event already exists") {
+			t.Errorf("an append colliding with a stored hash: %v, want AlreadyExists saying the audit event exists", err)
+		}
+		if after, _ := db.Store().Audit().Head(ctx, tn.ID); after.Size != head.Size {
+			t.Errorf("the refused append moved the head from %d to %d", head.Size, after.Size)
 		}
 	})
 }
