@@ -61,13 +61,8 @@ func (s *ApiKeyService) loadKey(ctx context.Context, id, action string) (*ApiKey
 	return k, nil
 }
 
-// outlives refuses a key of expiry expire (zero: never) from a key
-// principal that expires sooner: a key hands out nothing that outlives it.
-func (s *ApiKeyService) outlives(ctx context.Context, tenantID string, expire time.Time, a *attempt) error {
-	return s.refuseFor(ctx, tenantID, a, outlived(CallerFrom(ctx).Principal, expire))
-}
-
-// outlived is why principal p may not hand out a key of expiry expire, or "".
+// outlived is why principal p may not hand out a key of expiry expire
+// (zero: never), or "": a key hands out nothing that outlives it.
 func outlived(p Principal, expire time.Time) string {
 	if !p.isKey() || p.ExpireTime.IsZero() || !expire.IsZero() && !expire.After(p.ExpireTime) {
 		return ""
@@ -85,7 +80,7 @@ func createdBy(ctx context.Context) string {
 }
 
 // handsOut refuses a credential of tenantID with scopes and expiry expire
-// that the caller may not hand out: see grantable and outlives.
+// that the caller may not hand out: see ungrantable and outlived.
 func (s *ApiKeyService) handsOut(ctx context.Context, tenantID string, scopes []string, expire time.Time, a *attempt) error {
 	return s.refuseFor(ctx, tenantID, a, handOutRefusal(CallerFrom(ctx).Principal, tenantID, scopes, expire))
 }

@@ -23,31 +23,6 @@ type auditGroup struct {
 	mu      sync.Mutex
 	pending []*pendingAppend
 	running bool
-	// known are tenants found to exist, which stay so (tenants are never
-	// deleted): appends to them need not look them up again. Bounded:
-	// past maxKnownTenants it starts again empty.
-	known map[string]struct{}
-}
-
-// maxKnownTenants bounds auditGroup.known.
-const maxKnownTenants = 100_000
-
-// tenantKnown reports whether tenant id was found to exist before.
-func (g *auditGroup) tenantKnown(id string) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	_, ok := g.known[id]
-	return ok
-}
-
-// knowTenant remembers that tenant id exists.
-func (g *auditGroup) knowTenant(id string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.known == nil || len(g.known) >= maxKnownTenants {
-		g.known = map[string]struct{}{}
-	}
-	g.known[id] = struct{}{}
 }
 
 type pendingAppend struct {

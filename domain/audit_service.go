@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -17,6 +18,37 @@ type AuditService struct {
 	retention int
 	// singles are the single appends, committed together when concurrent.
 	singles *auditGroup
+	// known are the tenants single appends found to exist.
+	known knownTenants
+}
+
+// knownTenants are tenants found to exist, which stay so (tenants are
+// never deleted): appends to them need not look them up again. Bounded:
+// past maxKnownTenants it starts again empty.
+type knownTenants struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+// maxKnownTenants bounds knownTenants.
+const maxKnownTenants = 100_000
+
+// has reports whether tenant id was found to exist before.
+func (k *knownTenants) has(id string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.ids[id]
+	return ok
+}
+
+// add remembers that tenant id exists.
+func (k *knownTenants) add(id string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.ids == nil || len(k.ids) >= maxKnownTenants {
+		k.ids = map[string]struct{}{}
+	}
+	k.ids[id] = struct{}{}
 }
 
 // AuditSettings are the audit log's: the signer of its checkpoints, and
@@ -115,11 +147,11 @@ func (s *AuditService) Record(ctx context.Context, e *AuditEvent) (*AuditEvent, 
 	// Tenants are never deleted: one that exists now still does at the
 	// commit, and an unknown one does not fail a shared transaction. One
 	// found once is known to exist from then on.
-	if !s.singles.tenantKnown(e.TenantID) {
+	if !s.known.has(e.TenantID) {
 		if err := tenantsExist(ctx, s.store.Tenants(), []*AuditEvent{e}); err != nil {
 			return nil, err
 		}
-		s.singles.knowTenant(e.TenantID)
+		s.known.add(e.TenantID)
 	}
 	if err := s.singles.append(ctx, e); err != nil {
 		return nil, err

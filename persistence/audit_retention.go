@@ -169,39 +169,34 @@ var keysPerDelete = 10_000
 // millions of keys, and deleting them at once would take the database's
 // CPU from the appends running meanwhile, for seconds.
 func deleteMonthsKeys(ctx context.Context, db *bun.DB, tenantID string, start, end time.Time) error {
-	var after struct {
+	// Keys are walked from after ("", ""): every stored key names a
+	// product and an external id, so every key comes after it.
+	type key struct {
 		Product    string `bun:"product"`
 		ExternalID string `bun:"external_id"`
 	}
-	first := true
+	var after key
 	for {
 		began := time.Now()
-		var upTo []struct {
-			Product    string `bun:"product"`
-			ExternalID string `bun:"external_id"`
-		}
+		var upTo []key
 		err := db.NewRaw(`SELECT product, external_id FROM audit_external_ids
-			WHERE tenant_id = ? AND (? OR (product, external_id) > (?, ?))
+			WHERE tenant_id = ? AND (product, external_id) > (?, ?)
 			ORDER BY product, external_id LIMIT 1 OFFSET ?`,
-			tenantID, first, after.Product, after.ExternalID, keysPerDelete-1).Scan(ctx, &upTo)
+			tenantID, after.Product, after.ExternalID, keysPerDelete-1).Scan(ctx, &upTo)
 		if err != nil {
 			return err
 		}
-		last := len(upTo) == 0 // fewer keys than a range left: the rest
 		q := `DELETE FROM audit_external_ids WHERE tenant_id = ? AND receive_time >= ? AND receive_time < ?
-			AND (? OR (product, external_id) > (?, ?))`
-		args := []any{tenantID, start, end, first, after.Product, after.ExternalID}
-		if !last {
-			q += " AND (product, external_id) <= (?, ?)"
-			args = append(args, upTo[0].Product, upTo[0].ExternalID)
-		}
-		if _, err := db.ExecContext(ctx, q, args...); err != nil {
+			AND (product, external_id) > (?, ?)`
+		args := []any{tenantID, start, end, after.Product, after.ExternalID}
+		if len(upTo) == 0 { // fewer keys than a range left: the rest
+			_, err := db.ExecContext(ctx, q, args...)
 			return err
 		}
-		if last {
-			return nil
+		if _, err := db.ExecContext(ctx, q+" AND (product, external_id) <= (?, ?)", append(args, upTo[0].Product, upTo[0].ExternalID)...); err != nil {
+			return err
 		}
-		after.Product, after.ExternalID, first = upTo[0].Product, upTo[0].ExternalID, false
+		after = upTo[0]
 		select {
 		case <-time.After(time.Since(began)):
 		case <-ctx.Done():
