@@ -268,20 +268,13 @@ func TestKeysMadeWhileTheirCreatorIsStoppedDoNotOutliveIt(t *testing.T) {
 			for i := range 30 {
 				creatorID, creator := w.key(t, adminA, w.tenantA, "automation", domain.ScopeKeysManage, "analytics:read")
 				var made *v1.CreateApiKeyResponse
-				var wg sync.WaitGroup
-				wg.Add(2)
-				go func() {
-					defer wg.Done()
+				race(i, func() {
 					made, _ = w.c.keys.CreateApiKey(w.as(creator), &v1.CreateApiKeyRequest{TenantId: w.tenantA, Name: "child", Scopes: []string{"analytics:read"}})
-				}()
-				go func() {
-					defer wg.Done()
-					time.Sleep(time.Duration(i%6) * 200 * time.Microsecond) // land on either side of the creation
+				}, func() {
 					if err := stop(creatorID); err != nil {
 						t.Error(err)
 					}
-				}()
-				wg.Wait()
+				})
 				if made == nil {
 					continue // refused: the creator was stopped first
 				}
@@ -312,21 +305,14 @@ func TestRotationRacingAnUpdateHandsOutNoMore(t *testing.T) {
 		for i := range 30 {
 			target, _ := w.key(t, adminA, w.tenantA, "target", "analytics:read")
 			var rotated *v1.RotateApiKeyResponse
-			var wg sync.WaitGroup
-			wg.Add(2)
-			go func() {
-				defer wg.Done()
+			race(i, func() {
 				rotated, _ = w.c.keys.RotateApiKey(w.as(automation), &v1.RotateApiKeyRequest{Id: target})
-			}()
-			go func() {
-				defer wg.Done()
-				time.Sleep(time.Duration(i%6) * 200 * time.Microsecond)
+			}, func() {
 				_, err := w.c.keys.UpdateApiKey(w.as(adminA), &v1.UpdateApiKeyRequest{Id: target, Scopes: []string{"analytics:read", "analytics:write"}, UpdateMask: mask("scopes")})
 				if err != nil && connect.CodeOf(err) != connect.CodeFailedPrecondition { // rotated first: the old key may be expired
 					t.Error(err)
 				}
-			}()
-			wg.Wait()
+			})
 			if rotated != nil && slices.Contains(rotated.GetApiKey().GetScopes(), "analytics:write") {
 				gained++
 			}
@@ -335,4 +321,16 @@ func TestRotationRacingAnUpdateHandsOutNoMore(t *testing.T) {
 			t.Errorf("a key without analytics:write received a key with it %d times of 30", gained)
 		}
 	})
+}
+
+// race runs first and second at once, second started (i%6)*200 µs later,
+// so that over tries the two land on either side of each other.
+func race(i int, first, second func()) {
+	var wg sync.WaitGroup
+	wg.Go(first)
+	wg.Go(func() {
+		time.Sleep(time.Duration(i%6) * 200 * time.Microsecond)
+		second()
+	})
+	wg.Wait()
 }
