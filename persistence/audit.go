@@ -318,11 +318,7 @@ func (l AuditLog) rightEdges(ctx context.Context, heads map[string]*auditChainHe
 		return nil, err
 	}
 	for _, k := range lookups {
-		h, ok := found[k]
-		if !ok {
-			return nil, domain.Errorf(domain.KindNotFound, "the audit log's tree hash %d is missing", k.index)
-		}
-		out[k.tenantID][k.index] = h
+		out[k.tenantID][k.index] = found[k]
 	}
 	return out, nil
 }
@@ -374,11 +370,7 @@ func (l AuditLog) ReadHashes(ctx context.Context, tenantID string, indexes []int
 	}
 	out := make([]tlog.Hash, len(indexes))
 	for i, k := range lookups {
-		h, ok := found[k]
-		if !ok {
-			return nil, domain.Errorf(domain.KindNotFound, "the audit log's tree hash %d is missing", k.index)
-		}
-		out[i] = h
+		out[i] = found[k]
 	}
 	return out, nil
 }
@@ -389,7 +381,8 @@ type hashKey struct {
 	index    int64
 }
 
-// readHashes reads the stored hashes of lookups that exist. Each is one
+// readHashes reads the stored hashes of lookups, NotFound naming the
+// first that is missing (or not a hash). Each is one
 // primary-key lookup, joined into one statement: a plan for "idx IN (…)"
 // may scan the tenant's whole tree instead, when the statistics have not
 // yet seen how large the tree grew (seconds at a million events).
@@ -410,6 +403,11 @@ func (l AuditLog) readHashes(ctx context.Context, lookups []hashKey) (map[hashKe
 			if len(r.Hash) == tlog.HashSize {
 				found[hashKey{r.TenantID, r.Index}] = tlog.Hash(r.Hash)
 			}
+		}
+	}
+	for _, k := range lookups {
+		if _, ok := found[k]; !ok {
+			return nil, domain.Errorf(domain.KindNotFound, "the audit log's tree hash %d is missing", k.index)
 		}
 	}
 	return found, nil
