@@ -74,3 +74,60 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// answerDeadline gives every answer a deadline to be taken by its client.
+// A client that stops taking an answer (an HTTP/2 stream window it never
+// opens, a TCP window at zero) would otherwise hold the handler, its
+// buffers and its stream for as long as it likes: Go's server waits for
+// flow-control credit without end, and a request's deadline does not end
+// that wait. The first deadline is first after the handler starts (the
+// handler's own time, then the answer); each write moves it to each from
+// then, once half of each has gone by, so a stream whose client keeps
+// reading (an export, the change stream) is never cut, and one whose
+// client stops is, each after its last write. Past the deadline an
+// HTTP/1.1 connection is closed and an HTTP/2 stream reset.
+func answerDeadline(first, each time.Duration, next http.Handler) http.Handler {
+	if first <= 0 || each <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		until := time.Now().Add(first)
+		if err := rc.SetWriteDeadline(until); err != nil {
+			next.ServeHTTP(w, r) // as for the body deadline: rather without it than not at all
+			return
+		}
+		next.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: rc, each: each, until: until}, r)
+	})
+}
+
+// deadlineWriter moves its answer's write deadline as it is written.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	each  time.Duration
+	until time.Time
+}
+
+// extend moves the deadline to each from now once half of each has
+// passed since it was last moved: a unary answer sets it once.
+func (w *deadlineWriter) extend() {
+	if now := time.Now(); w.until.Sub(now) < w.each/2 {
+		w.until = now.Add(w.each)
+		_ = w.rc.SetWriteDeadline(w.until)
+	}
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	w.extend()
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush passes Flush on, which Connect's streaming needs.
+func (w *deadlineWriter) Flush() {
+	w.extend()
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

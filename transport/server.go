@@ -257,8 +257,11 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	protocols.SetUnencryptedHTTP2(true) // gRPC without TLS, on the same port
 	cfg = cfg.prepared()
 	samples := cfg.samples
+	// A request's bytes have BodyReadTimeout to arrive; its answer's have
+	// RequestTimeout each to be taken by the client.
+	handler = answerDeadline(cfg.RequestTimeout+cfg.BodyReadTimeout, cfg.RequestTimeout, privateReads(guardWire(handler)))
 	return &http.Server{
-		Handler:           newCORS(cfg).Handler(requestIDs(cfg.Logger, samples, bodyDeadline(cfg.BodyReadTimeout, privateReads(guardWire(handler))))),
+		Handler:           newCORS(cfg).Handler(requestIDs(cfg.Logger, samples, bodyDeadline(cfg.BodyReadTimeout, handler))),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,

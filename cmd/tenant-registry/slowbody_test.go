@@ -97,7 +97,7 @@ type h2Client struct {
 	streams uint32 // SETTINGS_MAX_CONCURRENT_STREAMS the server announced
 }
 
-func dialH2(t *testing.T, srv *running) *h2Client {
+func dialH2(t *testing.T, srv *running, settings ...http2.Setting) *h2Client {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.baseURL, "http://"))
 	if err != nil {
@@ -110,7 +110,7 @@ func dialH2(t *testing.T, srv *running) *h2Client {
 	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.fr.WriteSettings(); err != nil {
+	if err := c.fr.WriteSettings(settings...); err != nil {
 		t.Fatal(err)
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(margin))
@@ -292,6 +292,47 @@ func TestSlowStreamsOverH2C(t *testing.T) {
 	tenants := tenantregistryv1connect.NewTenantServiceClient(testserver.H2C, srv.baseURL)
 	if _, err := tenants.GetTenant(context.Background(), &v1.GetTenantRequest{Id: seedTenantID}); err != nil {
 		t.Errorf("GetTenant after the slow streams: %v", err)
+	}
+}
+
+// TestAnswersNobodyTakesEnd opens h2c streams whose client announces a
+// window of zero and never opens it, so that no answer can be sent: each
+// stream is reset once its answer's write deadline (REQUEST_TIMEOUT after
+// the body's, for a unary call) has passed, instead of holding its
+// handler for as long as the client keeps the connection.
+func TestAnswersNobodyTakesEnd(t *testing.T) {
+	const requestTimeout = time.Second
+	env := slowEnv(t, "100")
+	env["REQUEST_TIMEOUT"] = requestTimeout.String()
+	srv := serve(t, env)
+	c := dialH2(t, srv, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	start := time.Now()
+	streams := map[uint32]bool{}
+	for i := range uint32(20) {
+		id := 2*i + 1
+		c.hbuf.Reset()
+		for _, h := range [][2]string{
+			{":method", "POST"}, {":scheme", "http"}, {":authority", "registry"},
+			{":path", "/tenantregistry.v1.TenantService/GetTenant"}, {"content-type", "application/json"},
+		} {
+			_ = c.enc.WriteField(hpack.HeaderField{Name: h[0], Value: h[1]})
+		}
+		if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.fr.WriteData(id, true, []byte(`{"id":"`+seedTenantID+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		streams[id] = true
+	}
+	ended := c.ends(streams, start.Add(requestTimeout+bodyTimeout+margin))
+	for id, e := range ended {
+		if !strings.HasSuffix(e, "reset: INTERNAL_ERROR") {
+			t.Errorf("stream %d, whose answer its client never took: %q, want it reset", id, e)
+		}
+	}
+	if took := time.Since(start); took < requestTimeout {
+		t.Errorf("the streams were reset after %v, before the write deadline", took)
 	}
 }
 
