@@ -35,7 +35,14 @@ type requestInfo struct {
 
 	mu        sync.Mutex
 	procedure string
-	principal *domain.Principal
+	caller    loggedCaller
+}
+
+// loggedCaller is what the log lines say of who is calling: never a
+// credential, nor the rest of the principal.
+type loggedCaller struct {
+	known              bool
+	id, kind, tenantID string
 }
 
 type requestInfoKey struct{}
@@ -57,14 +64,14 @@ func (ri *requestInfo) setProcedure(procedure string) {
 
 func (ri *requestInfo) setPrincipal(p domain.Principal) {
 	ri.mu.Lock()
-	ri.principal = &p
+	ri.caller = loggedCaller{known: true, id: p.ID, kind: p.Type, tenantID: p.TenantID}
 	ri.mu.Unlock()
 }
 
-func (ri *requestInfo) snapshot() (procedure string, p *domain.Principal) {
+func (ri *requestInfo) snapshot() (procedure string, c loggedCaller) {
 	ri.mu.Lock()
 	defer ri.mu.Unlock()
-	return ri.procedure, ri.principal
+	return ri.procedure, ri.caller
 }
 
 // validRequestID accepts at most 64 characters of [A-Za-z0-9._-]: enough
@@ -238,13 +245,13 @@ func (h contextHandler) Handle(ctx context.Context, r slog.Record) error {
 	}
 	if ri != nil {
 		add(slog.String("request_id", ri.id))
-		procedure, p := ri.snapshot()
+		procedure, c := ri.snapshot()
 		if procedure != "" {
 			add(slog.String("procedure", procedure))
 		}
-		if p != nil {
-			add(slog.Group("principal", "id", p.ID, "type", p.Type))
-			add(slog.String("tenant", p.TenantID))
+		if c.known {
+			add(slog.Group("principal", "id", c.id, "type", c.kind))
+			add(slog.String("tenant", c.tenantID))
 		}
 	}
 	if sc.IsValid() {
