@@ -31,10 +31,14 @@ const (
 )
 
 // hotPath are the procedures whose successes are sampled; every other
-// successful RPC is logged in full.
+// successful RPC is logged in full. Products verify and check on every
+// request they serve, and record their own events as they happen; each
+// recorded event is in the audit log itself, with more than its log line
+// would say.
 var hotPath = map[string]bool{
 	tenantregistryv1connect.ApiKeyServiceVerifyApiKeyProcedure:          true,
 	tenantregistryv1connect.EntitlementServiceCheckEntitlementProcedure: true,
+	tenantregistryv1connect.AuditServiceRecordAuditEventProcedure:       true,
 }
 
 // sampleKey names a kind of line: its message, and the code or status
