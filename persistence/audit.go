@@ -235,12 +235,13 @@ func (l AuditLog) lockHeads(ctx context.Context, tenants []string) (map[string]*
 		for i, t := range chunk {
 			fresh[i] = auditChainHeadRow{TenantID: t}
 		}
-		if _, err := l.db.NewInsert().Model(&fresh).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
-			return nil, err
-		}
+		// One statement creates the missing heads and locks them all: an
+		// upsert locks each row it meets, in the order given, and returns
+		// it as it stands (the update changes nothing).
 		var heads []auditChainHeadRow
-		q := l.db.NewSelect().Model(&heads).Where("tenant_id IN (?)", bun.In(chunk)).OrderExpr("tenant_id")
-		if err := l.dialect.forUpdate(q).Scan(ctx); err != nil {
+		err := l.db.NewInsert().Model(&fresh).On("CONFLICT (tenant_id) DO UPDATE").Set("tenant_id = EXCLUDED.tenant_id").
+			Returning("*").Scan(ctx, &heads)
+		if err != nil {
 			return nil, err
 		}
 		for i := range heads {
