@@ -189,10 +189,7 @@ type appendResult struct {
 // appendLoad appends single events over HTTP (Connect JSON) from n
 // workers, closed loop, until stop closes; it returns every result.
 func appendLoad(baseURL string, tenants []string, n int, stop <-chan struct{}) []appendResult {
-	bodies := make([]func(uint64) []byte, len(tenants))
-	for i, t := range tenants {
-		bodies[i] = auditBodies([]string{t}, 1)
-	}
+	pieces, run := auditTemplates(tenants), runID()
 	client := newHTTPClient(n)
 	var mu sync.Mutex
 	var all []appendResult
@@ -217,7 +214,7 @@ func appendLoad(baseURL string, tenants []string, n int, stop <-chan struct{}) [
 				t := int(i % uint64(len(tenants)))
 				r := appendResult{tenant: t, start: time.Now()}
 				res, err := client.Post(baseURL+tenantregistryv1connect.AuditServiceRecordAuditEventProcedure, "application/json",
-					bytes.NewReader(bodies[t](i)))
+					bytes.NewReader(auditBody(pieces, 1, run, i)))
 				if err == nil {
 					body, _ := io.ReadAll(res.Body)
 					res.Body.Close()

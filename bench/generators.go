@@ -64,8 +64,10 @@ type wrkLoad struct {
 	body   []byte
 }
 
-// newWrkLoad writes the script of a request into dir.
-func newWrkLoad(dir string, connections int, method, url string, header http.Header, body []byte) (wrkLoad, error) {
+// newWrkLoad writes the script of a request into dir; extra is Lua the
+// script runs after setting the request (a request function, to build
+// each request anew).
+func newWrkLoad(dir string, connections int, method, url string, header http.Header, body []byte, extra string) (wrkLoad, error) {
 	l := wrkLoad{connections: connections, url: url, method: method, header: header, body: body}
 	var s strings.Builder
 	fmt.Fprintf(&s, "wrk.method = %q\n", method)
@@ -79,6 +81,7 @@ func newWrkLoad(dir string, connections int, method, url string, header http.Hea
 	for k, vs := range header {
 		fmt.Fprintf(&s, "wrk.headers[%q] = %q\n", k, strings.Join(vs, ", "))
 	}
+	s.WriteString(extra)
 	s.WriteString(`done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH %d %d %d %d %d %d %d\n", summary.duration, summary.requests,
@@ -96,6 +99,72 @@ end
 	return l, err
 }
 
+// runID is a token that tells one run of a load from the others.
+func runID() string { return strconv.FormatInt(time.Now().UnixNano(), 36) }
+
+// newWrkAppendLoad writes the script of appends of n events each, one
+// tenant of tenants after another: the script builds every request's
+// body as auditBody does (an external id of its own for every event), so
+// that the load generator, which shares the machine, spends little CPU on
+// them. Like Connect's clients, it accepts gzip.
+func newWrkAppendLoad(dir string, connections int, url string, tenants []string, n int) (wrkLoad, error) {
+	pieces := auditTemplates(tenants)
+	var s strings.Builder
+	s.WriteString("local pieces = {\n")
+	for _, p := range pieces {
+		s.WriteString("  {")
+		for k, piece := range p {
+			if k > 0 {
+				s.WriteString(", ")
+			}
+			s.WriteString(luaString(piece))
+		}
+		s.WriteString("},\n")
+	}
+	open, end := auditEnvelope(n)
+	fmt.Fprintf(&s, `}
+local events, open, close = %d, %s, %s
+local run, i = "", 0
+local places = {}
+for j = 1, events do places[j] = tostring(j - 1) end
+init = function(args) run = args[1] end
+request = function()
+  i = i + 1
+  local p = pieces[(i %% #pieces) + 1]
+  local prefix = run .. "-" .. i .. "-"
+  local parts, n = {open}, 1
+  for j = 1, events do
+    if j > 1 then n = n + 1; parts[n] = "," end
+    local id = prefix .. places[j]
+    for k = 1, #p do
+      if k > 1 then n = n + 1; parts[n] = id end
+      n = n + 1; parts[n] = p[k]
+    end
+  end
+  parts[n + 1] = close
+  return wrk.format(nil, nil, nil, table.concat(parts))
+end
+`, n, luaString([]byte(open)), luaString([]byte(end)))
+	header := http.Header{"Content-Type": {"application/json"}, "Accept-Encoding": {"gzip"}}
+	return newWrkLoad(dir, connections, http.MethodPost, url, header, auditBody(pieces, n, "probe-"+runID(), 0), s.String())
+}
+
+// luaString quotes b as a Lua string literal, every byte escaped as a
+// decimal, so that no byte of it can end the literal.
+func luaString(b []byte) string {
+	var s strings.Builder
+	s.WriteByte('"')
+	for _, c := range b {
+		if c >= 0x20 && c < 0x7f && c != '"' && c != '\\' {
+			s.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&s, "\\%03d", c)
+	}
+	s.WriteByte('"')
+	return s.String()
+}
+
 // request is the load's request, for a probe.
 func (l wrkLoad) request() (*http.Request, error) {
 	req, err := http.NewRequest(l.method, l.url, bytes.NewReader(l.body))
@@ -108,8 +177,9 @@ func (l wrkLoad) request() (*http.Request, error) {
 
 func (l wrkLoad) run(d time.Duration) (slice, error) {
 	secs := wholeSeconds(d)
+	// The script's init gets a token of this run, for ids of its own.
 	cmd := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(l.connections), "-d"+strconv.Itoa(secs)+"s",
-		"--timeout", "30s", "-s", l.script, l.url)
+		"--timeout", "30s", "-s", l.script, l.url, "--", runID())
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -474,7 +475,13 @@ func probeRequest(req *http.Request, want string) error {
 		return err
 	}
 	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
+	var r io.Reader = res.Body
+	if res.Header.Get("Content-Encoding") == "gzip" { // asked for by the load's own Accept-Encoding
+		if r, err = gzip.NewReader(res.Body); err != nil {
+			return fmt.Errorf("probe %s %s: %w", req.Method, req.URL, err)
+		}
+	}
+	body, _ := io.ReadAll(r)
 	if res.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(want)) {
 		return fmt.Errorf("probe %s %s: %s, want %q in %.300s", req.Method, req.URL, res.Status, want, body)
 	}
@@ -491,17 +498,25 @@ func (h *harness) specs() []rowSpec {
 	// wrk, for one request sent again and again.
 	wrkPost := func(procedure, body, want string) loadFunc {
 		return func(_ context.Context, p *process) (load, string, error) {
-			l, err := newWrkLoad(h.tmp, c, http.MethodPost, p.url+procedure, jsonHeader, []byte(body))
+			l, err := newWrkLoad(h.tmp, c, http.MethodPost, p.url+procedure, jsonHeader, []byte(body), "")
 			return l, want, err
 		}
 	}
 	wrkGet := func(path func(p *process) string, header http.Header, want string) loadFunc {
 		return func(_ context.Context, p *process) (load, string, error) {
-			l, err := newWrkLoad(h.tmp, c, http.MethodGet, path(p), header, nil)
+			l, err := newWrkLoad(h.tmp, c, http.MethodGet, path(p), header, nil, "")
 			return l, want, err
 		}
 	}
-	// vegeta, for requests whose bodies differ.
+	// wrk again, for appends: every event has an external id of its own.
+	wrkAppend := func(procedure string, tenants []string, n int) loadFunc {
+		return func(_ context.Context, p *process) (load, string, error) {
+			l, err := newWrkAppendLoad(h.tmp, c, p.url+procedure, tenants, n)
+			return l, `"seq"`, err
+		}
+	}
+	// vegeta, for requests whose bodies differ and that wrk's Lua cannot
+	// build cheaply (proofs of seqs spread over a log).
 	vegetaPost := func(concurrency int, procedure string, body func(uint64) []byte, want string) loadFunc {
 		return func(_ context.Context, p *process) (load, string, error) {
 			return httpLoad{concurrency: concurrency, client: newHTTPClient(concurrency), next: connectPost(p.url, procedure, body)}, want, nil
@@ -550,9 +565,9 @@ func (h *harness) specs() []rowSpec {
 		{key: "tenant-by-slug-get", process: "service-reads", groups: g("reads"), name: "GetTenantBySlug", protocol: "connect-get", server: serviceWarm,
 			load: wrkGet(getURL, nil, `"slug"`)},
 		{key: "audit-single-json", process: "service-audit", groups: g("audit"), name: "RecordAuditEvent", protocol: "connect-json", server: serviceWarm, eventsPerRequest: 1,
-			load: vegetaPost(c, recordOne, auditBodies(fx.AppendTenants, 1), `"seq"`)},
+			load: wrkAppend(recordOne, fx.AppendTenants, 1)},
 		{key: "audit-batch100-json", process: "service-audit", groups: g("audit"), name: "RecordAuditEvents ×100", protocol: "connect-json", server: serviceWarm, eventsPerRequest: 100,
-			load: vegetaPost(c, recordMany, auditBodies(fx.AppendTenants, 100), `"seq"`)},
+			load: wrkAppend(recordMany, fx.AppendTenants, 100)},
 	}
 	// A product's own requests, behind the SDK's middleware and without
 	// authentication, over the same keep-alive connections.
@@ -596,9 +611,9 @@ func (h *harness) specs() []rowSpec {
 			// the cost of an append must not grow with its log. These run
 			// after the list rows, whose logs they would lengthen.
 			rowSpec{key: "append-chain-1k", process: "service-append", phase: 2, groups: g("chains"), name: "RecordAuditEvent, one log of 1k", protocol: "connect-json", server: serviceWarm, eventsPerRequest: 1,
-				load: vegetaPost(c, recordOne, auditBodies([]string{fx.SmallAppend.GetId()}, 1), `"seq"`)},
+				load: wrkAppend(recordOne, []string{fx.SmallAppend.GetId()}, 1)},
 			rowSpec{key: "append-chain-big", process: "service-append", phase: 2, groups: g("chains"), name: "RecordAuditEvent, one log of " + big, protocol: "connect-json", server: serviceWarm, eventsPerRequest: 1,
-				load: vegetaPost(c, recordOne, auditBodies([]string{fx.BigAudit.GetId()}, 1), `"seq"`)},
+				load: wrkAppend(recordOne, []string{fx.BigAudit.GetId()}, 1)},
 		)
 	}
 	if h.o.wants("proofs") {
@@ -618,48 +633,57 @@ func eventCount(n int) string {
 	return strconv.Itoa(n)
 }
 
-// auditBodies returns request bodies of n events each, for one tenant of
-// tenants after another, each event with an external id of its own (as
-// products send them, for idempotent retries). Bodies are spliced from
-// events encoded once, so that the load generator, which shares the
-// machine, spends little CPU on them.
-func auditBodies(tenants []string, n int) func(uint64) []byte {
-	const marker = "@ID@"
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	pieces := make([][][]byte, len(tenants)) // per tenant: the event's JSON, split where the id goes
+// auditTemplates are one event's JSON for each of tenants, split where
+// its external id goes (twice: the external id, and the target's id).
+func auditTemplates(tenants []string) [][][]byte {
+	pieces := make([][][]byte, len(tenants))
 	for i, t := range tenants {
 		pieces[i] = bytes.Split([]byte(mustJSON(map[string]any{
 			"tenantId": t, "product": benchProduct, "action": "document.updated", "crud": "u",
 			"actor":       map[string]string{"id": "user-42", "name": "Jane Doe", "type": "user"},
-			"target":      map[string]string{"id": "doc-" + marker, "type": "document", "name": "Quarterly report"},
+			"target":      map[string]string{"id": "doc-" + auditIDMarker, "type": "document", "name": "Quarterly report"},
 			"sourceIp":    "192.0.2.10",
 			"description": "updated the document's title",
 			"fields":      map[string]string{"field": "title", "old": "Q3", "new": "Q3 final"},
-			"externalId":  marker,
-		})), []byte(marker))
+			"externalId":  auditIDMarker,
+		})), []byte(auditIDMarker))
 	}
-	open, end := `{"events":[`, `]}`
+	return pieces
+}
+
+const auditIDMarker = "@ID@"
+
+// auditEnvelope is what holds n events: RecordAuditEvent's request for
+// one, RecordAuditEvents' for more.
+func auditEnvelope(n int) (open, end string) {
 	if n == 1 {
-		open, end = `{"event":`, `}`
+		return `{"event":`, `}`
 	}
-	return func(i uint64) []byte {
-		p := pieces[i%uint64(len(pieces))]
-		b := make([]byte, 0, n*(len(p[0])+len(p[1])+len(p[2])+40)+len(open)+len(end))
-		b = append(b, open...)
-		for j := range n {
-			if j > 0 {
-				b = append(b, ',')
-			}
-			id := run + "-" + strconv.FormatUint(i, 10) + "-" + strconv.Itoa(j)
-			for k, piece := range p {
-				if k > 0 {
-					b = append(b, id...)
-				}
-				b = append(b, piece...)
-			}
+	return `{"events":[`, `]}`
+}
+
+// auditBody is the body of request i, whose events all belong to one
+// tenant of tenants after another, each event with an external id of
+// its own (as products send them, for idempotent retries): run, i and the
+// event's place in the request. The wrk script of the append rows builds
+// the same bodies.
+func auditBody(pieces [][][]byte, n int, run string, i uint64) []byte {
+	open, end := auditEnvelope(n)
+	p := pieces[i%uint64(len(pieces))]
+	b := append([]byte(nil), open...)
+	for j := range n {
+		if j > 0 {
+			b = append(b, ',')
 		}
-		return append(b, end...)
+		id := run + "-" + strconv.FormatUint(i, 10) + "-" + strconv.Itoa(j)
+		for k, piece := range p {
+			if k > 0 {
+				b = append(b, id...)
+			}
+			b = append(b, piece...)
+		}
 	}
+	return append(b, end...)
 }
 
 func mustJSON(v any) string {
