@@ -662,15 +662,16 @@ func auditEnvelope(n int) (open, end string) {
 	return `{"events":[`, `]}`
 }
 
-// auditBody is the body of request i, whose events all belong to one
-// tenant of tenants after another, each event with an external id of
-// its own (as products send them, for idempotent retries): run, i and the
-// event's place in the request. The wrk script of the append rows builds
-// the same bodies.
+// auditBody is the body of request i of n events, all of the tenant of
+// pieces (auditTemplates) whose turn it is, each event with an external id
+// of its own (as products send them, for idempotent retries): run, i and
+// the event's place in the request. The wrk script of the append rows
+// builds the same bodies.
 func auditBody(pieces [][][]byte, n int, run string, i uint64) []byte {
 	open, end := auditEnvelope(n)
 	p := pieces[i%uint64(len(pieces))]
-	b := append([]byte(nil), open...)
+	b := make([]byte, 0, n*(len(p[0])+len(p[1])+len(p[2])+40)+len(open)+len(end))
+	b = append(b, open...)
 	for j := range n {
 		if j > 0 {
 			b = append(b, ',')
