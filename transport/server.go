@@ -259,9 +259,10 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	samples := cfg.samples
 	// A request's bytes have BodyReadTimeout to arrive; its answer's have
 	// RequestTimeout each to be taken by the client.
-	handler = answerDeadline(cfg.RequestTimeout+cfg.BodyReadTimeout, cfg.RequestTimeout, privateReads(guardWire(handler)))
+	handler = exchangeDeadlines(cfg.BodyReadTimeout, cfg.RequestTimeout+cfg.BodyReadTimeout, cfg.RequestTimeout,
+		privateReads(guardWire(handler)))
 	return &http.Server{
-		Handler:           newCORS(cfg).Handler(requestIDs(cfg.Logger, samples, bodyDeadline(cfg.BodyReadTimeout, handler))),
+		Handler:           newCORS(cfg).Handler(requestIDs(cfg.Logger, samples, handler)),
 		Protocols:         protocols,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,

@@ -69,14 +69,12 @@ func run(ctx context.Context) error {
 	}
 	// The values cmd/tenant-registry passes by default, so both servers are
 	// configured alike; authentication is off in both (dev without issuer).
-	cfg := transport.Config{
-		AllowLocalhostOrigins: true,
-		MaxMessageBytes:       4 << 20,
-		ReadHeaderTimeout:     10 * time.Second,
-		RequestTimeout:        30 * time.Second,
-		ShutdownGrace:         2 * time.Second,
-		Logger:                log,
-	}
+	// The limits the service runs with by default: the same deadlines,
+	// message bound and stream bound.
+	cfg := transport.DefaultConfig()
+	cfg.AllowLocalhostOrigins = true
+	cfg.ShutdownGrace = 2 * time.Second
+	cfg.Logger = log
 	opts := transport.HandlerOptions(cfg)
 	mux := http.NewServeMux()
 	// The real server mounts health without options; here it gets the

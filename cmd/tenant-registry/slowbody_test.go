@@ -299,7 +299,9 @@ func TestSlowStreamsOverH2C(t *testing.T) {
 // window of zero and never opens it, so that no answer can be sent: each
 // stream is reset once its answer's write deadline (REQUEST_TIMEOUT after
 // the body's, for a unary call) has passed, instead of holding its
-// handler for as long as the client keeps the connection.
+// handler for as long as the client keeps the connection. Half the calls
+// are Connect's, whose answer net/http writes after the handler returned,
+// and half gRPC's, whose answer Connect flushes in the handler.
 func TestAnswersNobodyTakesEnd(t *testing.T) {
 	const requestTimeout = time.Second
 	env := slowEnv(t, "100")
@@ -308,19 +310,24 @@ func TestAnswersNobodyTakesEnd(t *testing.T) {
 	c := dialH2(t, srv, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	start := time.Now()
 	streams := map[uint32]bool{}
+	grpcBody := append([]byte{0, 0, 0, 0, byte(2 + len(seedTenantID)), 0x0a, byte(len(seedTenantID))}, seedTenantID...)
 	for i := range uint32(20) {
 		id := 2*i + 1
+		contentType, body := "application/json", []byte(`{"id":"`+seedTenantID+`"}`)
+		if i%2 == 1 {
+			contentType, body = "application/grpc", grpcBody
+		}
 		c.hbuf.Reset()
 		for _, h := range [][2]string{
 			{":method", "POST"}, {":scheme", "http"}, {":authority", "registry"},
-			{":path", "/tenantregistry.v1.TenantService/GetTenant"}, {"content-type", "application/json"},
+			{":path", "/tenantregistry.v1.TenantService/GetTenant"}, {"content-type", contentType},
 		} {
 			_ = c.enc.WriteField(hpack.HeaderField{Name: h[0], Value: h[1]})
 		}
 		if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.hbuf.Bytes(), EndHeaders: true}); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.fr.WriteData(id, true, []byte(`{"id":"`+seedTenantID+`"}`)); err != nil {
+		if err := c.fr.WriteData(id, true, body); err != nil {
 			t.Fatal(err)
 		}
 		streams[id] = true
