@@ -2,7 +2,6 @@ package transport
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"log/slog"
 	"time"
@@ -51,7 +50,7 @@ func (i logInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) 
 func beginRPC(ctx context.Context, procedure string) context.Context {
 	ri := requestInfoFrom(ctx)
 	if ri == nil { // served without Server's HTTP middleware
-		ri = &requestInfo{id: rand.Text()}
+		ri = &requestInfo{id: newRequestID()}
 		ctx = withRequestInfo(ctx, ri)
 	}
 	ri.setProcedure(procedure)

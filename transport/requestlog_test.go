@@ -76,3 +76,33 @@ func TestLogHandler(t *testing.T) {
 		t.Errorf("a line outside a request has a request id: %s", lines[1])
 	}
 }
+
+// TestNewRequestIDs checks that fresh request ids are valid ones, do not
+// repeat, and carry random bits in every position (the last of each half
+// holds four, so 16 values).
+func TestNewRequestIDs(t *testing.T) {
+	const n = 10000
+	seen := map[string]bool{}
+	var values [26]map[byte]bool
+	for i := range values {
+		values[i] = map[byte]bool{}
+	}
+	for range n {
+		id := newRequestID()
+		if len(id) != 26 || !validRequestID(id) {
+			t.Fatalf("newRequestID() = %q, want 26 characters a request id may have", id)
+		}
+		if seen[id] {
+			t.Fatalf("newRequestID() repeated %q within %d ids", id, n)
+		}
+		seen[id] = true
+		for i := range id {
+			values[i][id[i]] = true
+		}
+	}
+	for i, v := range values {
+		if len(v) < 16 {
+			t.Errorf("position %d took %d values over %d ids, want at least 16", i, len(v), n)
+		}
+	}
+}
