@@ -360,13 +360,49 @@ var smallWindowDialer = &net.Dialer{Control: func(_, _ string, c syscall.RawConn
 // arrive whole.
 func TestExportOutlivesBodyDeadline(t *testing.T) {
 	srv := serve(t, slowEnv(t, "100"))
+	tenantID, want := seedExport(t, srv)
+	for _, p := range exportProtocols() {
+		t.Run(p.name, func(t *testing.T) {
+			got, err := exportWithPause(t, srv, p, tenantID, 3*bodyTimeout)
+			if err != nil || got != want {
+				t.Errorf("export: %d of %d events, error %v", got, want, err)
+			}
+		})
+	}
+}
+
+// TestStalledExportEnds streams the same export to a client that stops
+// reading after the first event for longer than REQUEST_TIMEOUT: the
+// server's writes stall, and once REQUEST_TIMEOUT has passed since the
+// last one began, it closes the HTTP/1.1 connection or resets the h2c
+// stream, so the client gets an error and not the whole export.
+func TestStalledExportEnds(t *testing.T) {
+	const requestTimeout = time.Second
+	env := slowEnv(t, "100")
+	env["REQUEST_TIMEOUT"] = requestTimeout.String()
+	srv := serve(t, env)
+	tenantID, want := seedExport(t, srv)
+	for _, p := range exportProtocols() {
+		t.Run(p.name, func(t *testing.T) {
+			got, err := exportWithPause(t, srv, p, tenantID, requestTimeout+margin)
+			if err == nil || got >= want {
+				t.Errorf("export: %d of %d events, error %v; want it ended early with an error", got, want, err)
+			}
+		})
+	}
+}
+
+// seedExport creates a tenant and 2,000 events of 4 kB for it, and returns
+// the tenant's id and how many events its export holds.
+func seedExport(t *testing.T, srv *running) (tenantID string, events int) {
+	t.Helper()
 	ctx := context.Background()
 	tenants := tenantregistryv1connect.NewTenantServiceClient(testserver.HTTP1, srv.baseURL)
 	tn, err := tenants.CreateTenant(ctx, &v1.CreateTenantRequest{Slug: "exporter", DisplayName: "Exporter"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenantID := tn.GetTenant().GetId()
+	tenantID = tn.GetTenant().GetId()
 	audit := tenantregistryv1connect.NewAuditServiceClient(testserver.HTTP1, srv.baseURL)
 	const batches, perBatch = 10, 200
 	for b := range batches {
@@ -382,38 +418,46 @@ func TestExportOutlivesBodyDeadline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := batches*perBatch + 1 // and the tenant's own creation
+	return tenantID, batches*perBatch + 1 // and the tenant's own creation
+}
 
+// exportProtocol is how an export test's client reaches the server.
+type exportProtocol struct {
+	name string
+	http *http.Transport
+	opts []connect.ClientOption
+}
+
+// exportProtocols are Connect over HTTP/1.1 and gRPC over h2c, each with
+// a small receive window, so that a client that stops reading stalls the
+// server's writes soon.
+func exportProtocols() []exportProtocol {
 	h2cProtocols := new(http.Protocols)
 	h2cProtocols.SetUnencryptedHTTP2(true)
-	protocols := []struct {
-		name string
-		http *http.Transport
-		opts []connect.ClientOption
-	}{
+	return []exportProtocol{
 		{"connect over HTTP/1.1", &http.Transport{DialContext: smallWindowDialer.DialContext}, nil},
 		{"grpc over h2c", &http.Transport{DialContext: smallWindowDialer.DialContext, Protocols: h2cProtocols}, []connect.ClientOption{connect.WithGRPC()}},
 	}
-	for _, p := range protocols {
-		t.Run(p.name, func(t *testing.T) {
-			defer p.http.CloseIdleConnections()
-			// Uncompressed, so that the answer is as large as its events.
-			opts := append([]connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}, p.opts...)
-			client := tenantregistryv1connect.NewAuditServiceClient(&http.Client{Transport: p.http}, srv.baseURL, opts...)
-			stream, err := client.ExportAuditEvents(ctx, &v1.ExportAuditEventsRequest{TenantId: tenantID})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer stream.Close()
-			got := 0
-			for stream.Receive() {
-				if got++; got == 1 {
-					time.Sleep(3 * bodyTimeout) // the server's writes stall meanwhile
-				}
-			}
-			if err := stream.Err(); err != nil || got != want {
-				t.Errorf("export: %d of %d events, error %v", got, want, err)
-			}
-		})
+}
+
+// exportWithPause exports the tenant's events, stopping for pause after
+// the first, and returns how many arrived and the stream's error.
+func exportWithPause(t *testing.T, srv *running, p exportProtocol, tenantID string, pause time.Duration) (int, error) {
+	t.Helper()
+	defer p.http.CloseIdleConnections()
+	// Uncompressed, so that the answer is as large as its events.
+	opts := append([]connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}, p.opts...)
+	client := tenantregistryv1connect.NewAuditServiceClient(&http.Client{Transport: p.http}, srv.baseURL, opts...)
+	stream, err := client.ExportAuditEvents(context.Background(), &v1.ExportAuditEventsRequest{TenantId: tenantID})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer stream.Close()
+	got := 0
+	for stream.Receive() {
+		if got++; got == 1 {
+			time.Sleep(pause) // the server's writes stall meanwhile
+		}
+	}
+	return got, stream.Err()
 }
