@@ -59,9 +59,10 @@ func exchangeDeadlines(body, first, each time.Duration, next http.Handler) http.
 				x.answerDue = first
 			} else {
 				x.conn, _ = r.Context().Value(connWritesKey{}).(*connWrites)
-				// At least each, and half the rest of first, left of a
-				// deadline an earlier request set: a handler ending with
-				// its request's deadline still has time to answer.
+				// The deadline an earlier call on the connection set is
+				// kept while it leaves each and half of what first adds
+				// to it: a handler that ends at its call's deadline still
+				// has time to answer.
 				x.real = x.keepWriteDeadline(first-(first-each)/2, first)
 			}
 		}

@@ -67,10 +67,9 @@ func run(ctx context.Context) error {
 	if addr == "" {
 		addr = "127.0.0.1:8091"
 	}
-	// The values cmd/tenant-registry passes by default, so both servers are
+	// The limits cmd/tenant-registry runs with by default (the same
+	// deadlines, message bound and stream bound), so both servers are
 	// configured alike; authentication is off in both (dev without issuer).
-	// The limits the service runs with by default: the same deadlines,
-	// message bound and stream bound.
 	cfg := transport.DefaultConfig()
 	cfg.AllowLocalhostOrigins = true
 	cfg.ShutdownGrace = 2 * time.Second
