@@ -1,11 +1,9 @@
 package transport
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -38,12 +36,11 @@ import (
 // HTTP/2 a message to the connection's serving goroutine and a timer
 // there. So a timer of the exchange's own watches the deadlines, and a
 // read or write deadline, one in the past, is set only when one passes:
-// the body's always; the answer's on HTTP/2. An HTTP/1.1 answer has a real
-// write deadline, which is cheap there, and which the connection's next
-// requests keep while it leaves them nearly all of their time (see
-// connWrites). An HTTP/2 answer gets one when its handler returns with
-// bytes still buffered (a Connect unary answer, which net/http writes
-// after the handler returned, out of the timer's reach).
+// the body's always; the answer's on HTTP/2. An HTTP/1.1 answer gets a
+// real write deadline when its handler starts, as it is cheap there, and
+// an HTTP/2 answer gets one when its handler returns with bytes still
+// buffered (a Connect unary answer, which net/http writes after the
+// handler returned, out of the timer's reach).
 func exchangeDeadlines(body, first, each time.Duration, next http.Handler) http.Handler {
 	if body <= 0 && (first <= 0 || each <= 0) {
 		return next
@@ -57,13 +54,8 @@ func exchangeDeadlines(body, first, each time.Duration, next http.Handler) http.
 		if first > 0 && each > 0 {
 			if r.ProtoMajor == 2 {
 				x.answerDue = first
-			} else {
-				x.conn, _ = r.Context().Value(connWritesKey{}).(*connWrites)
-				// The deadline an earlier call on the connection set is
-				// kept while it leaves each and half of what first adds
-				// to it: a handler that ends at its call's deadline still
-				// has time to answer.
-				x.real = x.keepWriteDeadline(first-(first-each)/2, first)
+			} else if x.setWriteDeadline(first) {
+				x.real = true
 			}
 		}
 		if hasBody {
@@ -97,7 +89,6 @@ type exchange struct {
 
 	// Kept by the handler's goroutine only.
 	real    bool          // the answer has a real write deadline (HTTP/1.1)
-	conn    *connWrites   // its connection's, when known (HTTP/1.1)
 	until   time.Duration // the real write deadline
 	pending bool          // written since the last flush
 
@@ -110,51 +101,26 @@ type exchange struct {
 	answerDue time.Duration
 }
 
-// keepWriteDeadline makes sure the answer has a real write deadline at
-// least from now, which it sets d from now when the connection's leaves
-// less. It reports whether the answer has one.
-func (x *exchange) keepWriteDeadline(least, d time.Duration) bool {
+// setWriteDeadline sets a real write deadline d from now.
+func (x *exchange) setWriteDeadline(d time.Duration) bool {
 	now := time.Since(x.start)
-	if x.conn != nil && x.conn.until.Sub(x.start) >= now+least {
-		x.until = x.conn.until.Sub(x.start)
-		return true
-	}
-	deadline := x.start.Add(now + d)
-	if http.NewResponseController(x.w).SetWriteDeadline(deadline) != nil {
+	if http.NewResponseController(x.w).SetWriteDeadline(x.start.Add(now+d)) != nil {
 		// Only a ResponseWriter that cannot reach the connection refuses:
 		// serve the request without the deadline, rather than not at all.
 		return false
 	}
 	x.until = now + d
-	if x.conn != nil {
-		x.conn.until = deadline
-	}
 	return true
-}
-
-// connWrites is an HTTP/1.1 connection's write deadline as its requests
-// last set it. A connection's requests follow each other, each handler
-// returning before the next starts, so they share it without a lock, and
-// a connection serving thousands of calls a second sets its deadline
-// every few seconds rather than on every call.
-type connWrites struct{ until time.Time }
-
-type connWritesKey struct{}
-
-// withConnWrites is the server's ConnContext: it gives each connection's
-// requests their connWrites. (HTTP/2 streams, which overlap, do not use
-// it: their deadlines are the stream's own.)
-func withConnWrites(ctx context.Context, _ net.Conn) context.Context {
-	return context.WithValue(ctx, connWritesKey{}, &connWrites{})
 }
 
 // wrote is told when a write of the answer starts.
 func (x *exchange) wrote() {
 	now := time.Since(x.start)
 	if x.real {
-		// Moved to each from now once less than half of each is left.
+		// Moved once half of each has passed since it was last moved: a
+		// unary answer sets it once.
 		if x.until-now < x.each/2 {
-			x.keepWriteDeadline(x.each/2, x.each)
+			x.setWriteDeadline(x.each)
 		}
 		return
 	}
@@ -210,7 +176,7 @@ func (x *exchange) finish() {
 	x.mu.Unlock()
 	x.timer.Stop()
 	if watched && x.pending {
-		x.keepWriteDeadline(x.each, x.each)
+		x.setWriteDeadline(x.each)
 	}
 }
 

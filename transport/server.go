@@ -264,7 +264,6 @@ func NewHTTPServer(cfg Config, handler http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           newCORS(cfg).Handler(requestIDs(cfg.Logger, samples, handler)),
 		Protocols:         protocols,
-		ConnContext:       withConnWrites,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

@@ -363,7 +363,7 @@ func TestExportOutlivesBodyDeadline(t *testing.T) {
 	tenantID, want := seedExport(t, srv)
 	for _, p := range exportProtocols() {
 		t.Run(p.name, func(t *testing.T) {
-			got, err := exportWithPause(t, srv, p, tenantID, 3*bodyTimeout)
+			got, err := exportWithPause(t, srv, p, tenantID, 3*bodyTimeout, false)
 			if err != nil || got != want {
 				t.Errorf("export: %d of %d events, error %v", got, want, err)
 			}
@@ -375,7 +375,10 @@ func TestExportOutlivesBodyDeadline(t *testing.T) {
 // reading after the first event for longer than REQUEST_TIMEOUT: the
 // server's writes stall, and once REQUEST_TIMEOUT has passed since the
 // last one began, it closes the HTTP/1.1 connection or resets the h2c
-// stream, so the client gets an error and not the whole export.
+// stream, so the client gets an error and not the whole export. Each
+// export runs on a fresh connection, and on one that has just served a
+// quick call (net/http clears an HTTP/1.1 connection's write deadline
+// after every answer: each answer must set its own).
 func TestStalledExportEnds(t *testing.T) {
 	const requestTimeout = time.Second
 	env := slowEnv(t, "100")
@@ -383,12 +386,14 @@ func TestStalledExportEnds(t *testing.T) {
 	srv := serve(t, env)
 	tenantID, want := seedExport(t, srv)
 	for _, p := range exportProtocols() {
-		t.Run(p.name, func(t *testing.T) {
-			got, err := exportWithPause(t, srv, p, tenantID, requestTimeout+margin)
-			if err == nil || got >= want {
-				t.Errorf("export: %d of %d events, error %v; want it ended early with an error", got, want, err)
-			}
-		})
+		for _, callFirst := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, after a call %v", p.name, callFirst), func(t *testing.T) {
+				got, err := exportWithPause(t, srv, p, tenantID, requestTimeout+margin, callFirst)
+				if err == nil || got >= want {
+					t.Errorf("export: %d of %d events, error %v; want it ended early with an error", got, want, err)
+				}
+			})
+		}
 	}
 }
 
@@ -441,13 +446,21 @@ func exportProtocols() []exportProtocol {
 }
 
 // exportWithPause exports the tenant's events, stopping for pause after
-// the first, and returns how many arrived and the stream's error.
-func exportWithPause(t *testing.T, srv *running, p exportProtocol, tenantID string, pause time.Duration) (int, error) {
+// the first, and returns how many arrived and the stream's error. With
+// callFirst, the export follows a quick call on the same connection.
+func exportWithPause(t *testing.T, srv *running, p exportProtocol, tenantID string, pause time.Duration, callFirst bool) (int, error) {
 	t.Helper()
 	defer p.http.CloseIdleConnections()
 	// Uncompressed, so that the answer is as large as its events.
 	opts := append([]connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}, p.opts...)
-	client := tenantregistryv1connect.NewAuditServiceClient(&http.Client{Transport: p.http}, srv.baseURL, opts...)
+	hc := &http.Client{Transport: p.http}
+	if callFirst {
+		tenants := tenantregistryv1connect.NewTenantServiceClient(hc, srv.baseURL, opts...)
+		if _, err := tenants.GetTenant(context.Background(), &v1.GetTenantRequest{Id: tenantID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := tenantregistryv1connect.NewAuditServiceClient(hc, srv.baseURL, opts...)
 	stream, err := client.ExportAuditEvents(context.Background(), &v1.ExportAuditEventsRequest{TenantId: tenantID})
 	if err != nil {
 		t.Fatal(err)
