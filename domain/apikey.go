@@ -84,7 +84,8 @@ const (
 
 func isBase62(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if !strings.ContainsRune(base62, rune(s[i])) {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
 			return false
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/argon2"
@@ -45,7 +46,34 @@ type Verification struct {
 	// with no change announced: the key's expiry, or the end of one of the
 	// entitlements in Products, whichever is first. Zero: never.
 	Until time.Time
+
+	at       time.Time           // when a VALID answer was made
+	rendered atomic.Pointer[any] // see Rendered
 }
+
+// Rendered returns what render makes of v, rendering it at the first call
+// only: a VALID answer is reused for every verification of its key until
+// it changes (see KeyRecord), and so is its rendering. render must depend
+// on v alone.
+func (v *Verification) Rendered(render func(*Verification) any) any {
+	if r := v.rendered.Load(); r != nil {
+		return *r
+	}
+	r := render(v)
+	v.rendered.CompareAndSwap(nil, &r)
+	return r
+}
+
+// answers are the verifications that say no more than their code, made
+// once: a stranger's flood of bad keys allocates no answer.
+var answers = func() map[VerifyCode]*Verification {
+	m := map[VerifyCode]*Verification{}
+	for _, c := range []VerifyCode{VerifyMalformed, VerifyNotFound, VerifyRevoked, VerifyExpired,
+		VerifyTenantFrozen, VerifyInsufficientScope, VerifyNotEntitled, VerifyDisabled} {
+		m[c] = &Verification{Code: c}
+	}
+	return m
+}()
 
 // Valid reports whether the key was accepted.
 func (v *Verification) Valid() bool { return v.Code == VerifyValid }
@@ -112,24 +140,39 @@ func (v *KeyVerifier) verify(ctx context.Context, key, product string, requiredS
 	case shape == keyLegacy && legacy:
 		rec, err = v.lookup(ctx, keyDigest(key), key, now)
 	default:
-		return &Verification{Code: VerifyMalformed}, nil
+		return answers[VerifyMalformed], nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	if rec == nil {
-		return &Verification{Code: VerifyNotFound}, nil
+		return answers[VerifyNotFound], nil
 	}
 	code := evaluate(rec, product, requiredScopes, now)
 	if code != VerifyValid {
-		return &Verification{Code: code}, nil
+		return answers[code], nil
 	}
 	v.usage.touch(rec.Key.ID, now)
-	return &Verification{
+	return rec.validAnswer(now), nil
+}
+
+// validAnswer is rec's VALID answer at now. It depends on rec and on time
+// alone (not on the product or scopes asked for), and on time only at its
+// Until, so one answer serves every verification of rec from when it was
+// made until its Until; a change to the key, its tenant or its
+// entitlements replaces rec in the cache, and the answer with it.
+func (rec *KeyRecord) validAnswer(now time.Time) *Verification {
+	if a := rec.valid.Load(); a != nil && !now.Before(a.at) && (a.Until.IsZero() || now.Before(a.Until)) {
+		return a
+	}
+	a := &Verification{
 		Code: VerifyValid, KeyID: rec.Key.ID, TenantID: rec.Tenant.ID, TenantSlug: rec.Tenant.Slug,
 		Scopes: rec.Key.Scopes, Products: EntitledProducts(rec.Tenant, rec.Entitlements, now), ExpireTime: rec.Key.ExpireTime,
 		Until: validUntil(rec, now), Entitlements: counting(rec.Tenant, rec.Entitlements, now), Metadata: rec.Key.Metadata,
-	}, nil
+		at: now,
+	}
+	rec.valid.Store(a)
+	return a
 }
 
 // validUntil is the first moment after now at which a valid answer for rec

@@ -13,6 +13,8 @@ type KeyRecord struct {
 	Key          *ApiKey
 	Tenant       *Tenant
 	Entitlements []*Entitlement
+
+	valid atomic.Pointer[Verification] // the last VALID answer (see validAnswer)
 }
 
 type cachedRecord struct {

@@ -105,6 +105,12 @@ func (s *ApiKeyServer) VerifyApiKey(ctx context.Context, req *v1.VerifyApiKeyReq
 	if err != nil {
 		return nil, err
 	}
+	// The same answer serves many calls: it is converted once, and no
+	// layer changes a response once its handler returned it.
+	return r.Rendered(verificationProto).(*v1.VerifyApiKeyResponse), nil
+}
+
+func verificationProto(r *domain.Verification) any {
 	res := &v1.VerifyApiKeyResponse{
 		Valid: r.Valid(), Code: verifyCodes[r.Code], KeyId: r.KeyID, TenantId: r.TenantID,
 		TenantSlug: r.TenantSlug, Scopes: r.Scopes, Products: r.Products, ValidUntil: timeOut(r.Until),
@@ -113,7 +119,7 @@ func (s *ApiKeyServer) VerifyApiKey(ctx context.Context, req *v1.VerifyApiKeyReq
 	for _, e := range r.Entitlements {
 		res.Entitlements = append(res.Entitlements, entitlementProto(e))
 	}
-	return res, nil
+	return res
 }
 
 // DisableApiKey disables a key until EnableApiKey.
