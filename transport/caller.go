@@ -28,6 +28,9 @@ func (i sourceResolver) sourceIP(peerAddr string, h http.Header) string {
 	if err != nil {
 		return ""
 	}
+	if ip.Is4() && !i.trusted(ip) {
+		return host // as ip.String() would write it, without making it again
+	}
 	ip = ip.Unmap()
 	if !i.trusted(ip) {
 		return ip.String()

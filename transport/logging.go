@@ -60,24 +60,25 @@ func beginRPC(ctx context.Context, procedure string) context.Context {
 func (i logInterceptor) done(ctx context.Context, procedure, protocol string, start time.Time, err error) {
 	code := "ok"
 	level := slog.LevelInfo
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		code = ce.Code().String()
-		if ce.Code() == connect.CodeInternal || ce.Code() == connect.CodeUnknown {
-			level = slog.LevelError
+	now := time.Now()
+	if err == nil {
+		if !i.samples.allowSuccess(procedure, now) {
+			return
 		}
-	} else if err != nil {
-		code = connect.CodeOf(err).String()
-	}
-	if err != nil || hotPath[procedure] {
-		key, budget := sampleKey{msg: "rpc", code: code}, failureLines
-		if err == nil {
-			key.procedure, budget = procedure, hotPathLines
+	} else {
+		var ce *connect.Error // declared here: its address escapes, and a success needs none
+		if errors.As(err, &ce) {
+			code = ce.Code().String()
+			if ce.Code() == connect.CodeInternal || ce.Code() == connect.CodeUnknown {
+				level = slog.LevelError
+			}
+		} else {
+			code = connect.CodeOf(err).String()
 		}
-		if !i.samples.allow(key, budget, level) {
+		if !i.samples.allow(sampleKey{msg: "rpc", code: code}, failureLines, level) {
 			return
 		}
 	}
 	i.log.Log(ctx, level, "rpc", "procedure", procedure, "protocol", protocol, "code", code,
-		"duration_ms", float64(time.Since(start).Microseconds())/1000)
+		"duration_ms", float64(now.Sub(start).Microseconds())/1000)
 }

@@ -59,6 +59,11 @@ type logSampler struct {
 	log     *slog.Logger
 	sampled *slog.Logger // log, its lines sampled by message
 
+	// hot are the entries of the hot-path successes, by procedure, made
+	// with the sampler: the hot path finds its entry without hashing a
+	// sampleKey. Read-only; the entries are also in entries.
+	hot map[string]*sampleEntry
+
 	mu      sync.Mutex
 	entries map[sampleKey]*sampleEntry
 	timer   *time.Timer // armed while some line is left out
@@ -67,7 +72,13 @@ type logSampler struct {
 }
 
 func newLogSampler(log *slog.Logger) *logSampler {
-	s := &logSampler{log: log, entries: map[sampleKey]*sampleEntry{}}
+	now := time.Now()
+	s := &logSampler{log: log, entries: map[sampleKey]*sampleEntry{}, hot: map[string]*sampleEntry{}}
+	for procedure := range hotPath {
+		e := &sampleEntry{start: now}
+		s.entries[sampleKey{msg: "rpc", procedure: procedure, code: "ok"}] = e
+		s.hot[procedure] = e
+	}
 	s.sampled = slog.New(samplingHandler{Handler: log.Handler(), sampler: s})
 	return s
 }
@@ -83,6 +94,22 @@ func (s *logSampler) allow(k sampleKey, budget int, level slog.Level) bool {
 		e = &sampleEntry{start: now}
 		s.entries[k] = e
 	}
+	return s.allowLocked(e, budget, level, now)
+}
+
+// allowSuccess is allow for a successful call of procedure, at now:
+// sampled on the hot path, always allowed elsewhere.
+func (s *logSampler) allowSuccess(procedure string, now time.Time) bool {
+	e := s.hot[procedure]
+	if e == nil {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.allowLocked(e, hotPathLines, slog.LevelInfo, now)
+}
+
+func (s *logSampler) allowLocked(e *sampleEntry, budget int, level slog.Level, now time.Time) bool {
 	if e.suppressed == 0 && now.Sub(e.start) >= logWindow {
 		e.start, e.logged = now, 0
 	}
