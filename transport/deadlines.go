@@ -47,6 +47,7 @@ func exchangeDeadlines(body, first, each time.Duration, next http.Handler) http.
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		x := &exchange{w: w, start: time.Now(), body: body, each: each}
+		x.reader.x, x.writer.x = x, x
 		hasBody := body > 0 && r.Body != nil && r.Body != http.NoBody
 		if hasBody {
 			x.bodyDue = body
@@ -59,10 +60,12 @@ func exchangeDeadlines(body, first, each time.Duration, next http.Handler) http.
 			}
 		}
 		if hasBody {
-			r.Body = &deadlineBody{ReadCloser: r.Body, x: x}
+			x.reader.ReadCloser = r.Body
+			r.Body = &x.reader
 		}
 		if x.real || x.answerDue > 0 {
-			w = &deadlineWriter{ResponseWriter: w, x: x}
+			x.writer.ResponseWriter = w
+			w = &x.writer
 		}
 		if x.due() > 0 {
 			x.mu.Lock() // expire, however soon it runs, finds the timer set
@@ -86,6 +89,11 @@ type exchange struct {
 	timer *time.Timer
 	body  time.Duration // the body's bound, for its error message
 	each  time.Duration
+
+	// The request's body and the answer's writer under the deadlines,
+	// made with the exchange.
+	reader deadlineBody
+	writer deadlineWriter
 
 	// Kept by the handler's goroutine only.
 	real    bool          // the answer has a real write deadline (HTTP/1.1)

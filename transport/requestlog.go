@@ -129,15 +129,23 @@ func requestIDs(log *slog.Logger, samples *logSampler, next http.Handler) http.H
 		if !validRequestID(id) {
 			id = newRequestID()
 		}
-		w.Header().Set(RequestIDHeader, id)
-		ri := &requestInfo{id: id}
+		// One allocation for what every request needs: its log context,
+		// its status and its id's header value.
+		x := &struct {
+			ri     requestInfo
+			sw     statusWriter
+			header [1]string
+		}{ri: requestInfo{id: id}, header: [1]string{id}}
+		w.Header()[RequestIDHeader] = x.header[:] // the name is canonical
+		ri := &x.ri
 		r = r.WithContext(withRequestInfo(r.Context(), ri))
 		if isProbe(r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &x.sw
+		sw.ResponseWriter = w
 		next.ServeHTTP(sw, r)
 		if procedure, _ := ri.snapshot(); procedure != "" {
 			return // logInterceptor wrote the RPC's line
