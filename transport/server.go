@@ -199,7 +199,7 @@ func NewServer(cfg Config, b Backend) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	s.ln = ln
+	s.ln = slowReaderListener{ln}
 	return s, nil
 }
 

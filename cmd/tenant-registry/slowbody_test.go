@@ -397,6 +397,34 @@ func TestStalledExportEnds(t *testing.T) {
 	}
 }
 
+// TestSlowReaderKeepsItsExport reads an export of about 8 MB at about
+// 500 kB/s for five seconds, five times REQUEST_TIMEOUT, then at once,
+// over HTTP/1.1 (Connect) and h2c (gRPC). A client that keeps reading is
+// not cut, however slowly it reads: an answer's write deadline runs from
+// its last write, and a write waits only for about its own bytes to leave
+// the server's socket, not for megabytes of kernel buffer to drain.
+func TestSlowReaderKeepsItsExport(t *testing.T) {
+	const requestTimeout = time.Second
+	env := slowEnv(t, "100")
+	env["REQUEST_TIMEOUT"] = requestTimeout.String()
+	srv := serve(t, env)
+	tenantID, want := seedExport(t, srv)
+	for _, p := range exportProtocols() {
+		t.Run(p.name, func(t *testing.T) {
+			start := time.Now()
+			got, err := exportPaced(t, srv, p, tenantID, false, func(int) time.Duration {
+				if time.Since(start) < 5*requestTimeout {
+					return 8 * time.Millisecond // an event of 4 kB each
+				}
+				return 0
+			})
+			if err != nil || got != want {
+				t.Errorf("export: %d of %d events in %s, error %v; want all of them", got, want, time.Since(start).Round(time.Millisecond), err)
+			}
+		})
+	}
+}
+
 // seedExport creates a tenant and 2,000 events of 4 kB for it, and returns
 // the tenant's id and how many events its export holds.
 func seedExport(t *testing.T, srv *running) (tenantID string, events int) {
@@ -450,6 +478,18 @@ func exportProtocols() []exportProtocol {
 // callFirst, the export follows a quick call on the same connection.
 func exportWithPause(t *testing.T, srv *running, p exportProtocol, tenantID string, pause time.Duration, callFirst bool) (int, error) {
 	t.Helper()
+	return exportPaced(t, srv, p, tenantID, callFirst, func(got int) time.Duration {
+		if got == 1 {
+			return pause // the server's writes stall meanwhile
+		}
+		return 0
+	})
+}
+
+// exportPaced exports the tenant's events, waiting wait(n) after the
+// n-th, and returns how many arrived and the stream's error.
+func exportPaced(t *testing.T, srv *running, p exportProtocol, tenantID string, callFirst bool, wait func(got int) time.Duration) (int, error) {
+	t.Helper()
 	defer p.http.CloseIdleConnections()
 	// Uncompressed, so that the answer is as large as its events.
 	opts := append([]connect.ClientOption{connect.WithAcceptCompression("gzip", nil, nil)}, p.opts...)
@@ -468,9 +508,8 @@ func exportWithPause(t *testing.T, srv *running, p exportProtocol, tenantID stri
 	defer stream.Close()
 	got := 0
 	for stream.Receive() {
-		if got++; got == 1 {
-			time.Sleep(pause) // the server's writes stall meanwhile
-		}
+		got++
+		time.Sleep(wait(got))
 	}
 	return got, stream.Err()
 }
