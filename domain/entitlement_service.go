@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,7 +61,25 @@ type Check struct {
 	Reason      CheckReason
 	Entitlement *Entitlement // as read now; nil when the tenant has none
 	Limits      Limits       // the limits in force when Entitled; nil otherwise
+
+	at, until time.Time           // made at; good until (zero: for ever), see TenantRecord.check
+	rendered  atomic.Pointer[any] // see Rendered
 }
+
+// Rendered returns what render makes of c, rendering it at the first call
+// only: an answer is reused for every check of its tenant and product
+// until it changes (see TenantRecord.check), and so is its rendering.
+// render must depend on c alone.
+func (c *Check) Rendered(render func(*Check) any) any {
+	return renderOnce(&c.rendered, c, render)
+}
+
+// Answers that depend on nothing but their reason, made once.
+var (
+	unknownProduct = &Check{Reason: CheckUnknownProduct}
+	noEntitlement  = &Check{Reason: CheckNoEntitlement}
+	frozenWithout  = &Check{Reason: CheckTenantFrozen}
+)
 
 // Check says whether a tenant may use a product now, by the rule of
 // Entitled, the same one EntitledProducts (and so key verification) uses.
@@ -78,17 +97,36 @@ func (s *EntitlementService) Check(ctx context.Context, tenantID, product string
 	if err != nil {
 		return nil, err
 	}
-	t, e := rec.Tenant, rec.entitlement(product)
+	e := rec.entitlement(product)
 	if e == nil { // an entitlement names a product of the catalog
 		if known, err := s.productExists(ctx, product); err != nil {
 			return nil, err
 		} else if !known {
-			return &Check{Reason: CheckUnknownProduct}, nil
+			return unknownProduct, nil
+		}
+		if rec.Tenant.Status == TenantFrozen {
+			return frozenWithout, nil
+		}
+		return noEntitlement, nil
+	}
+	return rec.check(e, now), nil
+}
+
+// check is the answer for e, the entitlement of rec's tenant for a
+// product, at now. It changes with time only when e expires, so one
+// answer serves every check from when it was made until then (or until
+// the clock reads earlier than when it was made); a change to the tenant
+// or its entitlements replaces rec in the cache, and its answers with it.
+func (rec *TenantRecord) check(e *Entitlement, now time.Time) *Check {
+	if v, ok := rec.checks.Load(e); ok {
+		if c := v.(*Check); !now.Before(c.at) && (c.until.IsZero() || now.Before(c.until)) {
+			return c
 		}
 	}
-	c := &Check{Entitled: Entitled(t, e, now)}
-	if e != nil {
-		c.Entitlement = e.ReadAt(now)
+	t := rec.Tenant
+	c := &Check{Entitled: Entitled(t, e, now), Entitlement: e.ReadAt(now), at: now}
+	if s := c.Entitlement.Status; (s == EntitlementTrial || s == EntitlementActive) && !e.ExpireTime.IsZero() {
+		c.until = e.ExpireTime // when StatusAt turns EXPIRED
 	}
 	if c.Entitled {
 		c.Limits = e.EffectiveLimits()
@@ -100,14 +138,13 @@ func (s *EntitlementService) Check(ctx context.Context, tenantID, product string
 		// The tenant's state comes first: activating it is what brings the
 		// products back.
 		c.Reason = CheckTenantFrozen
-	case e == nil:
-		c.Reason = CheckNoEntitlement
 	case c.Entitlement.Status == EntitlementExpired:
 		c.Reason = CheckExpired
 	default:
 		c.Reason = CheckRevoked
 	}
-	return c, nil
+	rec.checks.Store(e, c)
+	return c
 }
 
 // tenantRecord reads a tenant and its entitlements through the key cache,

@@ -56,11 +56,17 @@ type Verification struct {
 // it changes (see KeyRecord), and so is its rendering. render must depend
 // on v alone.
 func (v *Verification) Rendered(render func(*Verification) any) any {
-	if r := v.rendered.Load(); r != nil {
+	return renderOnce(&v.rendered, v, render)
+}
+
+// renderOnce returns what render made of answer the first time, kept in
+// kept: answers reused for many calls are rendered once.
+func renderOnce[T any](kept *atomic.Pointer[any], answer T, render func(T) any) any {
+	if r := kept.Load(); r != nil {
 		return *r
 	}
-	r := render(v)
-	v.rendered.CompareAndSwap(nil, &r)
+	r := render(answer)
+	kept.CompareAndSwap(nil, &r)
 	return r
 }
 

@@ -66,3 +66,37 @@ func TestRenderedOnce(t *testing.T) {
 		t.Fatalf("rendered %d times, want 1", calls)
 	}
 }
+
+// TestCheckFollowsTime reuses a record's answer for a product while time
+// alone cannot change it, and makes it again when the entitlement
+// expires, and when the clock reads earlier than the answer was made.
+func TestCheckFollowsTime(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	trialEnd := t0.Add(14 * 24 * time.Hour)
+	trial := &Entitlement{TenantID: "t-1", Product: "helpdesk", Status: EntitlementTrial, ExpireTime: trialEnd}
+	rec := &TenantRecord{Tenant: &Tenant{ID: "t-1", Status: TenantActive}, Entitlements: []*Entitlement{trial}}
+	steps := []struct {
+		name   string
+		at     time.Time
+		same   bool // the answer of the step before, reused
+		reason CheckReason
+	}{
+		{"first", t0, false, CheckOK},
+		{"later", t0.Add(time.Hour), true, CheckOK},
+		{"just before the trial ends", trialEnd.Add(-time.Nanosecond), true, CheckOK},
+		{"the trial ended", trialEnd, false, CheckExpired},
+		{"later still", trialEnd.Add(time.Hour), true, CheckExpired},
+		{"the clock went back", t0, false, CheckOK},
+	}
+	var last *Check
+	for _, s := range steps {
+		c := rec.check(trial, s.at)
+		if (c == last) != s.same {
+			t.Errorf("%s: reused = %v, want %v", s.name, c == last, s.same)
+		}
+		if c.Reason != s.reason || c.Entitled != (s.reason == CheckOK) || c.Entitlement.Status != trial.StatusAt(s.at) {
+			t.Errorf("%s: %s, entitled %v, status %s; want %s", s.name, c.Reason, c.Entitled, c.Entitlement.Status, s.reason)
+		}
+		last = c
+	}
+}

@@ -27,6 +27,8 @@ type cachedRecord struct {
 type TenantRecord struct {
 	Tenant       *Tenant
 	Entitlements []*Entitlement
+
+	checks sync.Map // *Entitlement (one of Entitlements) → its last *Check (see check)
 }
 
 // entitlement returns the tenant's entitlement for product, or nil.

@@ -38,11 +38,17 @@ func (s *EntitlementServer) CheckEntitlement(ctx context.Context, req *v1.CheckE
 	if err != nil {
 		return nil, err
 	}
+	// The same answer serves many calls: it is converted once, and no
+	// layer changes a response once its handler returned it.
+	return c.Rendered(checkProto).(*v1.CheckEntitlementResponse), nil
+}
+
+func checkProto(c *domain.Check) any {
 	out := &v1.CheckEntitlementResponse{Entitled: c.Entitled, Reason: checkReasons[c.Reason], Limits: c.Limits}
 	if c.Entitlement != nil {
 		out.Entitlement = entitlementProto(c.Entitlement)
 	}
-	return out, nil
+	return out
 }
 
 // GrantEntitlement makes a tenant's entitlement for a product ACTIVE.
