@@ -381,10 +381,7 @@ func TestExportOutlivesBodyDeadline(t *testing.T) {
 // after every answer: each answer must set its own).
 func TestStalledExportEnds(t *testing.T) {
 	const requestTimeout = time.Second
-	env := slowEnv(t, "100")
-	env["REQUEST_TIMEOUT"] = requestTimeout.String()
-	srv := serve(t, env)
-	tenantID, want := seedExport(t, srv)
+	srv, tenantID, want := serveExport(t, requestTimeout)
 	for _, p := range exportProtocols() {
 		for _, callFirst := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s, after a call %v", p.name, callFirst), func(t *testing.T) {
@@ -405,10 +402,7 @@ func TestStalledExportEnds(t *testing.T) {
 // the server's socket, not for megabytes of kernel buffer to drain.
 func TestSlowReaderKeepsItsExport(t *testing.T) {
 	const requestTimeout = time.Second
-	env := slowEnv(t, "100")
-	env["REQUEST_TIMEOUT"] = requestTimeout.String()
-	srv := serve(t, env)
-	tenantID, want := seedExport(t, srv)
+	srv, tenantID, want := serveExport(t, requestTimeout)
 	for _, p := range exportProtocols() {
 		t.Run(p.name, func(t *testing.T) {
 			start := time.Now()
@@ -423,6 +417,17 @@ func TestSlowReaderKeepsItsExport(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveExport starts a server whose REQUEST_TIMEOUT is requestTimeout and
+// seeds an export on it (see seedExport).
+func serveExport(t *testing.T, requestTimeout time.Duration) (srv *running, tenantID string, events int) {
+	t.Helper()
+	env := slowEnv(t, "100")
+	env["REQUEST_TIMEOUT"] = requestTimeout.String()
+	srv = serve(t, env)
+	tenantID, events = seedExport(t, srv)
+	return srv, tenantID, events
 }
 
 // seedExport creates a tenant and 2,000 events of 4 kB for it, and returns
