@@ -125,9 +125,10 @@ func (x *exchange) setWriteDeadline(d time.Duration) bool {
 func (x *exchange) wrote() {
 	now := time.Since(x.start)
 	if x.real {
-		// Moved once half of each has passed since it was last moved: a
-		// unary answer sets it once.
-		if x.until-now < x.each/2 {
+		// Moved once an eighth of each has passed since it was last
+		// moved, so a write that starts has at least seven eighths of each
+		// to finish; a unary answer, written at once, sets it once.
+		if x.until-now < x.each-x.each/8 {
 			x.setWriteDeadline(x.each)
 		}
 		return

@@ -16,10 +16,13 @@ import (
 // has drained: at a slow client's pace (a phone downloading an export at
 // a megabyte a second, or less), longer than an answer's write deadline
 // (REQUEST_TIMEOUT from its last write), though the client keeps reading.
-// With the bound, a write waits only for about its own bytes to leave, so
-// a client that keeps reading keeps its answer. What is in flight on the
-// network is not bounded by it, so a long fast link loses no throughput.
-const unsentLowWater = 128 << 10
+// With the bound, a blocked write is woken once the unsent bytes fall
+// below half of it (Linux's rule), so it waits for about 8 kB and its own
+// bytes to be read: a client that keeps reading at a few kB/s keeps its
+// answer. What is in flight on the network is not bounded by it, so a long
+// fast link loses no throughput; a fast reader's writes only wait more
+// often, for less.
+const unsentLowWater = 16 << 10
 
 // boundUnsent sets the bound on an accepted connection (a listening
 // socket's own setting is not passed on to its connections). A

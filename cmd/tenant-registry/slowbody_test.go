@@ -395,7 +395,8 @@ func TestStalledExportEnds(t *testing.T) {
 }
 
 // TestSlowReaderKeepsItsExport reads an export of about 8 MB at about
-// 500 kB/s for five seconds, five times REQUEST_TIMEOUT, then at once,
+// 500 kB/s, and at 40 kB/s, for five seconds, five times REQUEST_TIMEOUT,
+// then at once,
 // over HTTP/1.1 (Connect) and h2c (gRPC). A client that keeps reading is
 // not cut, however slowly it reads: an answer's write deadline runs from
 // its last write, and a write waits only for about its own bytes to leave
@@ -404,18 +405,20 @@ func TestSlowReaderKeepsItsExport(t *testing.T) {
 	const requestTimeout = time.Second
 	srv, tenantID, want := serveExport(t, requestTimeout)
 	for _, p := range exportProtocols() {
-		t.Run(p.name, func(t *testing.T) {
-			start := time.Now()
-			got, err := exportPaced(t, srv, p, tenantID, false, func(int) time.Duration {
-				if time.Since(start) < 5*requestTimeout {
-					return 8 * time.Millisecond // an event of 4 kB each
+		for _, each := range []time.Duration{8 * time.Millisecond, 100 * time.Millisecond} { // 500 and 40 kB/s
+			t.Run(fmt.Sprintf("%s, an event each %s", p.name, each), func(t *testing.T) {
+				start := time.Now()
+				got, err := exportPaced(t, srv, p, tenantID, false, func(int) time.Duration {
+					if time.Since(start) < 5*requestTimeout {
+						return each // an event is 4 kB
+					}
+					return 0
+				})
+				if err != nil || got != want {
+					t.Errorf("export: %d of %d events in %s, error %v; want all of them", got, want, time.Since(start).Round(time.Millisecond), err)
 				}
-				return 0
 			})
-			if err != nil || got != want {
-				t.Errorf("export: %d of %d events in %s, error %v; want all of them", got, want, time.Since(start).Round(time.Millisecond), err)
-			}
-		})
+		}
 	}
 }
 
