@@ -119,7 +119,7 @@ func (s *EntitlementService) Check(ctx context.Context, tenantID, product string
 // or its entitlements replaces rec in the cache, and its answers with it.
 func (rec *TenantRecord) check(e *Entitlement, now time.Time) *Check {
 	if v, ok := rec.checks.Load(e); ok {
-		if c := v.(*Check); !now.Before(c.at) && (c.until.IsZero() || now.Before(c.until)) {
+		if c := v.(*Check); stillGood(c.at, c.until, now) {
 			return c
 		}
 	}

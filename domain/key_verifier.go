@@ -59,6 +59,13 @@ func (v *Verification) Rendered(render func(*Verification) any) any {
 	return renderOnce(&v.rendered, v, render)
 }
 
+// stillGood reports whether an answer made at made, and changed by time
+// alone at until (zero: never), is still the answer at now: neither has
+// until passed nor does the clock read earlier than made.
+func stillGood(made, until, now time.Time) bool {
+	return !now.Before(made) && (until.IsZero() || now.Before(until))
+}
+
 // renderOnce returns what render made of answer the first time, kept in
 // kept: answers reused for many calls are rendered once.
 func renderOnce[T any](kept *atomic.Pointer[any], answer T, render func(T) any) any {
@@ -168,7 +175,7 @@ func (v *KeyVerifier) verify(ctx context.Context, key, product string, requiredS
 // made until its Until; a change to the key, its tenant or its
 // entitlements replaces rec in the cache, and the answer with it.
 func (rec *KeyRecord) validAnswer(now time.Time) *Verification {
-	if a := rec.valid.Load(); a != nil && !now.Before(a.at) && (a.Until.IsZero() || now.Before(a.Until)) {
+	if a := rec.valid.Load(); a != nil && stillGood(a.at, a.Until, now) {
 		return a
 	}
 	a := &Verification{
