@@ -40,6 +40,18 @@ type AuditEvent struct {
 	Hash        string // hex of LeafHash: the event's leaf in its tenant's Merkle tree
 }
 
+// Size is the bytes of an event's text, a measure of the memory it holds
+// once read: the bound of a page of events is a sum of sizes.
+func (e *AuditEvent) Size() int {
+	n := len(e.ID) + len(e.TenantID) + len(e.Product) + len(e.Action) + len(e.CRUD) +
+		len(e.Actor.ID) + len(e.Actor.Name) + len(e.Actor.Type) + len(e.Target.ID) + len(e.Target.Type) + len(e.Target.Name) +
+		len(e.SourceIP) + len(e.Description) + len(e.ExternalID) + len(e.Hash)
+	for k, v := range e.Fields {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
 // RegistryProduct is the product name of the registry's own events.
 const RegistryProduct = "tenant-registry"
 
@@ -182,8 +194,10 @@ type StoredHash struct {
 // Merkle tree over them (golang.org/x/mod/sumdb/tlog's stored hashes).
 type AuditReader interface {
 	// List returns up to limit events matching f with seq below beforeSeq
-	// (all when 0), newest first.
-	List(ctx context.Context, f AuditFilter, beforeSeq int64, limit int) ([]*AuditEvent, error)
+	// (all when 0), newest first. It stops after the event that brings
+	// their Size to maxBytes, so that a page of large events holds little
+	// more than maxBytes however large limit is.
+	List(ctx context.Context, f AuditFilter, beforeSeq int64, limit, maxBytes int) ([]*AuditEvent, error)
 	// Chain returns up to limit events of a tenant's log with seq above
 	// afterSeq, oldest first.
 	Chain(ctx context.Context, tenantID string, afterSeq int64, limit int) ([]*AuditEvent, error)

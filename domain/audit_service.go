@@ -18,6 +18,8 @@ type AuditService struct {
 	retention int
 	// singles are the single appends, committed together when concurrent.
 	singles *auditGroup
+	// exports are the exports running, bounded per log and in all.
+	exports exportSlots
 	// known are the tenants single appends found to exist.
 	known knownTenants
 }
@@ -263,43 +265,16 @@ func (s *AuditService) List(ctx context.Context, f AuditFilter, p PageRequest) (
 	if err := s.allow(ctx, PermAuditRead, f.TenantID, nil); err != nil {
 		return nil, err
 	}
-	events, err := s.store.Audit().List(ctx, f, before, size+1)
+	events, err := s.store.Audit().List(ctx, f, before, size+1, auditPageBytes)
 	if err != nil {
 		return nil, err
 	}
-	return pageOf(events, size, query, func(e *AuditEvent) string { return strconv.FormatInt(e.Seq, 10) }), nil
-}
-
-// exportPageSize is how many events Export holds in memory at once.
-const exportPageSize = 500
-
-// Export calls send for every event matching f, newest first, reading in
-// pages so memory stays constant however many events match.
-func (s *AuditService) Export(ctx context.Context, f AuditFilter, send func(*AuditEvent) error) error {
-	var v Violations
-	f = checkAuditFilter(&v, f)
-	if err := v.Err(); err != nil {
-		return err
+	seq := func(e *AuditEvent) string { return strconv.FormatInt(e.Seq, 10) }
+	if len(events) <= size && auditBytes(events) >= auditPageBytes {
+		// Cut short by its bytes: more may follow.
+		return &Page[*AuditEvent]{Items: events, NextPageToken: encodeCursor(query, seq(events[len(events)-1]))}, nil
 	}
-	if err := s.allow(ctx, PermAuditRead, f.TenantID, nil); err != nil {
-		return err
-	}
-	var before int64
-	for {
-		events, err := s.store.Audit().List(ctx, f, before, exportPageSize)
-		if err != nil {
-			return err
-		}
-		for _, e := range events {
-			if err := send(e); err != nil {
-				return err
-			}
-		}
-		if len(events) < exportPageSize {
-			return nil
-		}
-		before = events[len(events)-1].Seq
-	}
+	return pageOf(events, size, query, seq), nil
 }
 
 func checkAuditFilter(v *Violations, f AuditFilter) AuditFilter {

@@ -506,9 +506,10 @@ func externalKey(tenantID, product, externalID string) string {
 	return tenantID + "\x00" + product + "\x00" + externalID
 }
 
-func (l AuditLog) List(ctx context.Context, f domain.AuditFilter, beforeSeq int64, limit int) ([]*domain.AuditEvent, error) {
-	var rows []auditEventRow
-	q := l.db.NewSelect().Model(&rows).Where("tenant_id = ?", f.TenantID).OrderExpr("seq DESC").Limit(limit)
+// List reads its rows one at a time, so that it stops at maxBytes holding
+// no more than the events it returns.
+func (l AuditLog) List(ctx context.Context, f domain.AuditFilter, beforeSeq int64, limit, maxBytes int) ([]*domain.AuditEvent, error) {
+	q := l.db.NewSelect().Model((*auditEventRow)(nil)).Where("tenant_id = ?", f.TenantID).OrderExpr("seq DESC").Limit(limit)
 	if beforeSeq > 0 {
 		q = q.Where("seq < ?", beforeSeq)
 	}
@@ -535,10 +536,25 @@ func (l AuditLog) List(ctx context.Context, f domain.AuditFilter, beforeSeq int6
 	if !f.Until.IsZero() {
 		q = q.Where("occur_time < ?", f.Until)
 	}
-	if err := q.Scan(ctx); err != nil {
+	rows, err := q.Rows(ctx)
+	if err != nil {
 		return nil, dbError(err)
 	}
-	return auditEvents(rows), nil
+	defer rows.Close()
+	var out []*domain.AuditEvent
+	for bytes := 0; bytes < maxBytes && rows.Next(); {
+		var row auditEventRow
+		if err := q.DB().ScanRow(ctx, rows, &row); err != nil {
+			return nil, dbError(err)
+		}
+		e := row.domain()
+		bytes += e.Size()
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbError(err)
+	}
+	return out, nil
 }
 
 // Chain returns a chain's events after afterSeq, oldest first.

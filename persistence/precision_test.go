@@ -103,7 +103,7 @@ func TestAnswersEqualLaterReads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stored, err := store.Audit().List(ctx, domain.AuditFilter{TenantID: tn.ID, Product: "precise"}, 0, 1)
+		stored, err := store.Audit().List(ctx, domain.AuditFilter{TenantID: tn.ID, Product: "precise"}, 0, 1, 1<<20)
 		if err != nil || len(stored) != 1 {
 			t.Fatalf("recorded events %v, %v", stored, err)
 		}

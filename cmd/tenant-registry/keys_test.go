@@ -37,7 +37,7 @@ func TestKeysBootstrap(t *testing.T) {
 	if err != nil || !v.Valid() || v.TenantID != domain.PlatformTenantID || !slices.Equal(v.Scopes, []string{domain.ScopeAdmin}) {
 		t.Fatalf("the bootstrap key does not verify as a platform admin key: %+v %v", v, err)
 	}
-	events, err := db.Store().Audit().List(ctx, domain.AuditFilter{TenantID: domain.PlatformTenantID, Action: "api_key.created"}, 0, 10)
+	events, err := db.Store().Audit().List(ctx, domain.AuditFilter{TenantID: domain.PlatformTenantID, Action: "api_key.created"}, 0, 10, 1<<20)
 	if err != nil || len(events) != 2 || events[0].Actor.ID != "bootstrap" {
 		t.Fatalf("bootstrap keys not audited: %v %v", events, err)
 	}

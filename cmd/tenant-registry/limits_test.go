@@ -41,13 +41,6 @@ func lockWaiters(t *testing.T, db *persistence.DB) int {
 // is the process's own, and ends with the call.)
 func TestRequestDeadlineReachesTheDatabase(t *testing.T) {
 	const requestTimeout = 700 * time.Millisecond
-	databases := []struct {
-		name string
-		url  func(t *testing.T) string
-	}{
-		{"sqlite", func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "registry.db") }},
-		{"postgres", func(t *testing.T) string { return testdb.PostgresURL(t) }},
-	}
 	deadlines := []struct {
 		name   string
 		client time.Duration // 0: the caller sets no deadline

@@ -93,6 +93,15 @@ func serveWith(t *testing.T, env map[string]string, setup func(*Main)) *running 
 	return &running{m: m, logs: logs, baseURL: "http://" + m.Server.Addr(), stop: stop}
 }
 
+// databases are the databases a test serves from, each a fresh one.
+var databases = []struct {
+	name string
+	url  func(t *testing.T) string
+}{
+	{"sqlite", func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "registry.db") }},
+	{"postgres", func(t *testing.T) string { return testdb.PostgresURL(t) }},
+}
+
 func devEnv(databaseURL string) map[string]string {
 	return map[string]string{
 		"APP_ENV":           "dev",
@@ -106,13 +115,6 @@ func devEnv(databaseURL string) map[string]string {
 }
 
 func TestServeEndToEnd(t *testing.T) {
-	databases := []struct {
-		name string
-		url  func(t *testing.T) string
-	}{
-		{"sqlite", func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "registry.db") }},
-		{"postgres", func(t *testing.T) string { return testdb.PostgresURL(t) }},
-	}
 	for _, d := range databases {
 		t.Run(d.name, func(t *testing.T) {
 			srv := serve(t, devEnv(d.url(t)))
@@ -565,13 +567,6 @@ func TestLoadConfigErrors(t *testing.T) {
 }
 
 func TestSchemaCurrent(t *testing.T) {
-	databases := []struct {
-		name string
-		url  func(t *testing.T) string
-	}{
-		{"sqlite", func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "stale.db") }},
-		{"postgres", func(t *testing.T) string { return testdb.PostgresURL(t) }},
-	}
 	for _, d := range databases {
 		t.Run(d.name, func(t *testing.T) {
 			ctx := context.Background()
