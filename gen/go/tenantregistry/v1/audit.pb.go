@@ -620,7 +620,8 @@ type ListAuditEventsRequest struct {
 	// Only events that occurred before this time. Absent: no upper bound.
 	Until *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=until,proto3" json:"until,omitempty"`
 	// Maximum number of events to return: 0 means the default of 50; at most
-	// 500.
+	// 500. A page holds fewer when its events' text passes 1 MiB; follow
+	// next_page_token for the rest.
 	PageSize int32 `protobuf:"varint,8,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of the previous response, unchanged, to get the next
 	// page; empty for the first page. Only valid with the same filters.

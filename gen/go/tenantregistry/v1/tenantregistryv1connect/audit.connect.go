@@ -97,9 +97,12 @@ type AuditServiceClient interface {
 	// Errors: NotFound for a tenant the caller may not see.
 	ListAuditEvents(context.Context, *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error)
 	// Streams every event matching the filters, in the order of
-	// ListAuditEvents, in constant memory on the server.
+	// ListAuditEvents, in constant memory on the server: it reads pages of
+	// about 1 MiB of events.
 	//
 	// Callers: as ListAuditEvents.
+	// Errors: ResourceExhausted when 4 exports of the same log, or 32 in all,
+	// run on the server already; try again when one ends.
 	ExportAuditEvents(context.Context, *v1.ExportAuditEventsRequest) (*connect.ServerStreamForClient[v1.ExportAuditEventsResponse], error)
 	// Checks one tenant's log (or the platform's) as stored and reports the
 	// first break: the tree is whole and consistent, every event hashes to its
@@ -376,9 +379,12 @@ type AuditServiceHandler interface {
 	// Errors: NotFound for a tenant the caller may not see.
 	ListAuditEvents(context.Context, *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error)
 	// Streams every event matching the filters, in the order of
-	// ListAuditEvents, in constant memory on the server.
+	// ListAuditEvents, in constant memory on the server: it reads pages of
+	// about 1 MiB of events.
 	//
 	// Callers: as ListAuditEvents.
+	// Errors: ResourceExhausted when 4 exports of the same log, or 32 in all,
+	// run on the server already; try again when one ends.
 	ExportAuditEvents(context.Context, *v1.ExportAuditEventsRequest, *connect.ServerStream[v1.ExportAuditEventsResponse]) error
 	// Checks one tenant's log (or the platform's) as stored and reports the
 	// first break: the tree is whole and consistent, every event hashes to its

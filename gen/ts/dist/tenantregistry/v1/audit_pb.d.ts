@@ -356,7 +356,8 @@ export declare type ListAuditEventsRequest = Message<"tenantregistry.v1.ListAudi
 
   /**
    * Maximum number of events to return: 0 means the default of 50; at most
-   * 500.
+   * 500. A page holds fewer when its events' text passes 1 MiB; follow
+   * next_page_token for the rest.
    *
    * @generated from field: int32 page_size = 8;
    */
@@ -1114,9 +1115,12 @@ export declare const AuditService: GenService<{
   },
   /**
    * Streams every event matching the filters, in the order of
-   * ListAuditEvents, in constant memory on the server.
+   * ListAuditEvents, in constant memory on the server: it reads pages of
+   * about 1 MiB of events.
    *
    * Callers: as ListAuditEvents.
+   * Errors: ResourceExhausted when 4 exports of the same log, or 32 in all,
+   * run on the server already; try again when one ends.
    *
    * @generated from rpc tenantregistry.v1.AuditService.ExportAuditEvents
    */
