@@ -111,6 +111,9 @@ func (d exportDownload) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The answer has begun: end the connection rather than let a partial
 	// file look complete.
+	if ri := requestInfoFrom(r.Context()); ri != nil {
+		ri.setCut(err.Error())
+	}
 	panic(http.ErrAbortHandler)
 }
 

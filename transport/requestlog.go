@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"math/rand/v2"
@@ -36,6 +37,9 @@ type requestInfo struct {
 	mu        sync.Mutex
 	procedure string
 	caller    loggedCaller
+	// cut says why a handler ended its answer part-way with
+	// http.ErrAbortHandler (a download whose file had begun).
+	cut string
 }
 
 // loggedCaller is what the log lines say of who is calling: never a
@@ -65,6 +69,13 @@ func (ri *requestInfo) setProcedure(procedure string) {
 func (ri *requestInfo) setPrincipal(p domain.Principal) {
 	ri.mu.Lock()
 	ri.caller = loggedCaller{known: true, id: p.ID, kind: p.Type, tenantID: p.TenantID}
+	ri.mu.Unlock()
+}
+
+// setCut records why the handler is about to abort its answer.
+func (ri *requestInfo) setCut(cause string) {
+	ri.mu.Lock()
+	ri.cut = cause
 	ri.mu.Unlock()
 }
 
@@ -146,29 +157,53 @@ func requestIDs(log *slog.Logger, samples *logSampler, next http.Handler) http.H
 		start := time.Now()
 		sw := &x.sw
 		sw.ResponseWriter = w
+		defer func() {
+			// A handler that aborts its answer part-way still gets its
+			// line, saying why; the abort then goes on to net/http.
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					ri.mu.Lock()
+					cut := ri.cut
+					ri.mu.Unlock()
+					httpLine(log, samples, r, sw, start, cmp.Or(cut, "aborted"))
+				}
+				panic(v)
+			}
+		}()
 		next.ServeHTTP(sw, r)
 		if procedure, _ := ri.snapshot(); procedure != "" {
 			return // logInterceptor wrote the RPC's line
 		}
-		status := sw.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		level := slog.LevelInfo
-		if status >= 500 {
-			level = slog.LevelWarn
-		}
-		kind := strconv.Itoa(status)
-		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", status}
-		if gs := grpcStatus(sw.Header()); gs != "" {
-			kind += " grpc-status " + gs
-			attrs = append(attrs, "grpc_status", gs)
-		}
-		if !samples.allow(sampleKey{msg: "http", code: kind}, failureLines, level) {
-			return
-		}
-		log.Log(r.Context(), level, "http", append(attrs, "duration_ms", float64(time.Since(start).Microseconds())/1000)...)
+		httpLine(log, samples, r, sw, start, "")
 	})
+}
+
+// httpLine logs the "http" line of a request no RPC line describes,
+// sampled by its status; cut, when not empty, says why its answer was
+// ended part-way.
+func httpLine(log *slog.Logger, samples *logSampler, r *http.Request, sw *statusWriter, start time.Time, cut string) {
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	level := slog.LevelInfo
+	if status >= 500 || cut != "" {
+		level = slog.LevelWarn
+	}
+	kind := strconv.Itoa(status)
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", status}
+	if gs := grpcStatus(sw.Header()); gs != "" {
+		kind += " grpc-status " + gs
+		attrs = append(attrs, "grpc_status", gs)
+	}
+	if cut != "" {
+		kind += " cut"
+		attrs = append(attrs, "cut", cut)
+	}
+	if !samples.allow(sampleKey{msg: "http", code: kind}, failureLines, level) {
+		return
+	}
+	log.Log(r.Context(), level, "http", append(attrs, "duration_ms", float64(time.Since(start).Microseconds())/1000)...)
 }
 
 // grpcStatus is the gRPC status of an answer: in its headers (gRPC-Web

@@ -108,8 +108,32 @@ func TestAuditReadsHoldBoundedMemory(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
+
+			// Each download cut part-way leaves a line saying so.
+			for {
+				lines := cutLines(srv.logs.String(), "/audit/export.ndjson")
+				if lines == len(stalled) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d log lines of cut downloads, want %d:\n%s", lines, len(stalled), srv.logs.String())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
 		})
 	}
+}
+
+// cutLines counts the "http" lines of answers on path that were cut
+// part-way.
+func cutLines(logs, path string) int {
+	n := 0
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, `"msg":"http"`) && strings.Contains(line, `"path":"`+path+`"`) && strings.Contains(line, `"cut":"`) {
+			n++
+		}
+	}
+	return n
 }
 
 // seedLargeEvents creates a tenant and n events of the largest kind for
