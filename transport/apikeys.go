@@ -105,8 +105,8 @@ func (s *ApiKeyServer) VerifyApiKey(ctx context.Context, req *v1.VerifyApiKeyReq
 	if err != nil {
 		return nil, err
 	}
-	// The same answer serves many calls: it is converted once, and no
-	// layer changes a response once its handler returned it.
+	// The same answer serves many calls: it is converted, and encoded,
+	// once, and no layer changes a response once its handler returned it.
 	return r.Rendered(verificationProto).(*v1.VerifyApiKeyResponse), nil
 }
 
@@ -119,7 +119,7 @@ func verificationProto(r *domain.Verification) any {
 	for _, e := range r.Entitlements {
 		res.Entitlements = append(res.Entitlements, entitlementProto(e))
 	}
-	return res
+	return shareAnswer(res)
 }
 
 // DisableApiKey disables a key until EnableApiKey.

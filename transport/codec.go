@@ -20,10 +20,12 @@ type strictJSON struct{ name string }
 
 var _ connect.Codec = strictJSON{}
 
-// strictJSONCodecs replace both names Connect registers for JSON.
-var strictJSONCodecs = []connect.HandlerOption{
+// codecs replace both names Connect registers for JSON, and its binary
+// codec, which now keeps the encodings of shared answers.
+var codecs = []connect.HandlerOption{
 	connect.WithCodec(strictJSON{"json"}),
 	connect.WithCodec(strictJSON{"json; charset=utf-8"}),
+	connect.WithCodec(binaryProto{}),
 }
 
 func (c strictJSON) Name() string { return c.name }
@@ -42,6 +44,9 @@ func (c strictJSON) MarshalAppend(dst []byte, message any) ([]byte, error) {
 	m, ok := message.(proto.Message)
 	if !ok {
 		return nil, fmt.Errorf("%T is not a proto message", message)
+	}
+	if e := encodingsOf(message); e != nil {
+		return appendEncoded(dst, &e.json, func() ([]byte, error) { return protojson.Marshal(m) })
 	}
 	return protojson.MarshalOptions{}.MarshalAppend(dst, m)
 }
@@ -74,3 +79,52 @@ func (c strictJSON) MarshalStable(message any) ([]byte, error) {
 }
 
 func (c strictJSON) IsBinary() bool { return false }
+
+// binaryProto is Connect's binary codec, for gRPC, gRPC-Web and Connect
+// alike, which encodes a shared answer once (see sharedAnswers).
+type binaryProto struct{}
+
+var _ connect.Codec = binaryProto{}
+
+func (binaryProto) Name() string { return "proto" }
+
+func (binaryProto) Marshal(message any) ([]byte, error) {
+	m, ok := message.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a proto message", message)
+	}
+	return proto.Marshal(m)
+}
+
+func (binaryProto) MarshalAppend(dst []byte, message any) ([]byte, error) {
+	m, ok := message.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a proto message", message)
+	}
+	if e := encodingsOf(message); e != nil {
+		return appendEncoded(dst, &e.binary, func() ([]byte, error) { return proto.Marshal(m) })
+	}
+	return proto.MarshalOptions{}.MarshalAppend(dst, m)
+}
+
+func (binaryProto) Unmarshal(data []byte, message any) error {
+	m, ok := message.(proto.Message)
+	if !ok {
+		return fmt.Errorf("%T is not a proto message", message)
+	}
+	if err := proto.Unmarshal(data, m); err != nil {
+		return fmt.Errorf("unmarshal into %T: %w", message, err)
+	}
+	return nil
+}
+
+// MarshalStable lets Connect use the codec for GET requests.
+func (binaryProto) MarshalStable(message any) ([]byte, error) {
+	m, ok := message.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a proto message", message)
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(m)
+}
+
+func (binaryProto) IsBinary() bool { return true }

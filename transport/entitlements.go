@@ -38,8 +38,8 @@ func (s *EntitlementServer) CheckEntitlement(ctx context.Context, req *v1.CheckE
 	if err != nil {
 		return nil, err
 	}
-	// The same answer serves many calls: it is converted once, and no
-	// layer changes a response once its handler returned it.
+	// The same answer serves many calls: it is converted, and encoded,
+	// once, and no layer changes a response once its handler returned it.
 	return c.Rendered(checkProto).(*v1.CheckEntitlementResponse), nil
 }
 
@@ -48,7 +48,7 @@ func checkProto(c *domain.Check) any {
 	if c.Entitlement != nil {
 		out.Entitlement = entitlementProto(c.Entitlement)
 	}
-	return out
+	return shareAnswer(out)
 }
 
 // GrantEntitlement makes a tenant's entitlement for a product ACTIVE.

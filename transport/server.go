@@ -240,7 +240,7 @@ func handlerOptions(cfg Config, caller callerInterceptor) connect.HandlerOption 
 	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{cfg.Logger, samples},
 		deadlineInterceptor{cfg.RequestTimeout}, // outside errorInterceptor, which must see the deadline
 		errorInterceptor{samples.logger()}, caller)
-	return connect.WithHandlerOptions(append(strictJSONCodecs,
+	return connect.WithHandlerOptions(append(codecs,
 		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
 		compression(cfg.MaxMessageBytes),
