@@ -1,9 +1,6 @@
 package domain
 
-import (
-	"context"
-	"sync"
-)
+import "context"
 
 // Bounds of what reading the audit log holds in memory.
 const (
@@ -88,35 +85,18 @@ func nextExportLimit(limit, n int, cut bool) int {
 }
 
 // exportSlots counts the exports running, per log and in all.
-type exportSlots struct {
-	mu    sync.Mutex
-	total int
-	byLog map[string]int
-}
+type exportSlots struct{ Budget }
 
 // take claims a slot for an export of tenantID's log, or says why not.
 func (s *exportSlots) take(tenantID string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.byLog[tenantID] >= MaxExportsPerLog:
+	switch ok, logFull := s.Take(tenantID, 1, MaxExportsPerLog, MaxExports); {
+	case ok:
+		return nil
+	case logFull:
 		return Errorf(KindResourceExhausted, "%d exports of this audit log are running already; start another when one ends", MaxExportsPerLog)
-	case s.total >= MaxExports:
+	default:
 		return Errorf(KindResourceExhausted, "%d audit exports are running on this server already; try again shortly", MaxExports)
 	}
-	if s.byLog == nil {
-		s.byLog = map[string]int{}
-	}
-	s.byLog[tenantID]++
-	s.total++
-	return nil
 }
 
-func (s *exportSlots) release(tenantID string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.total--
-	if s.byLog[tenantID]--; s.byLog[tenantID] == 0 {
-		delete(s.byLog, tenantID)
-	}
-}
+func (s *exportSlots) release(tenantID string) { s.Release(tenantID, 1) }

@@ -11,7 +11,8 @@ func TestExportSlots(t *testing.T) {
 		t.Helper()
 		err := s.take(log)
 		if (err == nil) != want {
-			t.Fatalf("take(%q) with %d running (%d of it): %v, want taken %v", log, s.total, s.byLog[log], err, want)
+			total, ofLog := s.Held(log)
+			t.Fatalf("take(%q) with %d running (%d of it): %v, want taken %v", log, total, ofLog, err, want)
 		}
 		if err != nil && ErrorKind(err) != KindResourceExhausted {
 			t.Fatalf("take(%q): %v, want KindResourceExhausted", log, err)
@@ -29,16 +30,16 @@ func TestExportSlots(t *testing.T) {
 	take("", false) // a log with none running: the server's bound
 	s.release("log-1")
 	take("", true)
-	if s.total != MaxExports || len(s.byLog) != MaxExports/MaxExportsPerLog+1 {
-		t.Fatalf("%d running in %d logs", s.total, len(s.byLog))
+	if s.total != MaxExports || len(s.byKey) != MaxExports/MaxExportsPerLog+1 {
+		t.Fatalf("%d running in %d logs", s.total, len(s.byKey))
 	}
-	for log, n := range s.byLog {
+	for log, n := range s.byKey {
 		for range n {
 			s.release(log)
 		}
 	}
-	if s.total != 0 || len(s.byLog) != 0 {
-		t.Fatalf("%d running in %d logs after every release", s.total, len(s.byLog))
+	if s.total != 0 || len(s.byKey) != 0 {
+		t.Fatalf("%d running in %d logs after every release", s.total, len(s.byKey))
 	}
 }
 

@@ -14,7 +14,21 @@ import (
 )
 
 // AuditServer serves tenantregistry.v1.AuditService.
-type AuditServer struct{ audit *domain.AuditService }
+type AuditServer struct {
+	audit *domain.AuditService
+	// pages are the bytes of listed events whose answers are not yet
+	// taken by their clients (see ListAuditEvents).
+	pages domain.Budget
+}
+
+// Bounds of the events' text a replica's ListAuditEvents answers hold
+// until their clients take them: a page holds about a megabyte (see the
+// domain's auditPageBytes), and its client takes as long as it likes, up
+// to the answer's deadline. About four full pages per log, 32 in all.
+const (
+	MaxListedBytesPerLog = 4 << 20
+	MaxListedBytes       = 32 << 20
+)
 
 var _ tenantregistryv1connect.AuditServiceHandler = (*AuditServer)(nil)
 
@@ -72,11 +86,36 @@ func (s *AuditServer) ListAuditEvents(ctx context.Context, req *v1.ListAuditEven
 	if err != nil {
 		return nil, err
 	}
+	if err := s.holdPage(ctx, f.TenantID, page.Items); err != nil {
+		return nil, err
+	}
 	res := &v1.ListAuditEventsResponse{NextPageToken: page.NextPageToken, Events: make([]*v1.AuditEvent, len(page.Items))}
 	for i, e := range page.Items {
 		res.Events[i] = auditEventOut(e)
 	}
 	return res, nil
+}
+
+// holdPage counts events against the log's and the replica's bounds
+// until their answer is taken, cut or ends, or says that it would pass one.
+func (s *AuditServer) holdPage(ctx context.Context, tenantID string, events []*domain.AuditEvent) error {
+	n := 0
+	for _, e := range events {
+		n += e.Size()
+	}
+	ri := requestInfoFrom(ctx)
+	if ri == nil || n == 0 {
+		return nil // no exchange to hold it (a call in process), or nothing to hold
+	}
+	switch ok, logFull := s.pages.Take(tenantID, n, MaxListedBytesPerLog, MaxListedBytes); {
+	case ok:
+		ri.afterAnswer(func() { s.pages.Release(tenantID, n) })
+		return nil
+	case logFull:
+		return domain.Errorf(domain.KindResourceExhausted, "pages of this audit log that their callers have not taken yet hold %d MiB already; try again when they are read, or ask for a smaller page_size", MaxListedBytesPerLog>>20)
+	default:
+		return domain.Errorf(domain.KindResourceExhausted, "audit pages that their callers have not taken yet hold %d MiB on this server already; try again shortly", MaxListedBytes>>20)
+	}
 }
 
 // ExportAuditEvents streams every matching event, newest first.

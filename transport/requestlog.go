@@ -40,6 +40,8 @@ type requestInfo struct {
 	// cut says why a handler ended its answer part-way with
 	// http.ErrAbortHandler (a download whose file had begun).
 	cut string
+	// answered run once the answer was written, taken or cut.
+	answered []func()
 }
 
 // loggedCaller is what the log lines say of who is calling: never a
@@ -77,6 +79,25 @@ func (ri *requestInfo) setCut(cause string) {
 	ri.mu.Lock()
 	ri.cut = cause
 	ri.mu.Unlock()
+}
+
+// afterAnswer has f run once the request's answer was written, taken by
+// its client or cut: what a handler returns Connect writes after it.
+func (ri *requestInfo) afterAnswer(f func()) {
+	ri.mu.Lock()
+	ri.answered = append(ri.answered, f)
+	ri.mu.Unlock()
+}
+
+// answer runs what afterAnswer left.
+func (ri *requestInfo) answer() {
+	ri.mu.Lock()
+	answered := ri.answered
+	ri.answered = nil
+	ri.mu.Unlock()
+	for _, f := range answered {
+		f()
+	}
 }
 
 func (ri *requestInfo) snapshot() (procedure string, c loggedCaller) {
@@ -154,6 +175,7 @@ func requestIDs(log *slog.Logger, samples *logSampler, next http.Handler) http.H
 			next.ServeHTTP(w, r)
 			return
 		}
+		defer ri.answer()
 		start := time.Now()
 		sw := &x.sw
 		sw.ResponseWriter = w

@@ -17,6 +17,7 @@ import (
 	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
 	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 	"github.com/tenant-registry/tenant-registry/internal/testserver"
+	"github.com/tenant-registry/tenant-registry/transport"
 )
 
 // largeEventBytes is at least the text of a seedLargeEvents event: 50
@@ -57,6 +58,50 @@ func TestAuditReadsHoldBoundedMemory(t *testing.T) {
 					}
 				}
 				checkNewestFirst(t, seqs, bigEvents)
+			})
+
+			t.Run("list answers not taken are bounded", func(t *testing.T) {
+				before := liveHeap()
+				var held []net.Conn
+				for {
+					c, status := stallList(t, srv, big)
+					if strings.HasPrefix(status, "HTTP/1.1 429") {
+						c.Close()
+						break
+					}
+					if !strings.HasPrefix(status, "HTTP/1.1 200") {
+						t.Fatalf("list: %q", status)
+					}
+					held = append(held, c)
+					if len(held) > transport.MaxListedBytesPerLog/(1<<20) {
+						t.Fatalf("%d list answers of about a megabyte held for one log, want them refused past %d MiB", len(held), transport.MaxListedBytesPerLog>>20)
+					}
+				}
+				grown := liveHeap() - before
+				t.Logf("%d list answers not taken hold %.1f MB", len(held), float64(grown)/1e6)
+				if len(held) < 2 {
+					t.Errorf("%d list answers held before one was refused, want the log's %d MiB to hold more", len(held), transport.MaxListedBytesPerLog>>20)
+				}
+				if bound := int64(transport.MaxListedBytesPerLog) * 3; grown > bound {
+					t.Errorf("held list answers hold %d bytes, want at most %d", grown, bound)
+				}
+				if _, err := audit.ListAuditEvents(ctx, &v1.ListAuditEventsRequest{TenantId: other, PageSize: 500}); err != nil {
+					t.Errorf("another log's list while this one's answers are held: %v", err)
+				}
+				for _, c := range held {
+					c.Close()
+				}
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					_, err := audit.ListAuditEvents(ctx, &v1.ListAuditEventsRequest{TenantId: big, PageSize: 500})
+					if err == nil {
+						break
+					}
+					if connect.CodeOf(err) != connect.CodeResourceExhausted || time.Now().After(deadline) {
+						t.Fatalf("list once the held answers were closed: %v", err)
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
 			})
 
 			// A full export first, so that what a stalled one holds is
@@ -219,8 +264,30 @@ func stallDownload(t *testing.T, srv *running, tenantID string) net.Conn {
 	return c
 }
 
-// liveHeap is the bytes the process's heap holds after a collection.
+// stallList asks for a page of 500 of tenantID's events over a
+// connection that never reads past the answer's status line, which it
+// returns.
+func stallList(t *testing.T, srv *running, tenantID string) (net.Conn, string) {
+	t.Helper()
+	c, err := smallWindowDialer.Dial("tcp", strings.TrimPrefix(srv.baseURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	body := fmt.Sprintf(`{"tenantId":%q,"pageSize":500}`, tenantID)
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: registry\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		tenantregistryv1connect.AuditServiceListAuditEventsProcedure, len(body), body)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	status, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("list: %q, %v", status, err)
+	}
+	return c, status
+}
+
+// liveHeap is the bytes the process's heap holds after collections.
 func liveHeap() int64 {
+	runtime.GC() // twice: what sync.Pools kept survives one collection
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)

@@ -94,7 +94,9 @@ type AuditServiceClient interface {
 	//
 	// Callers: platform admins; admins of that tenant; its keys with
 	// `registry:audit.read`.
-	// Errors: NotFound for a tenant the caller may not see.
+	// Errors: NotFound for a tenant the caller may not see;
+	// ResourceExhausted while pages of the same log that their callers have
+	// not taken yet hold 4 MiB of events, or 32 MiB in all, on the server.
 	ListAuditEvents(context.Context, *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error)
 	// Streams every event matching the filters, in the order of
 	// ListAuditEvents, in constant memory on the server: it reads pages of
@@ -376,7 +378,9 @@ type AuditServiceHandler interface {
 	//
 	// Callers: platform admins; admins of that tenant; its keys with
 	// `registry:audit.read`.
-	// Errors: NotFound for a tenant the caller may not see.
+	// Errors: NotFound for a tenant the caller may not see;
+	// ResourceExhausted while pages of the same log that their callers have
+	// not taken yet hold 4 MiB of events, or 32 MiB in all, on the server.
 	ListAuditEvents(context.Context, *v1.ListAuditEventsRequest) (*v1.ListAuditEventsResponse, error)
 	// Streams every event matching the filters, in the order of
 	// ListAuditEvents, in constant memory on the server: it reads pages of

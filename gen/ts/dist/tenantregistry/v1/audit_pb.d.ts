@@ -1104,7 +1104,9 @@ export declare const AuditService: GenService<{
    *
    * Callers: platform admins; admins of that tenant; its keys with
    * `registry:audit.read`.
-   * Errors: NotFound for a tenant the caller may not see.
+   * Errors: NotFound for a tenant the caller may not see;
+   * ResourceExhausted while pages of the same log that their callers have
+   * not taken yet hold 4 MiB of events, or 32 MiB in all, on the server.
    *
    * @generated from rpc tenantregistry.v1.AuditService.ListAuditEvents
    */
