@@ -40,7 +40,7 @@ type requestInfo struct {
 	// cut says why a handler ended its answer part-way with
 	// http.ErrAbortHandler (a download whose file had begun).
 	cut string
-	// answered run once the answer was written, taken or cut.
+	// answered are run once the answer was written, taken or cut.
 	answered []func()
 }
 
