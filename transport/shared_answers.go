@@ -49,8 +49,15 @@ func encodingsOf(message any) *encodings {
 	return e.(*encodings)
 }
 
+// maxKeptEncoding bounds an encoding kept: a hot-path answer is a few
+// hundred bytes, but a key's metadata may make its answer 20 kB, and the
+// key cache holds up to 100,000 answers. Larger answers are encoded at
+// every call, as before, so keeping encodings adds at most 2 kB per
+// codec to what a cached answer holds.
+const maxKeptEncoding = 2 << 10
+
 // appendEncoded appends to dst the encoding kept in kept, making it with
-// encode at the first call.
+// encode at the first call, and keeping it when it is small enough.
 func appendEncoded(dst []byte, kept *atomic.Pointer[[]byte], encode func() ([]byte, error)) ([]byte, error) {
 	if b := kept.Load(); b != nil {
 		return append(dst, *b...), nil
@@ -59,6 +66,8 @@ func appendEncoded(dst []byte, kept *atomic.Pointer[[]byte], encode func() ([]by
 	if err != nil {
 		return nil, err
 	}
-	kept.CompareAndSwap(nil, &b)
+	if len(b) <= maxKeptEncoding {
+		kept.CompareAndSwap(nil, &b)
+	}
 	return append(dst, b...), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,8 +16,9 @@ import (
 )
 
 // TestSharedAnswersEncodeOnce checks both codecs: a shared answer is
-// encoded as the protobuf libraries encode it, once; an answer not shared
-// is encoded at every call; and the entries of answers no longer used go.
+// encoded as the protobuf libraries encode it, once; one too large to
+// keep, and an answer not shared, are encoded at every call; and the
+// entries of answers no longer used go.
 func TestSharedAnswersEncodeOnce(t *testing.T) {
 	type appender interface {
 		MarshalAppend([]byte, any) ([]byte, error)
@@ -67,6 +69,14 @@ func TestSharedAnswersEncodeOnce(t *testing.T) {
 			a.KeyId = "key-changed"
 			if got := encoded(a); !bytes.Equal(got, first) {
 				t.Fatalf("shared answer encoded again: %q, want the first encoding %q", got, first)
+			}
+
+			// One too large to keep is encoded at every call.
+			large := shareAnswer(&v1.VerifyApiKeyResponse{Valid: true, KeyId: "key-large", Metadata: map[string]string{"note": strings.Repeat("x", maxKeptEncoding)}})
+			encoded(large)
+			large.KeyId = "key-large-changed"
+			if got := encoded(large); !bytes.Equal(got, want(large)) {
+				t.Fatalf("shared answer of %d bytes kept, want it encoded at every call past %d", len(got), maxKeptEncoding)
 			}
 
 			own := &v1.VerifyApiKeyResponse{Valid: true, KeyId: "key-own"}
