@@ -20,8 +20,8 @@ const (
 	MaxExports       = 32
 )
 
-// auditBytes is the Size of events together.
-func auditBytes(events []*AuditEvent) int {
+// AuditBytes is the Size of events together.
+func AuditBytes(events []*AuditEvent) int {
 	n := 0
 	for _, e := range events {
 		n += e.Size()

@@ -270,7 +270,7 @@ func (s *AuditService) List(ctx context.Context, f AuditFilter, p PageRequest) (
 		return nil, err
 	}
 	seq := func(e *AuditEvent) string { return strconv.FormatInt(e.Seq, 10) }
-	if len(events) <= size && auditBytes(events) >= auditPageBytes {
+	if len(events) <= size && AuditBytes(events) >= auditPageBytes {
 		// Cut short by its bytes: more may follow.
 		return &Page[*AuditEvent]{Items: events, NextPageToken: encodeCursor(query, seq(events[len(events)-1]))}, nil
 	}

@@ -99,10 +99,7 @@ func (s *AuditServer) ListAuditEvents(ctx context.Context, req *v1.ListAuditEven
 // holdPage counts events against the log's and the replica's bounds
 // until their answer is taken, cut or ends, or says that it would pass one.
 func (s *AuditServer) holdPage(ctx context.Context, tenantID string, events []*domain.AuditEvent) error {
-	n := 0
-	for _, e := range events {
-		n += e.Size()
-	}
+	n := domain.AuditBytes(events)
 	ri := requestInfoFrom(ctx)
 	if ri == nil || n == 0 {
 		return nil // no exchange to hold it (a call in process), or nothing to hold

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"runtime"
@@ -250,37 +251,38 @@ func checkNewestFirst(t *testing.T, seqs []int64, n int) {
 // with a small receive buffer, reads its status line and stops reading.
 func stallDownload(t *testing.T, srv *running, tenantID string) net.Conn {
 	t.Helper()
-	c, err := smallWindowDialer.Dial("tcp", strings.TrimPrefix(srv.baseURL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	fmt.Fprintf(c, "GET /audit/export.ndjson?tenant_id=%s HTTP/1.1\r\nHost: registry\r\n\r\n", tenantID)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	status, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
-		t.Fatalf("download: %q, %v", status, err)
+	c, status := stallRequest(t, srv, fmt.Sprintf("GET /audit/export.ndjson?tenant_id=%s HTTP/1.1\r\nHost: registry\r\n\r\n", tenantID))
+	if !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("download: %q", status)
 	}
 	return c
 }
 
-// stallList asks for a page of 500 of tenantID's events over a
-// connection that never reads past the answer's status line, which it
-// returns.
+// stallList asks for a page of 500 of tenantID's events the same way,
+// and returns the answer's status line.
 func stallList(t *testing.T, srv *running, tenantID string) (net.Conn, string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"tenantId":%q,"pageSize":500}`, tenantID)
+	return stallRequest(t, srv, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: registry\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		tenantregistryv1connect.AuditServiceListAuditEventsProcedure, len(body), body))
+}
+
+// stallRequest sends request over HTTP/1.1 with a small receive buffer,
+// reads the answer's status line, returned, and stops reading.
+func stallRequest(t *testing.T, srv *running, request string) (net.Conn, string) {
 	t.Helper()
 	c, err := smallWindowDialer.Dial("tcp", strings.TrimPrefix(srv.baseURL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	body := fmt.Sprintf(`{"tenantId":%q,"pageSize":500}`, tenantID)
-	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: registry\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-		tenantregistryv1connect.AuditServiceListAuditEventsProcedure, len(body), body)
+	if _, err := io.WriteString(c, request); err != nil {
+		t.Fatal(err)
+	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	status, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		t.Fatalf("list: %q, %v", status, err)
+		t.Fatalf("%q: status %q, %v", strings.SplitN(request, "\r\n", 2)[0], status, err)
 	}
 	return c, status
 }
