@@ -239,7 +239,7 @@ func handlerOptions(cfg Config, caller callerInterceptor) connect.HandlerOption 
 	samples := cfg.samples
 	interceptors := append(slices.Clone(cfg.Interceptors), logInterceptor{cfg.Logger, samples},
 		deadlineInterceptor{cfg.RequestTimeout}, // outside errorInterceptor, which must see the deadline
-		errorInterceptor{samples.logger()}, caller)
+		errorInterceptor{samples.logger()}, caller, answerHold{&domain.Budget{}})
 	return connect.WithHandlerOptions(append(codecs,
 		connect.WithInterceptors(interceptors...),
 		connect.WithReadMaxBytes(cfg.MaxMessageBytes),

@@ -54,16 +54,9 @@ func rpcCount(t *testing.T, scraped, procedure, code string) float64 {
 // count every call.
 func TestLogFloods(t *testing.T) {
 	const n = 60
-	env := devEnv("sqlite:" + filepath.Join(t.TempDir(), "registry.db"))
-	env["KEYCLOAK_ISSUER"] = "http://127.0.0.1:1/realms/none" // never asked: every caller presents a key
-	env["OIDC_AUDIENCE"] = "tenant-registry"
+	env, admin := keyedEnv(t, "sqlite:"+filepath.Join(t.TempDir(), "registry.db"))
 	env["METRICS_ADDR"] = "127.0.0.1:0"
 	env["LOG_LEVEL"] = "info"
-	var adminKey strings.Builder
-	if err := run(context.Background(), []string{"keys", "bootstrap"}, envOf(env), &adminKey, io.Discard); err != nil {
-		t.Fatalf("keys bootstrap: %v", err)
-	}
-	admin := strings.TrimSpace(adminKey.String())
 	srv := serve(t, env)
 	ctx := context.Background()
 	client := testserver.HTTP1

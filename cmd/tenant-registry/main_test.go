@@ -114,6 +114,21 @@ func devEnv(databaseURL string) map[string]string {
 	}
 }
 
+// keyedEnv is devEnv with authentication on, and the plaintext of a
+// platform admin key that `keys bootstrap` made in its database. The
+// issuer it names is never asked: every caller presents a service key.
+func keyedEnv(t *testing.T, databaseURL string) (env map[string]string, adminKey string) {
+	t.Helper()
+	env = devEnv(databaseURL)
+	env["KEYCLOAK_ISSUER"] = "http://127.0.0.1:1/realms/none"
+	env["OIDC_AUDIENCE"] = "tenant-registry"
+	var out strings.Builder
+	if err := run(context.Background(), []string{"keys", "bootstrap"}, envOf(env), &out, io.Discard); err != nil {
+		t.Fatalf("keys bootstrap: %v", err)
+	}
+	return env, strings.TrimSpace(out.String())
+}
+
 func TestServeEndToEnd(t *testing.T) {
 	for _, d := range databases {
 		t.Run(d.name, func(t *testing.T) {

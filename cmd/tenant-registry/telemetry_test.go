@@ -344,16 +344,7 @@ func TestLoadConfigTelemetry(t *testing.T) {
 // the request id is the caller's when sane and comes back in a header; and
 // no key, whether sent as a bearer token or in a body, reaches the log.
 func TestRequestLog(t *testing.T) {
-	env := devEnv("sqlite:" + filepath.Join(t.TempDir(), "registry.db"))
-	// An issuer turns authentication on; it is never asked, since every
-	// caller here presents a service key.
-	env["KEYCLOAK_ISSUER"] = "http://127.0.0.1:1/realms/none"
-	env["OIDC_AUDIENCE"] = "tenant-registry"
-	var adminKey strings.Builder
-	if err := run(context.Background(), []string{"keys", "bootstrap"}, envOf(env), &adminKey, io.Discard); err != nil {
-		t.Fatalf("keys bootstrap: %v", err)
-	}
-	admin := strings.TrimSpace(adminKey.String())
+	env, admin := keyedEnv(t, "sqlite:"+filepath.Join(t.TempDir(), "registry.db"))
 	srv := serveObserved(t, env, nil)
 
 	ctx := context.Background()
