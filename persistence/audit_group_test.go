@@ -236,3 +236,57 @@ func TestAppendsThatCollideAreAlreadyExists(t *testing.T) {
 		}
 	})
 }
+
+// TestAppendsKeepEveryCharacter: the writes of an append travel as one
+// script on PostgreSQL, so text that looks like SQL, placeholders or a
+// statement's end is stored as it was sent, by a single append and by a
+// batch, and the log verifies.
+func TestAppendsKeepEveryCharacter(t *testing.T) {
+	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
+		ctx := domain.WithCaller(context.Background(), bootstrapCaller)
+		tn, err := domain.NewTenantService(db.Store(), domain.SystemClock).Create(ctx, domain.CreateTenant{Slug: "verbatim", DisplayName: "v"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		audit := domain.NewAuditService(db.Store(), domain.SystemClock, domain.AuditSettings{})
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		texts := []string{"why? it's $1", "a'); DELETE FROM audit_events; --", `back\slash ?? $$ "quoted"`, "line\nbreak;\tand ünïcödé ✓"}
+		var sent []*domain.AuditEvent
+		for i, text := range texts {
+			e := benchEvents(tn.ID, 1, now)[0]
+			name := strings.NewReplacer("\n", " ", "\t", " ").Replace(text) // names and ids refuse control characters
+			e.Description, e.Target.Name, e.ExternalID = text, name, fmt.Sprint(name, i)
+			e.Fields = map[string]string{"text": text, "k?": "$2"}
+			if i%2 == 0 {
+				if _, err := audit.Record(ctx, e); err != nil {
+					t.Fatalf("record %q: %v", text, err)
+				}
+			} else if _, err := audit.RecordBatch(ctx, []*domain.AuditEvent{e}); err != nil {
+				t.Fatalf("record %q in a batch: %v", text, err)
+			}
+			sent = append(sent, e)
+		}
+		page, err := audit.List(ctx, domain.AuditFilter{TenantID: tn.ID, Product: "analytics"}, domain.PageRequest{Size: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := map[string]*domain.AuditEvent{}
+		for _, e := range page.Items {
+			stored[e.ID] = e
+		}
+		for _, e := range sent {
+			got := stored[e.ID]
+			switch {
+			case got == nil:
+				t.Errorf("event %q was not stored", e.Description)
+			case got.Description != e.Description || got.Target.Name != e.Target.Name || got.ExternalID != e.ExternalID ||
+				got.Fields["text"] != e.Fields["text"] || got.Fields["k?"] != "$2":
+				t.Errorf("stored %+v, sent %+v", got, e)
+			}
+		}
+		report, err := audit.VerifyChain(ctx, tn.ID, nil)
+		if err != nil || !report.OK {
+			t.Fatalf("the log: %+v, %v", report, err)
+		}
+	})
+}

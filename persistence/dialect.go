@@ -8,6 +8,7 @@ import (
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/driver/pgdriver"
+	"github.com/uptrace/bun/schema"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 	"github.com/tenant-registry/tenant-registry/migrations"
@@ -29,6 +30,9 @@ type dialect interface {
 	// forUpdate makes q keep concurrent writers of the rows it reads out
 	// until the transaction ends.
 	forUpdate(q *bun.SelectQuery) *bun.SelectQuery
+	// execAll runs queries, which return no rows, in order, stopping at
+	// the first that fails.
+	execAll(ctx context.Context, db bun.IDB, queries []schema.QueryAppender) error
 	// byteOrder is an ORDER BY term sorting column ascending by its
 	// bytes, so both dialects list in one order.
 	byteOrder(column string) string
@@ -78,6 +82,43 @@ func (postgresDialect) forUpdate(q *bun.SelectQuery) *bun.SelectQuery { return q
 // forUpdate leaves q as it is: SQLite has no row locks, and transactions
 // here begin IMMEDIATE, holding the database's write lock from the start.
 func (sqliteDialect) forUpdate(q *bun.SelectQuery) *bun.SelectQuery { return q }
+
+// execAll sends queries as one script: its statements run in order in
+// the transaction, and the first to fail ends it, at the cost of one
+// round trip for all of them instead of one each.
+func (postgresDialect) execAll(ctx context.Context, db bun.IDB, queries []schema.QueryAppender) error {
+	gen := schema.NewQueryGen(db.Dialect())
+	var script []byte
+	for i, q := range queries {
+		if i > 0 {
+			script = append(script, ";\n"...)
+		}
+		var err error
+		if script, err = q.AppendQuery(gen, script); err != nil {
+			return err
+		}
+	}
+	if len(script) == 0 {
+		return nil
+	}
+	_, err := db.ExecContext(ctx, string(script))
+	return err
+}
+
+// execAll runs queries one at a time: SQLite has no round trips to save.
+func (sqliteDialect) execAll(ctx context.Context, db bun.IDB, queries []schema.QueryAppender) error {
+	gen := schema.NewQueryGen(db.Dialect())
+	for _, q := range queries {
+		query, err := q.AppendQuery(gen, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := db.ExecContext(ctx, string(query)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // byteOrder sorts in the "C" collation: the database's default would
 // sort punctuation ('-') unlike SQLite.
