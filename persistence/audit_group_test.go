@@ -182,13 +182,7 @@ func groupCommit(t *testing.T, failShared bool) {
 // from the stored hashes at its next append, and the log goes on verifying.
 func TestAppendsToHeadsThatKeepNoEdge(t *testing.T) {
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
-		ctx := domain.WithCaller(context.Background(), bootstrapCaller)
-		tn, err := domain.NewTenantService(db.Store(), domain.SystemClock).Create(ctx, domain.CreateTenant{Slug: "edgeless", DisplayName: "e"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		audit := domain.NewAuditService(db.Store(), domain.SystemClock, domain.AuditSettings{})
-		now := time.Now().UTC().Truncate(time.Microsecond)
+		ctx, tn, audit, now := auditOfNewTenant(t, db, "edgeless")
 		for round, edge := range []string{"", "00"} {
 			if _, err := audit.RecordBatch(ctx, benchEvents(tn.ID, 7, now)); err != nil {
 				t.Fatal(err)
@@ -243,13 +237,7 @@ func TestAppendsThatCollideAreAlreadyExists(t *testing.T) {
 // batch, and the log verifies.
 func TestAppendsKeepEveryCharacter(t *testing.T) {
 	testdb.Run(t, func(t *testing.T, db *persistence.DB) {
-		ctx := domain.WithCaller(context.Background(), bootstrapCaller)
-		tn, err := domain.NewTenantService(db.Store(), domain.SystemClock).Create(ctx, domain.CreateTenant{Slug: "verbatim", DisplayName: "v"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		audit := domain.NewAuditService(db.Store(), domain.SystemClock, domain.AuditSettings{})
-		now := time.Now().UTC().Truncate(time.Microsecond)
+		ctx, tn, audit, now := auditOfNewTenant(t, db, "verbatim")
 		texts := []string{"why? it's $1", "a'); DELETE FROM audit_events; --", `back\slash ?? $$ "quoted"`, "line\nbreak;\tand ünïcödé ✓"}
 		var sent []*domain.AuditEvent
 		for i, text := range texts {
@@ -289,4 +277,17 @@ func TestAppendsKeepEveryCharacter(t *testing.T) {
 			t.Fatalf("the log: %+v, %v", report, err)
 		}
 	})
+}
+
+// auditOfNewTenant creates a tenant with slug and returns a platform
+// caller's context, the tenant, an audit service on db and the time,
+// truncated as the store keeps it.
+func auditOfNewTenant(t *testing.T, db *persistence.DB, slug string) (context.Context, *domain.Tenant, *domain.AuditService, time.Time) {
+	t.Helper()
+	ctx := domain.WithCaller(context.Background(), bootstrapCaller)
+	tn, err := domain.NewTenantService(db.Store(), domain.SystemClock).Create(ctx, domain.CreateTenant{Slug: slug, DisplayName: slug})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, tn, domain.NewAuditService(db.Store(), domain.SystemClock, domain.AuditSettings{}), time.Now().UTC().Truncate(time.Microsecond)
 }

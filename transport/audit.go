@@ -104,15 +104,9 @@ func (s *AuditServer) holdPage(ctx context.Context, tenantID string, events []*d
 	if ri == nil || n == 0 {
 		return nil // no exchange to hold it (a call in process), or nothing to hold
 	}
-	switch ok, logFull := s.pages.Take(tenantID, n, MaxListedBytesPerLog, MaxListedBytes); {
-	case ok:
-		ri.afterAnswer(func() { s.pages.Release(tenantID, n) })
-		return nil
-	case logFull:
-		return domain.Errorf(domain.KindResourceExhausted, "pages of this audit log that their callers have not taken yet hold %d MiB already; try again when they are read, or ask for a smaller page_size", MaxListedBytesPerLog>>20)
-	default:
-		return domain.Errorf(domain.KindResourceExhausted, "audit pages that their callers have not taken yet hold %d MiB on this server already; try again shortly", MaxListedBytes>>20)
-	}
+	return holdUntilAnswered(ri, &s.pages, tenantID, n, MaxListedBytesPerLog, MaxListedBytes,
+		"pages of this audit log that their callers have not taken yet hold %d MiB already; try again when they are read, or ask for a smaller page_size",
+		"audit pages that their callers have not taken yet hold %d MiB on this server already; try again shortly")
 }
 
 // ExportAuditEvents streams every matching event, newest first.

@@ -70,13 +70,22 @@ func (h answerHold) hold(ctx context.Context, answer any) error {
 		return nil
 	}
 	tenantID := domain.CallerFrom(ctx).Principal.TenantID // "" for the platform's users
-	switch ok, tenantFull := h.held.Take(tenantID, n, MaxHeldAnswerBytesPerTenant, MaxHeldAnswerBytes); {
+	return holdUntilAnswered(ri, h.held, tenantID, n, MaxHeldAnswerBytesPerTenant, MaxHeldAnswerBytes,
+		"answers to this tenant's callers that they have not taken yet hold %d MiB already; try again when they are read (a smaller page_size holds less)",
+		"answers that their callers have not taken yet hold %d MiB on this server already; try again shortly")
+}
+
+// holdUntilAnswered counts n against b for key until ri's answer is
+// taken, cut or ends, or refuses it with the message of the bound it
+// would pass: keyFull or full, formatted with that bound in MiB.
+func holdUntilAnswered(ri *requestInfo, b *domain.Budget, key string, n, perKey, total int, keyFull, full string) error {
+	switch ok, isKey := b.Take(key, n, perKey, total); {
 	case ok:
-		ri.afterAnswer(func() { h.held.Release(tenantID, n) })
+		ri.afterAnswer(func() { b.Release(key, n) })
 		return nil
-	case tenantFull:
-		return domain.Errorf(domain.KindResourceExhausted, "answers to this tenant's callers that they have not taken yet hold %d MiB already; try again when they are read (a smaller page_size holds less)", MaxHeldAnswerBytesPerTenant>>20)
+	case isKey:
+		return domain.Errorf(domain.KindResourceExhausted, keyFull, perKey>>20)
 	default:
-		return domain.Errorf(domain.KindResourceExhausted, "answers that their callers have not taken yet hold %d MiB on this server already; try again shortly", MaxHeldAnswerBytes>>20)
+		return domain.Errorf(domain.KindResourceExhausted, full, total>>20)
 	}
 }
