@@ -23,8 +23,9 @@ import (
 // transaction to start with only those that waited meanwhile, the callers
 // coming back would wait for the one after it, and the appends in flight
 // would settle into two halves taking turns. So after a transaction the
-// committer waits, for at most half as long as that transaction took,
-// until as many appends are pending as it answered and found waiting:
+// committer waits, for at most half as long as that transaction took (and
+// maxAuditLinger), until as many appends are pending as it answered and
+// found waiting:
 // the appends in flight share one transaction, twice the size, while the
 // database would otherwise have been idle. A lone caller that comes back
 // starts its transaction on arrival, and one that does not delays nobody.
@@ -82,8 +83,11 @@ func (g *auditGroup) commitLoop() {
 			return
 		}
 		start := time.Now()
-		g.commit(batch)
-		linger = time.Since(start) / 2
+		if !g.commit(batch) {
+			expected = 0 // each event went alone: no count to wait for
+			continue
+		}
+		linger = min(time.Since(start)/2, maxAuditLinger)
 		g.mu.Lock()
 		expected = len(batch) + len(g.pending)
 		g.mu.Unlock()
@@ -121,7 +125,15 @@ func (g *auditGroup) next(expected int, linger time.Duration) []*pendingAppend {
 	return batch
 }
 
-func (g *auditGroup) commit(batch []*pendingAppend) {
+// maxAuditLinger bounds the wait after a transaction, so that one slowed
+// by the database (a lock, a stalled disk) does not make the next wait
+// as long: a transaction of a few dozen events takes a few milliseconds.
+const maxAuditLinger = 5 * time.Millisecond
+
+// commit appends the batch's live events and answers their callers. It
+// reports whether they went in one transaction (false when a shared one
+// failed and each event went in its own).
+func (g *auditGroup) commit(batch []*pendingAppend) bool {
 	live := batch[:0]
 	for _, p := range batch {
 		if err := p.ctx.Err(); err != nil {
@@ -131,7 +143,7 @@ func (g *auditGroup) commit(batch []*pendingAppend) {
 		live = append(live, p)
 	}
 	if len(live) == 0 {
-		return
+		return true
 	}
 	if len(live) > 1 {
 		ctx, cancel := groupContext(live)
@@ -147,7 +159,7 @@ func (g *auditGroup) commit(batch []*pendingAppend) {
 			for _, p := range live {
 				p.done <- nil
 			}
-			return
+			return true
 		}
 		for _, p := range live { // undo what the failed transaction set
 			p.event.Seq, p.event.Hash = 0, ""
@@ -156,6 +168,7 @@ func (g *auditGroup) commit(batch []*pendingAppend) {
 	for _, p := range live {
 		p.done <- g.store.Atomically(p.ctx, func(r Repositories) error { return r.Audit().Append(p.ctx, []*AuditEvent{p.event}) })
 	}
+	return len(live) == 1
 }
 
 // groupContext is the shared transaction's context: the first caller's

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/schema"
 
 	"github.com/tenant-registry/tenant-registry/domain"
 	"github.com/tenant-registry/tenant-registry/sdk/go/auditlog"
@@ -211,8 +210,8 @@ func (l AuditLog) appendAll(ctx context.Context, events []*domain.AuditEvent) er
 }
 
 // inserts are the statements that insert rows, a chunk of them each.
-func inserts[T any](db bun.IDB, rows []T, chunk int) []schema.QueryAppender {
-	var out []schema.QueryAppender
+func inserts[T any](db bun.IDB, rows []T, chunk int) []statement {
+	var out []statement
 	for part := range slices.Chunk(rows, chunk) {
 		out = append(out, db.NewInsert().Model(&part))
 	}
@@ -251,8 +250,8 @@ func (l AuditLog) lockHeads(ctx context.Context, tenants []string) (map[string]*
 
 // headWrites are the statements that write the new size, root and edge
 // of each head, one for up to a chunk of them.
-func (l AuditLog) headWrites(heads []*auditChainHeadRow) []schema.QueryAppender {
-	var out []schema.QueryAppender
+func (l AuditLog) headWrites(heads []*auditChainHeadRow) []statement {
+	var out []statement
 	for chunk := range slices.Chunk(heads, insertChunk) {
 		var seq, hash, edge strings.Builder
 		var seqArgs, hashArgs, edgeArgs []any

@@ -2,7 +2,10 @@ package persistence
 
 import (
 	"context"
+	"database/sql"
 	"io/fs"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +35,7 @@ type dialect interface {
 	forUpdate(q *bun.SelectQuery) *bun.SelectQuery
 	// execAll runs queries, which return no rows, in order, stopping at
 	// the first that fails.
-	execAll(ctx context.Context, db bun.IDB, queries []schema.QueryAppender) error
+	execAll(ctx context.Context, db bun.IDB, queries []statement) error
 	// byteOrder is an ORDER BY term sorting column ascending by its
 	// bytes, so both dialects list in one order.
 	byteOrder(column string) string
@@ -54,6 +57,12 @@ type dialect interface {
 }
 
 // postgresDialect is the production dialect: replicas share the database.
+// statement is a query that returns no rows: an insert or a raw one.
+type statement interface {
+	schema.QueryAppender
+	Exec(ctx context.Context, dest ...any) (sql.Result, error)
+}
+
 type postgresDialect struct {
 	// connector opens connections outside the pool, for the listener's
 	// heartbeats.
@@ -85,35 +94,26 @@ func (sqliteDialect) forUpdate(q *bun.SelectQuery) *bun.SelectQuery { return q }
 
 // execAll sends queries as one script: its statements run in order in
 // the transaction, and the first to fail ends it, at the cost of one
-// round trip for all of them instead of one each.
-func (postgresDialect) execAll(ctx context.Context, db bun.IDB, queries []schema.QueryAppender) error {
-	gen := schema.NewQueryGen(db.Dialect())
-	var script []byte
-	for i, q := range queries {
-		if i > 0 {
-			script = append(script, ";\n"...)
-		}
-		var err error
-		if script, err = q.AppendQuery(gen, script); err != nil {
-			return err
-		}
-	}
-	if len(script) == 0 {
+// round trip for all of them instead of one each. The queries are the
+// script's arguments, so that what traces and logs see of it (its
+// template) holds no value.
+func (postgresDialect) execAll(ctx context.Context, db bun.IDB, queries []statement) error {
+	if len(queries) == 0 {
 		return nil
 	}
-	_, err := db.ExecContext(ctx, string(script))
+	args := make([]any, len(queries))
+	for i, q := range queries {
+		args[i] = q
+	}
+	template := "/* " + strconv.Itoa(len(queries)) + " statements */ " + strings.Repeat("?;\n", len(queries)-1) + "?"
+	_, err := db.NewRaw(template, args...).Exec(ctx)
 	return err
 }
 
 // execAll runs queries one at a time: SQLite has no round trips to save.
-func (sqliteDialect) execAll(ctx context.Context, db bun.IDB, queries []schema.QueryAppender) error {
-	gen := schema.NewQueryGen(db.Dialect())
+func (sqliteDialect) execAll(ctx context.Context, _ bun.IDB, queries []statement) error {
 	for _, q := range queries {
-		query, err := q.AppendQuery(gen, nil)
-		if err != nil {
-			return err
-		}
-		if _, err := db.ExecContext(ctx, string(query)); err != nil {
+		if _, err := q.Exec(ctx); err != nil {
 			return err
 		}
 	}
