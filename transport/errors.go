@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -49,7 +50,7 @@ func connectError(ctx context.Context, log *slog.Logger, procedure string, err e
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("the request's deadline passed"))
 	case errors.As(err, &de) && de.Kind != domain.KindInternal:
-		out := connect.NewError(codes[de.Kind], errors.New(de.Message))
+		out := connect.NewError(codes[de.Kind], errors.New(shortened(de.Message, maxErrorMessage)))
 		if de.Kind == domain.KindUnavailable {
 			log.WarnContext(ctx, "dependency unavailable", "procedure", procedure, "error", err)
 		}
@@ -57,7 +58,7 @@ func connectError(ctx context.Context, log *slog.Logger, procedure string, err e
 			br := &errdetails.BadRequest{}
 			for _, v := range de.Violations {
 				br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
-					Field: v.Field, Description: v.Description,
+					Field: shortened(v.Field, maxErrorField), Description: shortened(v.Description, maxErrorField),
 				})
 			}
 			if detail, derr := connect.NewErrorDetail(br); derr == nil {
@@ -68,6 +69,28 @@ func connectError(ctx context.Context, log *slog.Logger, procedure string, err e
 	}
 	log.ErrorContext(ctx, "internal error", "procedure", procedure, "error", err)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+}
+
+// An error's message, and each field and description of its violations,
+// is cut to these bytes: a message may quote what the caller sent (a
+// stale etag), and a 4 MB request must not buy an 8 MB answer.
+const (
+	maxErrorMessage = 1 << 10
+	maxErrorField   = 256
+)
+
+// shortened is s cut to at most max bytes, at a character boundary, and
+// marked as cut.
+func shortened(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	const mark = "…"
+	cut := max - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 // errorInterceptor applies connectError to every handler's error, so
