@@ -13,7 +13,8 @@ const (
 	exportPageSize  = 500
 	firstExportPage = 64
 	// MaxExportsPerLog is how many exports of one log (a tenant's, or the
-	// platform's) may run at once on a replica, and MaxExports how many
+	// platform's) one tenant's callers may run at once on a replica (the
+	// platform's users count as one tenant), and MaxExports how many
 	// in all: each holds a page while its client reads it, for as long as
 	// the client keeps reading.
 	MaxExportsPerLog = 4
@@ -32,8 +33,8 @@ func AuditBytes(events []*AuditEvent) int {
 // Export calls send for every event matching f, newest first. It reads in
 // pages bounded by auditPageBytes, so memory stays constant however many
 // events match and however large they are, and it runs only while fewer
-// than MaxExportsPerLog exports of the same log, and fewer than MaxExports
-// in all, run.
+// than MaxExportsPerLog exports of the same log by callers of the same
+// tenant, and fewer than MaxExports in all, run.
 func (s *AuditService) Export(ctx context.Context, f AuditFilter, send func(*AuditEvent) error) error {
 	var v Violations
 	f = checkAuditFilter(&v, f)
@@ -43,10 +44,11 @@ func (s *AuditService) Export(ctx context.Context, f AuditFilter, send func(*Aud
 	if err := s.allow(ctx, PermAuditRead, f.TenantID, nil); err != nil {
 		return err
 	}
-	if err := s.exports.take(f.TenantID); err != nil {
+	slot := ReaderLogKey(ctx, f.TenantID)
+	if err := s.exports.take(slot); err != nil {
 		return err
 	}
-	defer s.exports.release(f.TenantID)
+	defer s.exports.release(slot)
 	var before int64
 	limit := firstExportPage
 	for {
@@ -87,16 +89,25 @@ func nextExportLimit(limit, n int, cut bool) int {
 // exportSlots counts the exports running, per log and in all.
 type exportSlots struct{ Budget }
 
-// take claims a slot for an export of tenantID's log, or says why not.
-func (s *exportSlots) take(tenantID string) error {
-	switch ok, logFull := s.Take(tenantID, 1, MaxExportsPerLog, MaxExports); {
+// take claims a slot for an export under key (ReaderLogKey), or says why
+// not.
+func (s *exportSlots) take(key string) error {
+	switch ok, logFull := s.Take(key, 1, MaxExportsPerLog, MaxExports); {
 	case ok:
 		return nil
 	case logFull:
-		return Errorf(KindResourceExhausted, "%d exports of this audit log are running already; start another when one ends", MaxExportsPerLog)
+		return Errorf(KindResourceExhausted, "%d exports of this audit log by this tenant's callers are running already; start another when one ends", MaxExportsPerLog)
 	default:
 		return Errorf(KindResourceExhausted, "%d audit exports are running on this server already; try again shortly", MaxExports)
 	}
 }
 
-func (s *exportSlots) release(tenantID string) { s.Release(tenantID, 1) }
+func (s *exportSlots) release(key string) { s.Release(key, 1) }
+
+// ReaderLogKey is what a read of the log of logTenantID counts under: the
+// reading principal's tenant and the log, so that one tenant's callers
+// (the platform's users among them) spend their own share of a log's
+// bound, never the share of the log's own tenant.
+func ReaderLogKey(ctx context.Context, logTenantID string) string {
+	return CallerFrom(ctx).Principal.TenantID + "\x00" + logTenantID
+}

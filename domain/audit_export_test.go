@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"context"
 	"fmt"
 	"testing"
 )
@@ -61,5 +62,25 @@ func TestNextExportLimit(t *testing.T) {
 		if got := nextExportLimit(tt.limit, tt.n, tt.cut); got != tt.want {
 			t.Errorf("nextExportLimit(%d, %d, %v) = %d, want %d", tt.limit, tt.n, tt.cut, got, tt.want)
 		}
+	}
+}
+
+// TestReadBoundsAreTheReaders: the exports of a log that the platform's
+// users run (or hold stalled) count against their own share of the log's
+// bound, so the log's own tenant still exports it.
+func TestReadBoundsAreTheReaders(t *testing.T) {
+	var s exportSlots
+	platform := WithCaller(context.Background(), Caller{Principal: Principal{ID: "admin", Type: PrincipalUser}})
+	owner := WithCaller(context.Background(), Caller{Principal: Principal{ID: "k", Type: PrincipalTenantKey, TenantID: "b"}})
+	for range MaxExportsPerLog {
+		if err := s.take(ReaderLogKey(platform, "b")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.take(ReaderLogKey(platform, "b")); ErrorKind(err) != KindResourceExhausted {
+		t.Fatalf("the platform's export past its share of the log: %v, want KindResourceExhausted", err)
+	}
+	if err := s.take(ReaderLogKey(owner, "b")); err != nil {
+		t.Errorf("the log's own tenant's export while the platform holds its share: %v", err)
 	}
 }

@@ -47,3 +47,15 @@ func (b *Budget) Held(key string) (total, forKey int) {
 	defer b.mu.Unlock()
 	return b.total, b.byKey[key]
 }
+
+// Add claims n for key whatever the bounds: what is already spent (the
+// answer of a change that was made) must be counted even past them.
+func (b *Budget) Add(key string, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.byKey == nil {
+		b.byKey = map[string]int{}
+	}
+	b.byKey[key] += n
+	b.total += n
+}

@@ -24,7 +24,8 @@ type AuditServer struct {
 // Bounds of the events' text a replica's ListAuditEvents answers hold
 // until their clients take them: a page holds about a megabyte (see the
 // domain's auditPageBytes), and its client takes as long as it likes, up
-// to the answer's deadline. About four full pages per log, 32 in all.
+// to the answer's deadline. About four full pages per log and reading
+// tenant, 32 in all.
 const (
 	MaxListedBytesPerLog = 4 << 20
 	MaxListedBytes       = 32 << 20
@@ -96,16 +97,17 @@ func (s *AuditServer) ListAuditEvents(ctx context.Context, req *v1.ListAuditEven
 	return res, nil
 }
 
-// holdPage counts events against the log's and the replica's bounds
-// until their answer is taken, cut or ends, or says that it would pass one.
+// holdPage counts events against the log's bound for its reader's tenant
+// (ReaderLogKey) and the replica's bound until their answer is taken, cut
+// or ends, or says that it would pass one.
 func (s *AuditServer) holdPage(ctx context.Context, tenantID string, events []*domain.AuditEvent) error {
 	n := domain.AuditBytes(events)
 	ri := requestInfoFrom(ctx)
 	if ri == nil || n == 0 {
 		return nil // no exchange to hold it (a call in process), or nothing to hold
 	}
-	return holdUntilAnswered(ri, &s.pages, tenantID, n, MaxListedBytesPerLog, MaxListedBytes,
-		"pages of this audit log that their callers have not taken yet hold %d MiB already; try again when they are read, or ask for a smaller page_size",
+	return holdUntilAnswered(ri, &s.pages, domain.ReaderLogKey(ctx, tenantID), n, MaxListedBytesPerLog, MaxListedBytes,
+		"pages of this audit log that this tenant's callers have not taken yet hold %d MiB already; try again when they are read, or ask for a smaller page_size",
 		"audit pages that their callers have not taken yet hold %d MiB on this server already; try again shortly")
 }
 

@@ -7,37 +7,63 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tenant-registry/tenant-registry/domain"
-	v1 "github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1"
+	"github.com/tenant-registry/tenant-registry/gen/go/tenantregistry/v1/tenantregistryv1connect"
 )
 
 // A unary answer is written after its handler returned, and a client that
 // does not read it keeps it in the server's memory until the answer's
-// deadline: a page of 500 API keys of the largest metadata is about 9 MB.
-// Answers of MinHeldAnswer bytes and more count against these bounds, per
-// caller's tenant and in all, until they are taken, cut or end; one that
-// would pass either is refused with RESOURCE_EXHAUSTED. Bytes are the
-// answer's protobuf size: its JSON is up to about twice that. The audit
-// log's pages count against their own, smaller bounds as well.
+// deadline: a page of 500 API keys of the largest metadata is about 9 MB,
+// and over HTTP/2 a stream whose window stays shut keeps even a small
+// answer. Every answer counts against these bounds, per caller's tenant
+// and in all, until it is taken, cut or ends. A read whose answer would
+// pass either is refused with RESOURCE_EXHAUSTED; a change is refused so
+// before it runs, once its caller's tenant or the replica holds its bound
+// already, and its answer counts even past them (it is made). Bytes are
+// an answer's protobuf size: its JSON is up to about twice that. The
+// audit log's pages count against their own, smaller bounds as well.
 const (
 	MaxHeldAnswerBytesPerTenant = 16 << 20
 	MaxHeldAnswerBytes          = 64 << 20
-	// MinHeldAnswer is where counting starts: what is smaller fits about
-	// what the kernel takes of an answer (TCP_NOTSENT_LOWAT and the
-	// bytes in flight), and is not worth a size.
-	MinHeldAnswer = 16 << 10
 )
 
-// answerHold counts the large answers of unary reads against the bounds
-// above.
+// answerHold counts the answers of unary calls against the bounds above.
 type answerHold struct{ held *domain.Budget }
+
+// uncountedProcedures are the hot path's: their answers are a key's or an
+// entitlement's, and the calls are products', on every request.
+var uncountedProcedures = map[string]bool{
+	tenantregistryv1connect.ApiKeyServiceVerifyApiKeyProcedure:          true,
+	tenantregistryv1connect.EntitlementServiceCheckEntitlementProcedure: true,
+}
 
 func (h answerHold) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		res, err := next(ctx, req)
-		if err != nil || res == nil || req.Spec().IdempotencyLevel != connect.IdempotencyNoSideEffects {
-			return res, err // a change's answer is one record, and refusing it would hide that the change was made
+		ri := requestInfoFrom(ctx)
+		if ri == nil || uncountedProcedures[req.Spec().Procedure] {
+			return next(ctx, req) // no exchange to hold it (a call in process), or the hot path
 		}
-		if err := h.hold(ctx, res.Any()); err != nil {
+		tenantID := domain.CallerFrom(ctx).Principal.TenantID // "" for the platform's users
+		change := req.Spec().IdempotencyLevel != connect.IdempotencyNoSideEffects
+		if change {
+			if total, ofTenant := h.held.Held(tenantID); ofTenant >= MaxHeldAnswerBytesPerTenant || total >= MaxHeldAnswerBytes {
+				return nil, holdError(ofTenant >= MaxHeldAnswerBytesPerTenant)
+			}
+		}
+		res, err := next(ctx, req)
+		if err != nil || res == nil {
+			return res, err
+		}
+		msg, ok := res.Any().(proto.Message)
+		if !ok {
+			return res, nil
+		}
+		n := proto.Size(msg)
+		if change {
+			h.held.Add(tenantID, n)
+			ri.afterAnswer(func() { h.held.Release(tenantID, n) })
+			return res, nil
+		}
+		if err := holdUntilAnswered(ri, h.held, tenantID, n, MaxHeldAnswerBytesPerTenant, MaxHeldAnswerBytes, tenantHeldFull, heldFull); err != nil {
 			return nil, err
 		}
 		return res, nil
@@ -53,26 +79,18 @@ func (h answerHold) WrapStreamingHandler(next connect.StreamingHandlerFunc) conn
 	return next
 }
 
-// hold counts answer against its caller's tenant's bound and the
-// server's until it is taken, or says that it would pass one.
-func (h answerHold) hold(ctx context.Context, answer any) error {
-	switch answer.(type) {
-	case *v1.CheckEntitlementResponse:
-		return nil // the hot path's: one entitlement, far under MinHeldAnswer
+const (
+	tenantHeldFull = "answers to this tenant's callers that they have not taken yet hold %d MiB already; try again when they are read (a smaller page_size holds less)"
+	heldFull       = "answers that their callers have not taken yet hold %d MiB on this server already; try again shortly"
+)
+
+// holdError is the refusal of a change whose tenant's bound, or the
+// replica's, is held already.
+func holdError(tenantFull bool) error {
+	if tenantFull {
+		return domain.Errorf(domain.KindResourceExhausted, tenantHeldFull, MaxHeldAnswerBytesPerTenant>>20)
 	}
-	msg, ok := answer.(proto.Message)
-	ri := requestInfoFrom(ctx)
-	if !ok || ri == nil {
-		return nil // no exchange to hold it (a call in process)
-	}
-	n := proto.Size(msg)
-	if n < MinHeldAnswer {
-		return nil
-	}
-	tenantID := domain.CallerFrom(ctx).Principal.TenantID // "" for the platform's users
-	return holdUntilAnswered(ri, h.held, tenantID, n, MaxHeldAnswerBytesPerTenant, MaxHeldAnswerBytes,
-		"answers to this tenant's callers that they have not taken yet hold %d MiB already; try again when they are read (a smaller page_size holds less)",
-		"answers that their callers have not taken yet hold %d MiB on this server already; try again shortly")
+	return domain.Errorf(domain.KindResourceExhausted, heldFull, MaxHeldAnswerBytes>>20)
 }
 
 // holdUntilAnswered counts n against b for key until ri's answer is

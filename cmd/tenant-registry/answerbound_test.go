@@ -124,6 +124,23 @@ func TestLargeAnswersHoldBoundedMemory(t *testing.T) {
 					if _, err := keys.UpdateApiKey(context.Background(), &v1.UpdateApiKeyRequest{Id: largeKey, Name: renamed, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}}); err != nil {
 						t.Errorf("a change while the tenant's answers are held: %v", err)
 					}
+					// Changes whose answers are not taken count too: past the
+					// bound the next change is refused before it is made.
+					updateProcedure := tenantregistryv1connect.ApiKeyServiceUpdateApiKeyProcedure
+					for changes := 0; tc.brims; changes++ {
+						name := fmt.Sprint("stalled-", changes)
+						_, status := tc.stall(updateProcedure, fmt.Sprintf(`{"id":%q,"name":%q,"updateMask":"name"}`, largeKey, name))
+						if status == "429" {
+							got, err := keys.GetApiKey(context.Background(), &v1.GetApiKeyRequest{Id: largeKey})
+							if err == nil && got.GetApiKey().GetName() == name {
+								t.Errorf("the refused change %q was made", name)
+							}
+							break
+						}
+						if status != "200" || changes > 1 {
+							t.Fatalf("change %d with the tenant's bound held: status %s, want 429 from the second", changes, status)
+						}
+					}
 					for c := range conns {
 						c.Close()
 					}
