@@ -25,10 +25,10 @@ import (
 // would settle into two halves taking turns. So after a transaction the
 // committer waits, for at most half as long as that transaction took (and
 // maxAuditLinger), until as many appends are pending as it answered and
-// found waiting:
-// the appends in flight share one transaction, twice the size, while the
-// database would otherwise have been idle. A lone caller that comes back
-// starts its transaction on arrival, and one that does not delays nobody.
+// found waiting: the appends in flight share one transaction, twice the
+// size, while the database would otherwise have been idle. A lone caller
+// that comes back starts its transaction on arrival, and one that does
+// not delays nobody.
 type auditGroup struct {
 	store Store
 
