@@ -23,11 +23,7 @@ func (b *Budget) Take(key string, n, perKey, total int) (ok, keyFull bool) {
 	case b.total+n > total:
 		return false, false
 	}
-	if b.byKey == nil {
-		b.byKey = map[string]int{}
-	}
-	b.byKey[key] += n
-	b.total += n
+	b.add(key, n)
 	return true, false
 }
 
@@ -53,6 +49,11 @@ func (b *Budget) Held(key string) (total, forKey int) {
 func (b *Budget) Add(key string, n int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.add(key, n)
+}
+
+// add counts n for key; b.mu is held.
+func (b *Budget) add(key string, n int) {
 	if b.byKey == nil {
 		b.byKey = map[string]int{}
 	}

@@ -46,7 +46,7 @@ func (h answerHold) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		change := req.Spec().IdempotencyLevel != connect.IdempotencyNoSideEffects
 		if change {
 			if total, ofTenant := h.held.Held(tenantID); ofTenant >= MaxHeldAnswerBytesPerTenant || total >= MaxHeldAnswerBytes {
-				return nil, holdError(ofTenant >= MaxHeldAnswerBytesPerTenant)
+				return nil, boundError(ofTenant >= MaxHeldAnswerBytesPerTenant, MaxHeldAnswerBytesPerTenant, MaxHeldAnswerBytes, tenantHeldFull, heldFull)
 			}
 		}
 		res, err := next(ctx, req)
@@ -84,26 +84,23 @@ const (
 	heldFull       = "answers that their callers have not taken yet hold %d MiB on this server already; try again shortly"
 )
 
-// holdError is the refusal of a change whose tenant's bound, or the
-// replica's, is held already.
-func holdError(tenantFull bool) error {
-	if tenantFull {
-		return domain.Errorf(domain.KindResourceExhausted, tenantHeldFull, MaxHeldAnswerBytesPerTenant>>20)
-	}
-	return domain.Errorf(domain.KindResourceExhausted, heldFull, MaxHeldAnswerBytes>>20)
-}
-
 // holdUntilAnswered counts n against b for key until ri's answer is
 // taken, cut or ends, or refuses it with the message of the bound it
 // would pass: keyFull or full, formatted with that bound in MiB.
 func holdUntilAnswered(ri *requestInfo, b *domain.Budget, key string, n, perKey, total int, keyFull, full string) error {
-	switch ok, isKey := b.Take(key, n, perKey, total); {
-	case ok:
-		ri.afterAnswer(func() { b.Release(key, n) })
-		return nil
-	case isKey:
-		return domain.Errorf(domain.KindResourceExhausted, keyFull, perKey>>20)
-	default:
-		return domain.Errorf(domain.KindResourceExhausted, full, total>>20)
+	ok, isKey := b.Take(key, n, perKey, total)
+	if !ok {
+		return boundError(isKey, perKey, total, keyFull, full)
 	}
+	ri.afterAnswer(func() { b.Release(key, n) })
+	return nil
+}
+
+// boundError refuses what would pass a bound: the key's (keyFull, with
+// perKey in MiB) or the whole's (full, with total in MiB).
+func boundError(isKey bool, perKey, total int, keyFull, full string) error {
+	if isKey {
+		return domain.Errorf(domain.KindResourceExhausted, keyFull, perKey>>20)
+	}
+	return domain.Errorf(domain.KindResourceExhausted, full, total>>20)
 }
